@@ -1,0 +1,536 @@
+/* loop: the scheduler. Run ready tasks, arm the one timeout for all sleepers,
+ * submit everything with one io_uring_enter, dispatch completions. Also the
+ * task API that is about scheduling: spawn, join, cancel, yield. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "urt_internal.h"
+
+#if URT__TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
+URT__TLS struct urt_loop *urt__cur_loop;
+URT__TLS struct urt_task *urt__cur_task;
+
+#define DEFAULT_ENTRIES 256u
+#define DEFAULT_STACK (64u * 1024u)
+#define MIN_STACK (16u * 1024u)
+#define MAX_STACK ((size_t)1 << 30)
+
+uint64_t urt_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+urt_loop *urt_current_loop(void)
+{
+	return urt__cur_loop;
+}
+
+urt_task *urt_current_task(void)
+{
+	return urt__cur_task;
+}
+
+static bool owned(const struct urt_loop *loop)
+{
+	return pthread_equal(loop->owner, pthread_self());
+}
+
+/* ---- run queue ---- */
+
+void urt__ready(struct urt_task *t)
+{
+	struct urt_loop *loop = t->loop;
+
+	t->state = URT__READY;
+	t->next = NULL;
+	if (loop->rq_tail)
+		loop->rq_tail->next = t;
+	else
+		loop->rq_head = t;
+	loop->rq_tail = t;
+}
+
+static struct urt_task *rq_pop(struct urt_loop *loop)
+{
+	struct urt_task *t = loop->rq_head;
+
+	if (t) {
+		loop->rq_head = t->next;
+		if (!loop->rq_head)
+			loop->rq_tail = NULL;
+	}
+	return t;
+}
+
+int urt__park(struct urt_task *t, enum urt__wait why)
+{
+	t->state = URT__PARKED;
+	t->wait = (uint8_t)why;
+	urt__task_suspend(t);
+	t->wait = URT__WAIT_NONE;
+	return t->wake_res;
+}
+
+void urt__wake(struct urt_task *t, int res)
+{
+	t->wake_res = res;
+	urt__ready(t);
+}
+
+/* ---- the task list ---- */
+
+static void link_task(struct urt_loop *loop, struct urt_task *t)
+{
+	t->all_prev = NULL;
+	t->all_next = loop->all;
+	if (loop->all)
+		loop->all->all_prev = t;
+	loop->all = t;
+}
+
+static void free_task(struct urt_task *t)
+{
+	struct urt_loop *loop = t->loop;
+
+	if (t->all_prev)
+		t->all_prev->all_next = t->all_next;
+	else
+		loop->all = t->all_next;
+	if (t->all_next)
+		t->all_next->all_prev = t->all_prev;
+	urt__task_free(t);
+}
+
+void urt__task_finished(struct urt_task *t)
+{
+	t->state = URT__DONE;
+	t->loop->live--;
+	if (t->joiner) {
+		struct urt_task *j = t->joiner;
+
+		t->joiner = NULL;
+		j->joining = NULL;
+		urt__wake(j, 0);
+	}
+}
+
+/* ---- timers: a binary min-heap by deadline ---- */
+
+static void heap_set(struct urt__timer *h, size_t i, struct urt__timer e)
+{
+	h[i] = e;
+	e.task->heap_idx = i;
+}
+
+static void heap_up(struct urt__timer *h, size_t i)
+{
+	struct urt__timer e = h[i];
+
+	while (i > 0 && e.deadline < h[(i - 1) / 2].deadline) {
+		heap_set(h, i, h[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_set(h, i, e);
+}
+
+static void heap_down(struct urt__timer *h, size_t n, size_t i)
+{
+	struct urt__timer e = h[i];
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+
+		if (c >= n)
+			break;
+		if (c + 1 < n && h[c + 1].deadline < h[c].deadline)
+			c++;
+		if (e.deadline <= h[c].deadline)
+			break;
+		heap_set(h, i, h[c]);
+		i = c;
+	}
+	heap_set(h, i, e);
+}
+
+int urt__timer_add(struct urt_loop *loop, struct urt_task *t, uint64_t deadline)
+{
+	if (loop->heap_n == loop->heap_cap) {
+		size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
+		struct urt__timer *h = realloc(loop->heap, cap * sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		loop->heap = h;
+		loop->heap_cap = cap;
+	}
+	loop->heap[loop->heap_n] = (struct urt__timer){ deadline, t };
+	heap_up(loop->heap, loop->heap_n++);
+	return 0;
+}
+
+void urt__timer_del(struct urt_loop *loop, struct urt_task *t)
+{
+	size_t i = t->heap_idx;
+
+	loop->heap_n--;
+	if (i == loop->heap_n)
+		return;
+	loop->heap[i] = loop->heap[loop->heap_n];
+	heap_down(loop->heap, loop->heap_n, i);
+	heap_up(loop->heap, i);
+}
+
+/* Wake every sleeper whose deadline has passed. The clock is read after the
+ * kernel's timeout fired, so no sleep ends before its deadline. */
+static void timers_expire(struct urt_loop *loop)
+{
+	uint64_t now;
+
+	if (!loop->heap_n)
+		return;
+	now = urt_now_ns();
+	while (loop->heap_n && loop->heap[0].deadline <= now) {
+		struct urt_task *t = loop->heap[0].task;
+
+		urt__timer_del(loop, t);
+		urt__wake(t, 0);
+	}
+}
+
+static void timer_done(struct urt__op *op, int32_t res, uint32_t flags)
+{
+	struct urt_loop *loop = (struct urt_loop *)((char *)op - offsetof(struct urt_loop, timer_op));
+
+	(void)res;
+	(void)flags;
+	loop->timer_armed = false;
+}
+
+static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
+{
+	ts->tv_sec = (long long)(ns / 1000000000u);
+	ts->tv_nsec = (long long)(ns % 1000000000u);
+}
+
+/* Keep one absolute timeout armed no later than the earliest deadline. An
+ * armed timeout that is too late is moved with IORING_TIMEOUT_UPDATE; one
+ * that is too early fires, finds nothing due and is armed again. */
+static void timer_arm(struct urt_loop *loop)
+{
+	uint64_t at = loop->heap[0].deadline;
+	struct io_uring_sqe *sqe;
+
+	if (loop->timer_armed && at >= loop->timer_at)
+		return;
+	if (!loop->timer_armed) {
+		ts_of(&loop->timer_ts, at);
+		sqe = urt__ring_sqe(&loop->ring, &loop->timer_op);
+		io_uring_prep_timeout(sqe, &loop->timer_ts, 0, IORING_TIMEOUT_ABS);
+		loop->timer_armed = true;
+	} else {
+		ts_of(&loop->update_ts, at);
+		sqe = urt__ring_sqe(&loop->ring, NULL);
+		io_uring_prep_timeout_update(sqe, &loop->update_ts,
+					     (uint64_t)(uintptr_t)&loop->timer_op, IORING_TIMEOUT_ABS);
+	}
+	loop->timer_at = at;
+}
+
+/* ---- the scheduler ---- */
+
+/* Run the tasks that are ready now; tasks made ready meanwhile (a yield, a
+ * spawn) wait for the next turn, so I/O is submitted between them. */
+static void run_ready(struct urt_loop *loop)
+{
+	struct urt_task *last = loop->rq_tail, *t;
+
+	if (!last)
+		return;
+	do {
+		t = rq_pop(loop);
+		urt__task_resume(t);
+		if (t->state == URT__DONE && t->detached)
+			free_task(t);
+	} while (t != last);
+}
+
+static int run_loop(struct urt_loop *loop)
+{
+	for (;;) {
+		bool wait;
+		int ret;
+
+		run_ready(loop);
+		if (!loop->live)
+			return 0;
+		timers_expire(loop);
+		wait = !loop->rq_head;
+		if (wait) {
+			if (loop->heap_n)
+				timer_arm(loop);
+			else if (!loop->ring.inflight)
+				return -EDEADLK;
+		}
+		ret = urt__ring_turn(&loop->ring, wait);
+		if (ret < 0)
+			return ret;
+		timers_expire(loop);
+	}
+}
+
+static int enter(struct urt_loop *loop)
+{
+	if (urt__cur_task)
+		return -EBUSY;
+	if (loop->running)
+		return -EBUSY;
+	if (!owned(loop))
+		return -EPERM;
+	loop->running = true;
+	urt__cur_loop = loop;
+#if URT__TSAN
+	loop->tsan_sched = __tsan_get_current_fiber();
+#endif
+	return 0;
+}
+
+static void leave(struct urt_loop *loop)
+{
+	loop->running = false;
+	urt__cur_loop = NULL;
+}
+
+int urt_loop_run(urt_loop *loop)
+{
+	int ret;
+
+	if (!loop)
+		return -EINVAL;
+	ret = enter(loop);
+	if (ret)
+		return ret;
+	ret = run_loop(loop);
+	leave(loop);
+	return ret;
+}
+
+int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
+{
+	struct urt_loop_opts o = { 0 };
+	struct urt_loop *loop;
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (opts)
+		o = *opts;
+	if (o.flags & ~URT_LOOP_NO_GUARD)
+		return -EINVAL;
+	if (o.stack_size > MAX_STACK)
+		return -EINVAL;
+	if (!o.ring_entries)
+		o.ring_entries = DEFAULT_ENTRIES;
+	if (!o.cq_entries)
+		o.cq_entries = 4 * o.ring_entries;
+	if (!o.stack_size)
+		o.stack_size = DEFAULT_STACK;
+	if (o.stack_size < MIN_STACK)
+		o.stack_size = MIN_STACK;
+	o.stack_size = (o.stack_size + ps - 1) & ~(ps - 1);
+
+	loop = calloc(1, sizeof(*loop));
+	if (!loop)
+		return -ENOMEM;
+	ret = urt__ring_init(&loop->ring, o.ring_entries, o.cq_entries);
+	if (ret) {
+		free(loop);
+		return ret;
+	}
+	loop->owner = pthread_self();
+	loop->stack_size = o.stack_size;
+	loop->stacks.limit = o.stack_cache ? o.stack_cache : SIZE_MAX;
+	loop->flags = o.flags;
+	loop->timer_op.done = timer_done;
+	*out = loop;
+	return 0;
+}
+
+void urt_loop_destroy(urt_loop *loop)
+{
+	struct urt_task *t, *next;
+
+	if (!loop || enter(loop))
+		return;
+	loop->destroying = true;
+	for (t = loop->all; t; t = t->all_next)
+		if (t->state != URT__DONE)
+			urt_cancel(t);
+	/* Cancelled tasks run to their end: their waits return -ECANCELED
+	 * at once, or when the cancelled operation's CQE arrives. */
+	if (run_loop(loop) == 0) {
+		if (loop->timer_armed) {
+			struct io_uring_sqe *sqe = urt__ring_sqe(&loop->ring, NULL);
+
+			io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&loop->timer_op, 0);
+		}
+		/* Every SQE the kernel has must complete before its memory
+		 * (stacks, the loop) is freed. */
+		while (loop->ring.inflight)
+			if (urt__ring_turn(&loop->ring, true) < 0)
+				break;
+	}
+	leave(loop);
+	for (t = loop->all; t; t = next) {
+		next = t->all_next;
+		free_task(t);
+	}
+	urt__stack_cache_fini(loop);
+	free(loop->heap);
+	urt__ring_fini(&loop->ring);
+	free(loop);
+}
+
+int urt_run(urt_task_fn fn, void *arg, int *result)
+{
+	urt_loop *loop;
+	urt_task *t;
+	int ret;
+
+	if (!fn)
+		return -EINVAL;
+	ret = urt_loop_create(&loop, NULL);
+	if (ret)
+		return ret;
+	ret = urt_spawn(loop, &t, fn, arg);
+	if (!ret) {
+		ret = urt_loop_run(loop);
+		if (!ret)
+			ret = urt_join(t, result);
+	}
+	urt_loop_destroy(loop);
+	return ret;
+}
+
+/* ---- the task API ---- */
+
+int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
+{
+	struct urt_task *t;
+	int ret;
+
+	if (!fn)
+		return -EINVAL;
+	if (!loop)
+		loop = urt__cur_loop;
+	if (!loop)
+		return -EINVAL;
+	if (!owned(loop))
+		return -EPERM;
+	if (loop->destroying)
+		return -ESHUTDOWN;
+	ret = urt__task_new(loop, &t);
+	if (ret)
+		return ret;
+	t->fn = fn;
+	t->arg = arg;
+	t->detached = !out;
+	urt__task_start(t);
+	link_task(loop, t);
+	loop->live++;
+	urt__ready(t);
+	if (out)
+		*out = t;
+	return 0;
+}
+
+static void join_collect(struct urt_task *t, int *result)
+{
+	if (result)
+		*result = t->result;
+	free_task(t);
+}
+
+int urt_join(urt_task *t, int *result)
+{
+	struct urt_task *self = urt__cur_task;
+	int ret;
+
+	if (!t || t->detached || t->joiner)
+		return -EINVAL;
+	if (!owned(t->loop))
+		return -EPERM;
+	if (t->state == URT__DONE) {
+		join_collect(t, result);
+		return 0;
+	}
+	if (!self)
+		return -EPERM;
+	if (t == self)
+		return -EDEADLK;
+	if (t->loop != self->loop)
+		return -EXDEV;
+	if (self->cancelled)
+		return -ECANCELED;
+	t->joiner = self;
+	self->joining = t;
+	ret = urt__park(self, URT__WAIT_JOIN);
+	if (ret)
+		return ret;
+	join_collect(t, result);
+	return 0;
+}
+
+int urt_cancel(urt_task *t)
+{
+	if (!t)
+		return -EINVAL;
+	if (!owned(t->loop))
+		return -EPERM;
+	if (t->state == URT__DONE)
+		return -ESRCH;
+	t->cancelled = true;
+	if (t->state != URT__PARKED)
+		return 0;
+	switch (t->wait) {
+	case URT__WAIT_SLEEP:
+		urt__timer_del(t->loop, t);
+		urt__wake(t, -ECANCELED);
+		break;
+	case URT__WAIT_JOIN:
+		t->joining->joiner = NULL;
+		t->joining = NULL;
+		urt__wake(t, -ECANCELED);
+		break;
+	case URT__WAIT_IO:
+		urt__iop_cancel(t);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+int urt_yield(void)
+{
+	struct urt_task *self = urt__cur_task;
+
+	if (!self)
+		return -EPERM;
+	if (self->cancelled)
+		return -ECANCELED;
+	urt__ready(self);
+	urt__task_suspend(self);
+	return self->cancelled ? -ECANCELED : 0;
+}

@@ -1,0 +1,297 @@
+/* task: stacks (mmap, guard page within the VMA budget, canary always), the
+ * context switch with the sanitizers told about it, and task records. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "urt_internal.h"
+
+#if URT__ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if URT__TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
+/*
+ * Stack mapping, low to high:
+ *   [one page: PROT_NONE guard, or plain stack when unguarded]
+ *   [canary window: URT__CANARY_WORDS words that must stay zero]
+ *   [stack, growing down ...]
+ *   [struct urt_task, the task's record]
+ *
+ * The canary is a window of zeros rather than a written pattern: reading an
+ * untouched page maps the shared zero page, so a sleeping task costs one
+ * resident page (its top, holding the record and its frames), not two. An
+ * overflow that reaches the window writes frames into it (return addresses,
+ * saved registers), which are not all zero.
+ */
+#define URT__CANARY_WORDS 32
+#define URT__REC_SIZE ((sizeof(struct urt_task) + 63) & ~(size_t)63)
+
+static size_t page_size(void)
+{
+	static size_t ps;
+
+	if (!ps)
+		ps = (size_t)sysconf(_SC_PAGESIZE);
+	return ps;
+}
+
+/*
+ * A guard page splits a stack's mapping in two VMAs, and the kernel allows
+ * vm.max_map_count of them per process (65,530 by default). Guarded stacks
+ * may use a quarter of that budget, leaving the rest to the application;
+ * stacks beyond it rely on the canary alone.
+ */
+static atomic_long guarded_stacks;
+
+static long guard_budget(void)
+{
+	static long budget;
+
+	if (!budget) {
+		long max = 65530;
+		FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+
+		if (f) {
+			if (fscanf(f, "%ld", &max) != 1 || max <= 0)
+				max = 65530;
+			fclose(f);
+		}
+		budget = max / 8; /* two mappings per guarded stack */
+	}
+	return budget;
+}
+
+static size_t map_len(const struct urt_loop *loop)
+{
+	return page_size() + loop->stack_size;
+}
+
+static struct urt_task *rec_of(void *map, size_t len)
+{
+	return (struct urt_task *)((char *)map + len - URT__REC_SIZE);
+}
+
+static void *stack_map(struct urt_loop *loop, bool *guarded)
+{
+	size_t len = map_len(loop);
+	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+
+	if (map == MAP_FAILED)
+		return NULL;
+	*guarded = false;
+	if (!(loop->flags & URT_LOOP_NO_GUARD) &&
+	    atomic_fetch_add(&guarded_stacks, 1) < guard_budget()) {
+		if (mprotect(map, page_size(), PROT_NONE) == 0)
+			*guarded = true;
+	}
+	if (!*guarded && !(loop->flags & URT_LOOP_NO_GUARD))
+		atomic_fetch_sub(&guarded_stacks, 1);
+	return map;
+}
+
+static void stack_unmap(void *map, size_t len, bool guarded)
+{
+	munmap(map, len);
+	if (guarded)
+		atomic_fetch_sub(&guarded_stacks, 1);
+}
+
+int urt__task_new(struct urt_loop *loop, struct urt_task **out)
+{
+	size_t len = map_len(loop);
+	struct urt__stack_cache *c = &loop->stacks;
+	struct urt_task *t;
+	bool guarded;
+	void *map;
+#if URT__VALGRIND
+	unsigned vg_id;
+#endif
+
+	if (c->n) {
+		map = c->free[--c->n];
+		t = rec_of(map, len);
+#if URT__ASAN
+		/* Frames of the previous task may have left poisoned redzones. */
+		ASAN_UNPOISON_MEMORY_REGION((char *)map + page_size(), loop->stack_size);
+#endif
+		guarded = t->guarded;
+#if URT__VALGRIND
+		vg_id = t->vg_id;
+#endif
+	} else {
+		map = stack_map(loop, &guarded);
+		if (!map)
+			return -ENOMEM;
+		t = rec_of(map, len);
+#if URT__VALGRIND
+		vg_id = VALGRIND_STACK_REGISTER((char *)map + page_size(), (char *)t);
+#endif
+	}
+	memset(t, 0, sizeof(*t));
+	t->loop = loop;
+	t->map = map;
+	t->map_len = len;
+	t->guarded = guarded;
+	t->canary = (uint64_t *)((char *)map + page_size());
+#if URT__VALGRIND
+	t->vg_id = vg_id;
+#endif
+#if URT__ASAN
+	t->asan_bottom = (char *)map + page_size();
+	t->asan_size = (size_t)((char *)t - (char *)t->asan_bottom);
+#endif
+#if URT__TSAN
+	t->tsan_fiber = __tsan_create_fiber(0);
+#endif
+	*out = t;
+	return 0;
+}
+
+static void stack_release(struct urt_loop *loop, void *map, size_t len, struct urt_task *t)
+{
+	struct urt__stack_cache *c = &loop->stacks;
+
+	if (c->n < c->limit) {
+		if (c->n == c->cap) {
+			size_t cap = c->cap ? c->cap * 2 : 64;
+			void **f = realloc(c->free, cap * sizeof(*f));
+
+			if (f) {
+				c->free = f;
+				c->cap = cap;
+			}
+		}
+		if (c->n < c->cap) {
+			c->free[c->n++] = map;
+			return;
+		}
+	}
+#if URT__VALGRIND
+	VALGRIND_STACK_DEREGISTER(t->vg_id);
+#endif
+	stack_unmap(map, len, t->guarded);
+}
+
+void urt__task_free(struct urt_task *t)
+{
+#if URT__TSAN
+	__tsan_destroy_fiber(t->tsan_fiber);
+#endif
+	stack_release(t->loop, t->map, t->map_len, t);
+}
+
+void urt__stack_cache_fini(struct urt_loop *loop)
+{
+	struct urt__stack_cache *c = &loop->stacks;
+	size_t len = map_len(loop);
+
+	for (size_t i = 0; i < c->n; i++) {
+		struct urt_task *t = rec_of(c->free[i], len);
+
+#if URT__VALGRIND
+		VALGRIND_STACK_DEREGISTER(t->vg_id);
+#endif
+		stack_unmap(c->free[i], len, t->guarded);
+	}
+	free(c->free);
+	c->free = NULL;
+	c->n = c->cap = 0;
+}
+
+bool urt__task_stack_ok(struct urt_task *t)
+{
+	for (int i = 0; i < URT__CANARY_WORDS; i++)
+		if (t->canary[i] != 0)
+			return false;
+	return true;
+}
+
+static void stack_overflowed(struct urt_task *t)
+{
+	char msg[160];
+	int n = snprintf(msg, sizeof(msg),
+			 "urt: task %p overflowed its stack of %zu bytes (canary overwritten)\n",
+			 (void *)t, t->loop->stack_size);
+
+	if (n > 0)
+		(void)!write(STDERR_FILENO, msg, (size_t)n);
+	/* The stack of another task may be corrupted too: going on would be
+	 * undefined behaviour, so the process stops here, loudly. */
+	__builtin_trap();
+}
+
+static void task_entry(void *arg)
+{
+	struct urt_task *t = arg;
+	struct urt_loop *loop = t->loop;
+
+#if URT__ASAN
+	__sanitizer_finish_switch_fiber(NULL, &loop->asan_sched_bottom, &loop->asan_sched_size);
+#endif
+	t->result = t->fn(t->arg);
+	urt__task_finished(t);
+#if URT__ASAN
+	/* NULL: this stack never runs again, free its fake frames. */
+	__sanitizer_start_switch_fiber(NULL, loop->asan_sched_bottom, loop->asan_sched_size);
+#endif
+#if URT__TSAN
+	__tsan_switch_to_fiber(loop->tsan_sched, 0);
+#endif
+	urt__ctx_switch(&t->sp, loop->sched_sp);
+	__builtin_unreachable();
+}
+
+void urt__task_start(struct urt_task *t)
+{
+	t->sp = urt__ctx_init(t, task_entry, t);
+}
+
+void urt__task_resume(struct urt_task *t)
+{
+	struct urt_loop *loop = t->loop;
+
+	t->state = URT__RUNNING;
+	urt__cur_task = t;
+#if URT__ASAN
+	__sanitizer_start_switch_fiber(&loop->asan_sched_fake, t->asan_bottom, t->asan_size);
+#endif
+#if URT__TSAN
+	__tsan_switch_to_fiber(t->tsan_fiber, 0);
+#endif
+	urt__ctx_switch(&loop->sched_sp, t->sp);
+#if URT__ASAN
+	__sanitizer_finish_switch_fiber(loop->asan_sched_fake, NULL, NULL);
+#endif
+	urt__cur_task = NULL;
+	/* Checked at every switch back: the top and bottom words of the
+	 * window, where an overflow arrives first and last. */
+	if (t->canary[URT__CANARY_WORDS - 1] != 0 || t->canary[0] != 0)
+		stack_overflowed(t);
+	if (t->state == URT__DONE && !urt__task_stack_ok(t))
+		stack_overflowed(t);
+}
+
+void urt__task_suspend(struct urt_task *t)
+{
+	struct urt_loop *loop = t->loop;
+
+#if URT__ASAN
+	__sanitizer_start_switch_fiber(&t->asan_fake, loop->asan_sched_bottom, loop->asan_sched_size);
+#endif
+#if URT__TSAN
+	__tsan_switch_to_fiber(loop->tsan_sched, 0);
+#endif
+	urt__ctx_switch(&t->sp, loop->sched_sp);
+#if URT__ASAN
+	__sanitizer_finish_switch_fiber(t->asan_fake, &loop->asan_sched_bottom, &loop->asan_sched_size);
+#endif
+}
