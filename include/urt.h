@@ -49,6 +49,7 @@ extern "C" {
 
 typedef struct urt_loop urt_loop;
 typedef struct urt_task urt_task;
+typedef struct urt_pool urt_pool;
 
 /* A task's body. Its return value reaches urt_join's *result. */
 typedef int (*urt_task_fn)(void *arg);
@@ -68,12 +69,23 @@ struct urt_loop_opts {
 	size_t stack_cache;
 	/* URT_LOOP_* flags. */
 	unsigned flags;
+	/* A pool shared with other loops (see urt_pool_create). NULL: the loop
+	 * starts a pool of its own at its first offload, shaped by pool_opts. */
+	urt_pool *pool;
+	/* Options of the loop's own pool; NULL: defaults. */
+	const struct urt_pool_opts *pool_opts;
+	/* How long the loop spins for an offloaded job's completion before it
+	 * sleeps in the kernel, while jobs are in flight (default 20 us, see the
+	 * README). */
+	uint64_t spin_ns;
 };
 
 /* Never put a PROT_NONE guard page under task stacks (by default stacks get
  * one while the process's VMA budget allows, see the README). The canary at
  * the bottom of each stack is always checked. */
 #define URT_LOOP_NO_GUARD (1u << 0)
+/* Never spin before sleeping (spin_ns ignored). */
+#define URT_LOOP_NO_SPIN (1u << 1)
 
 /*
  * Create a loop. *out receives it; opts NULL means all defaults.
@@ -84,13 +96,22 @@ struct urt_loop_opts {
 URT_API int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts);
 
 /*
- * Run the loop until no task is left. Returns 0; -EINVAL (NULL loop);
+ * Run the loop until no task is left, or until urt_loop_stop. Returns 0;
+ * -EINTR when stopped with tasks left (they stay parked or ready; run again
+ * to go on, or destroy the loop); -EINVAL (NULL loop);
  * -EBUSY when called from inside a task or while the loop already runs;
  * -EPERM from a thread that does not own the loop; -EDEADLK when tasks are
  * left that nothing can ever wake (they join each other); -errno when the
  * ring fails. Callable outside a task only.
  */
 URT_API int urt_loop_run(urt_loop *loop);
+
+/*
+ * Make urt_loop_run return -EINTR at the end of the current turn. Returns 0,
+ * -EINVAL (NULL), -EPERM (not the owning thread). Callable inside a task and
+ * outside one; outside a run it stops the next run after its first turn.
+ */
+URT_API int urt_loop_stop(urt_loop *loop);
 
 /*
  * Destroy a loop: every task left is cancelled and run until it returns,
@@ -171,6 +192,119 @@ URT_API int urt_sleep_ns(uint64_t ns);
  * task resumes.
  */
 URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset);
+
+/*
+ * Blocking work: a pool of threads.
+ *
+ * A job runs a synchronous function on a pool thread while the task that
+ * offloaded it is parked; the worker then posts an io_uring MSG_RING message
+ * into the owning loop's ring, whose CQE resumes the task. Synchronous work
+ * cannot be interrupted: cancelling or timing out a wait never stops the
+ * function, so whatever it touches must live until it returns. urt_to_thread
+ * keeps the task parked until then; urt_job_run hands ownership of the
+ * argument to the pool so that the caller may leave early.
+ */
+
+struct urt_pool_opts {
+	/* Worker threads (default: the number of online CPUs). */
+	unsigned threads;
+	/* How long an idle worker spins for new jobs before it sleeps on a
+	 * condition variable (default 20 us, see the README). */
+	uint64_t spin_ns;
+	/* URT_POOL_* flags. */
+	unsigned flags;
+};
+
+/* Each worker sends its completions from a small io_uring of its own, even
+ * where the kernel (6.13+) can send a MSG_RING without a source ring. */
+#define URT_POOL_WORKER_RINGS (1u << 0)
+/* Workers never spin before sleeping (spin_ns ignored). */
+#define URT_POOL_NO_SPIN (1u << 1)
+
+/*
+ * Create a pool that several loops can share (set it in their
+ * urt_loop_opts.pool); its threads start at once. opts NULL: defaults.
+ * Returns 0, -EINVAL (NULL out, bad flags, more than 1024 threads), -ENOMEM,
+ * -EAGAIN (no thread), or the kernel's error from io_uring_setup.
+ * Callable outside a task; the caller owns the pool.
+ */
+URT_API int urt_pool_create(urt_pool **out, const struct urt_pool_opts *opts);
+
+/*
+ * Stop the pool's threads and free it. Returns 0, -EINVAL (NULL), or -EBUSY
+ * while a loop still uses it (destroy those loops first). A loop's own pool
+ * is destroyed with the loop; do not pass it here. Outside a task only.
+ */
+URT_API int urt_pool_destroy(urt_pool *pool);
+
+/* 1 when the pool's workers send completions from rings of their own, 0
+ * when they use the kernel's ring-less MSG_RING; -EINVAL for NULL. */
+URT_API int urt_pool_uses_worker_rings(const urt_pool *pool);
+
+/* The pool the loop offloads to (started on demand), or NULL when it could
+ * not be started. Owned by the loop unless it was given one. */
+URT_API urt_pool *urt_loop_pool(urt_loop *loop);
+
+/* Implementation of urt_to_thread; call the macro, which checks types. */
+URT_API int urt__to_thread(void (*fn)(void *), void *arg);
+
+/*
+ * urt_to_thread(fn, arg): run fn(arg) on a pool thread and park the calling
+ * task until it has returned. fn is void fn(T *) and arg a T *, carrying the
+ * input and the result; a fn whose parameter type is not arg's type is a
+ * compile error. arg stays the caller's (usually on the task's stack).
+ * Returns 0 when fn ran; -EPERM outside a task; -ECANCELED when the task was
+ * cancelled before the call (fn does not run); -ESHUTDOWN once the loop is
+ * being destroyed; -ECANCELED when the job was dropped unstarted at shutdown;
+ * -EINVAL (NULL fn); or the error starting the pool.
+ * Cancelling the task while fn runs does not stop fn and does not wake the
+ * task: it resumes when fn has returned, with 0, and sees the cancellation
+ * at its next wait.
+ */
+#define urt_to_thread(fn, arg)                                                   \
+	__extension__({                                                           \
+		__typeof__(arg) urt__arg_ = (arg);                                \
+		_Static_assert(urt__fn_takes_(fn, urt__arg_),                     \
+			       "urt_to_thread: fn must be void fn(T *) and arg a T *"); \
+		urt__to_thread((void (*)(void *))(fn), (void *)urt__arg_);        \
+	})
+
+/* True when fn (a function or a function pointer) is void fn(typeof(a)). */
+#define urt__fn_takes_(fn, a)                                                     \
+	(__builtin_types_compatible_p(__typeof__(fn), void(__typeof__(a))) ||     \
+	 __builtin_types_compatible_p(__typeof__(fn), void (*)(__typeof__(a))))
+
+/* Implementation of urt_job_run; call the macro, which checks types. */
+URT_API int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *),
+			 uint64_t timeout_ns);
+
+/*
+ * urt_job_run(fn, arg, dtor, timeout_ns): an owned job, for work a caller
+ * may abandon. fn is void fn(T *), dtor is void dtor(T *) (or NULL), arg a
+ * T * the caller allocated. The pool runs fn(arg) while the task waits at
+ * most timeout_ns (0: no deadline). Ownership of arg:
+ *  - returns 0: fn has returned; arg is the caller's again, dtor is not run;
+ *  - returns -ETIMEDOUT (the deadline passed) or -ECANCELED (the task was
+ *    cancelled while waiting, or the job was dropped unstarted at shutdown):
+ *    the pool owns arg and calls dtor(arg) exactly once, on the loop's
+ *    thread, after fn has returned (or at once when fn never started);
+ *  - returns -EPERM (outside a task), -ESHUTDOWN, -ENOMEM, -EINVAL (NULL fn)
+ *    or -ECANCELED before submitting (a task already cancelled): nothing was
+ *    submitted, arg stays the caller's and dtor is not run.
+ * A timed-out job still holds its pool thread until fn returns, and the
+ * loop's destroy waits for it.
+ */
+#define urt_job_run(fn, arg, dtor, timeout_ns)                                   \
+	__extension__({                                                           \
+		__typeof__(arg) urt__jarg_ = (arg);                               \
+		_Static_assert(urt__fn_takes_(fn, urt__jarg_),                    \
+			       "urt_job_run: fn must be void fn(T *) and arg a T *"); \
+		_Static_assert(urt__fn_takes_(dtor, urt__jarg_) ||                \
+				       __builtin_types_compatible_p(__typeof__(dtor), void *), \
+			       "urt_job_run: dtor must be void dtor(T *) or NULL"); \
+		urt__job_run((void (*)(void *))(fn), (void *)urt__jarg_,          \
+			     (void (*)(void *))(dtor), (timeout_ns));             \
+	})
 
 #ifdef __cplusplus
 }

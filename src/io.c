@@ -4,9 +4,18 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "urt_internal.h"
+
+#if URT__TSAN
+#include <sanitizer/tsan_interface.h>
+#define TSAN_ACQUIRE(p) __tsan_acquire(p)
+#else
+#define TSAN_ACQUIRE(p) ((void)0)
+#endif
 
 /* The most read(2) transfers in one call. */
 #define URT__MAX_RW 0x7ffff000u
@@ -97,4 +106,167 @@ ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
 		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
 #endif
 	return res;
+}
+
+/* ---- offloaded jobs ---- */
+
+static struct urt_loop *loop_of_ring(struct urt__ring *r)
+{
+	return (struct urt_loop *)((char *)r - offsetof(struct urt_loop, ring));
+}
+
+static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
+{
+	struct urt__job *job = (struct urt__job *)((char *)op - offsetof(struct urt__job, op));
+	struct urt_loop *loop = loop_of_ring(job->ring);
+	struct urt_task *t = job->waiter;
+
+	(void)flags;
+	TSAN_ACQUIRE(job);
+	loop->jobs_inflight--;
+	if (job->lprev)
+		job->lprev->lnext = job->lnext;
+	else
+		loop->jobs = job->lnext;
+	if (job->lnext)
+		job->lnext->lprev = job->lprev;
+	if (!job->owned) {
+		job->res = res;
+		urt__wake(t, res);
+		return;
+	}
+	/* An owned job: whoever owns arg now is told, then the record goes.
+	 * A dropped job's arg belongs to the pool, as an abandoned one's. */
+	if (!t || res < 0) {
+		if (job->dtor)
+			job->dtor(job->arg);
+	}
+	if (t) {
+		t->job = NULL;
+		urt__timer_del(t->loop, t);
+		urt__wake(t, res);
+	}
+	free(job);
+}
+
+void urt__job_abandon(struct urt_task *t, int res)
+{
+	t->job->waiter = NULL;
+	t->job = NULL;
+	urt__timer_del(t->loop, t);
+	urt__wake(t, res);
+}
+
+/* Queue a job for the loop's next turn, which hands every job queued in the
+ * turn to the pool at once. */
+static int job_submit(struct urt_task *t, struct urt__job *job)
+{
+	struct urt_loop *loop = t->loop;
+	struct urt_pool *pool;
+
+	if (loop->destroying)
+		return -ESHUTDOWN;
+	pool = urt_loop_pool(loop);
+	if (!pool)
+		return loop->pool_err;
+	job->op.done = job_done;
+	job->waiter = t;
+	job->ring = &loop->ring;
+	job->ring_fd = loop->ring.ring.ring_fd;
+	job->next = NULL;
+	job->res = 0;
+	atomic_init(&job->state, URT__JOB_QUEUED);
+	job->lprev = NULL;
+	job->lnext = loop->jobs;
+	if (loop->jobs)
+		loop->jobs->lprev = job;
+	loop->jobs = job;
+	if (loop->jq_tail)
+		loop->jq_tail->next = job;
+	else
+		loop->jq_head = job;
+	loop->jq_tail = job;
+	loop->jq_n++;
+	loop->jobs_inflight++;
+	urt__ring_expect(&loop->ring);
+	return 0;
+}
+
+int urt__to_thread(void (*fn)(void *), void *arg)
+{
+	struct urt_task *t = urt__cur_task;
+	struct urt__job job = { .fn = fn, .arg = arg };
+	int ret;
+
+	if (!t)
+		return -EPERM;
+	if (!fn)
+		return -EINVAL;
+	if (t->cancelled)
+		return -ECANCELED;
+	ret = job_submit(t, &job);
+	if (ret)
+		return ret;
+	/* The job lives in this frame: only its completion may wake us. */
+	return urt__park(t, URT__WAIT_POOL);
+}
+
+int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t timeout_ns)
+{
+	struct urt_task *t = urt__cur_task;
+	struct urt__job *job;
+	int ret;
+
+	if (!t)
+		return -EPERM;
+	if (!fn)
+		return -EINVAL;
+	if (t->cancelled)
+		return -ECANCELED;
+	job = calloc(1, sizeof(*job));
+	if (!job)
+		return -ENOMEM;
+	job->fn = fn;
+	job->arg = arg;
+	job->dtor = dtor;
+	job->owned = true;
+	ret = job_submit(t, job);
+	if (ret) {
+		free(job);
+		return ret;
+	}
+	t->job = job;
+	if (timeout_ns) {
+		uint64_t now = urt_now_ns();
+
+		ret = urt__timer_add(t->loop, t,
+				     timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns);
+		/* On -ENOMEM the job is queued already: wait without a
+		 * deadline rather than leave it without an owner. */
+		(void)ret;
+	}
+	return urt__park(t, URT__WAIT_JOB);
+}
+
+void urt__jobs_drop(struct urt_loop *loop)
+{
+	struct urt__job *j;
+
+	/* A job a worker has claimed but not started is marked: the worker
+	 * posts its completion with -ECANCELED instead of running it. */
+	for (j = loop->jobs; j; j = j->lnext) {
+		int queued = URT__JOB_QUEUED;
+
+		atomic_compare_exchange_strong(&j->state, &queued, URT__JOB_DROPPED);
+	}
+	/* Jobs not yet handed to the pool complete here and now. */
+	while ((j = loop->jq_head)) {
+		loop->jq_head = j->next;
+		urt__ring_complete(&loop->ring, &j->op, -ECANCELED);
+	}
+	loop->jq_tail = NULL;
+	loop->jq_n = 0;
+	/* Jobs still in the pool's queue are taken back and complete here. */
+	if (loop->pool)
+		urt__pool_drop(loop->pool, &loop->ring);
 }

@@ -21,6 +21,7 @@ URT__TLS struct urt_task *urt__cur_task;
 #define DEFAULT_STACK (64u * 1024u)
 #define MIN_STACK (16u * 1024u)
 #define MAX_STACK ((size_t)1 << 30)
+#define DEFAULT_SPIN_NS 20000u
 
 uint64_t urt_now_ns(void)
 {
@@ -182,6 +183,9 @@ void urt__timer_del(struct urt_loop *loop, struct urt_task *t)
 {
 	size_t i = t->heap_idx;
 
+	if (i == SIZE_MAX)
+		return;
+	t->heap_idx = SIZE_MAX;
 	loop->heap_n--;
 	if (i == loop->heap_n)
 		return;
@@ -202,8 +206,12 @@ static void timers_expire(struct urt_loop *loop)
 	while (loop->heap_n && loop->heap[0].deadline <= now) {
 		struct urt_task *t = loop->heap[0].task;
 
-		urt__timer_del(loop, t);
-		urt__wake(t, 0);
+		if (t->wait == URT__WAIT_JOB) {
+			urt__job_abandon(t, -ETIMEDOUT);
+		} else {
+			urt__timer_del(loop, t);
+			urt__wake(t, 0);
+		}
 	}
 }
 
@@ -264,6 +272,38 @@ static void run_ready(struct urt_loop *loop)
 	} while (t != last);
 }
 
+/* Hand the jobs queued during this turn to the pool, in one batch. */
+static void jobs_flush(struct urt_loop *loop)
+{
+	if (!loop->jq_n)
+		return;
+	urt__pool_push(loop->pool, loop->jq_head, loop->jq_tail, loop->jq_n);
+	loop->jq_head = loop->jq_tail = NULL;
+	loop->jq_n = 0;
+}
+
+/* With jobs in flight, a completion is often microseconds away, and waking
+ * from a sleep in the kernel costs more than that on an idle CPU (see the
+ * README): spin for it a bounded while. True when something arrived. */
+static bool spin_for_jobs(struct urt_loop *loop)
+{
+	uint64_t until;
+
+	if (!loop->jobs_inflight || !loop->spin_ns)
+		return false;
+	until = urt_now_ns() + loop->spin_ns;
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (urt__ring_pending(&loop->ring))
+				return true;
+#if defined(__x86_64__)
+			__builtin_ia32_pause();
+#endif
+		}
+	} while (urt_now_ns() < until);
+	return false;
+}
+
 static int run_loop(struct urt_loop *loop)
 {
 	for (;;) {
@@ -274,18 +314,35 @@ static int run_loop(struct urt_loop *loop)
 		if (!loop->live)
 			return 0;
 		timers_expire(loop);
-		wait = !loop->rq_head;
+		jobs_flush(loop);
+		wait = !loop->rq_head && !loop->stop;
 		if (wait) {
 			if (loop->heap_n)
 				timer_arm(loop);
 			else if (!loop->ring.inflight)
 				return -EDEADLK;
+			if (spin_for_jobs(loop))
+				wait = false;
 		}
 		ret = urt__ring_turn(&loop->ring, wait);
 		if (ret < 0)
 			return ret;
+		if (loop->stop && !loop->destroying) {
+			loop->stop = false;
+			return -EINTR;
+		}
 		timers_expire(loop);
 	}
+}
+
+int urt_loop_stop(urt_loop *loop)
+{
+	if (!loop)
+		return -EINVAL;
+	if (!owned(loop))
+		return -EPERM;
+	loop->stop = true;
+	return 0;
 }
 
 static int enter(struct urt_loop *loop)
@@ -336,7 +393,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	*out = NULL;
 	if (opts)
 		o = *opts;
-	if (o.flags & ~URT_LOOP_NO_GUARD)
+	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN))
 		return -EINVAL;
 	if (o.stack_size > MAX_STACK)
 		return -EINVAL;
@@ -363,6 +420,13 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	loop->stacks.limit = o.stack_cache ? o.stack_cache : SIZE_MAX;
 	loop->flags = o.flags;
 	loop->timer_op.done = timer_done;
+	loop->spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
+	if (o.pool_opts)
+		loop->pool_opts = *o.pool_opts;
+	if (o.pool) {
+		loop->pool = o.pool;
+		urt__pool_attach(o.pool);
+	}
 	*out = loop;
 	return 0;
 }
@@ -374,9 +438,13 @@ void urt_loop_destroy(urt_loop *loop)
 	if (!loop || enter(loop))
 		return;
 	loop->destroying = true;
+	loop->stop = false;
 	for (t = loop->all; t; t = t->all_next)
 		if (t->state != URT__DONE)
 			urt_cancel(t);
+	/* Jobs no worker has started are dropped: their waiters see
+	 * -ECANCELED. Running ones are waited for below. */
+	urt__jobs_drop(loop);
 	/* Cancelled tasks run to their end: their waits return -ECANCELED
 	 * at once, or when the cancelled operation's CQE arrives. */
 	if (run_loop(loop) == 0) {
@@ -392,6 +460,11 @@ void urt_loop_destroy(urt_loop *loop)
 				break;
 	}
 	leave(loop);
+	if (loop->pool) {
+		urt__pool_detach(loop->pool);
+		if (loop->own_pool)
+			urt_pool_destroy(loop->pool);
+	}
 	for (t = loop->all; t; t = next) {
 		next = t->all_next;
 		free_task(t);
@@ -400,6 +473,23 @@ void urt_loop_destroy(urt_loop *loop)
 	free(loop->heap);
 	urt__ring_fini(&loop->ring);
 	free(loop);
+}
+
+urt_pool *urt_loop_pool(urt_loop *loop)
+{
+	if (!loop)
+		return NULL;
+	if (!loop->pool && !loop->pool_err) {
+		int ret = urt__pool_start(&loop->pool, &loop->pool_opts);
+
+		if (ret) {
+			loop->pool_err = ret;
+			return NULL;
+		}
+		loop->own_pool = true;
+		urt__pool_attach(loop->pool);
+	}
+	return loop->pool;
 }
 
 int urt_run(urt_task_fn fn, void *arg, int *result)
@@ -515,6 +605,13 @@ int urt_cancel(urt_task *t)
 		break;
 	case URT__WAIT_IO:
 		urt__iop_cancel(t);
+		break;
+	case URT__WAIT_JOB:
+		urt__job_abandon(t, -ECANCELED);
+		break;
+	case URT__WAIT_POOL:
+		/* fn is running or queued on the task's stack: the task
+		 * stays parked until the job completes. */
 		break;
 	default:
 		break;

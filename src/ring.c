@@ -59,6 +59,20 @@ void urt__ring_fini(struct urt__ring *r)
 	io_uring_queue_exit(&r->ring);
 }
 
+void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res)
+{
+	r->inflight--;
+	op->done(op, res, 0);
+}
+
+bool urt__ring_pending(struct urt__ring *r)
+{
+	unsigned sq_flags = IO_URING_READ_ONCE(*r->ring.sq.kflags);
+
+	return io_uring_cq_ready(&r->ring) ||
+	       (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
 static void dispatch(struct urt__ring *r, struct io_uring_cqe *cqe)
 {
 	struct urt__op *op = io_uring_cqe_get_data(cqe);

@@ -61,6 +61,17 @@ void urt__ring_fini(struct urt__ring *r);
 /* A free SQE, flushing the SQ to the kernel when it is full. user_data is set
  * to op (NULL: URT__UD_IGNORE). Never NULL. */
 struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op);
+/* Count a CQE that arrives without an SQE of ours (a MSG_RING from a pool
+ * worker), so that the loop waits for it. */
+static inline void urt__ring_expect(struct urt__ring *r)
+{
+	r->inflight++;
+}
+/* Deliver a result to op as if its CQE had arrived (for an expected CQE that
+ * will never come, e.g. a job dropped before it was sent). */
+void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res);
+/* True when a CQE is ready or the kernel holds work that would post one. */
+bool urt__ring_pending(struct urt__ring *r);
 /* Submit what is queued; wait for at least one CQE when wait is set. Then
  * dispatch every CQE available. Returns the CQEs dispatched, or -errno. */
 int urt__ring_turn(struct urt__ring *r, bool wait);
@@ -79,6 +90,8 @@ enum urt__wait {
 	URT__WAIT_SLEEP,
 	URT__WAIT_IO,
 	URT__WAIT_JOIN,
+	URT__WAIT_POOL,   /* urt_to_thread: woken only by the job's completion */
+	URT__WAIT_JOB,    /* urt_job_run: woken by completion, deadline or cancel */
 };
 
 struct urt_task {
@@ -95,6 +108,7 @@ struct urt_task {
 	struct urt_task *joiner;  /* the task parked joining this one */
 	struct urt_task *joining; /* parked in join: the task it waits for */
 	struct urt__iop *iop;     /* parked in I/O: the operation */
+	struct urt__job *job;     /* parked in urt_job_run: the job */
 	int result;               /* fn's return value */
 	int wake_res;             /* what the current wait returns */
 	uint8_t state;
@@ -176,9 +190,19 @@ struct urt_loop {
 	struct __kernel_timespec timer_ts;
 	struct __kernel_timespec update_ts;
 	struct urt__stack_cache stacks;
+	struct urt_pool *pool;
+	bool own_pool;
+	int pool_err;               /* why the own pool could not start */
+	struct urt_pool_opts pool_opts;
+	struct urt__job *jq_head, *jq_tail; /* jobs to hand over this turn */
+	unsigned jq_n;
+	struct urt__job *jobs;      /* jobs submitted, completion not reaped */
+	uint64_t jobs_inflight;
+	uint64_t spin_ns;
 	size_t stack_size;          /* usable bytes per stack */
 	unsigned flags;
 	bool running;
+	bool stop;                  /* urt_loop_stop asked for a return */
 	bool destroying;
 #if URT__ASAN
 	const void *asan_sched_bottom;
@@ -208,5 +232,51 @@ void urt__timer_del(struct urt_loop *loop, struct urt_task *t);
 
 /* Cancel the I/O a task is parked in (io.c). */
 void urt__iop_cancel(struct urt_task *t);
+
+/* ---- pool ---- */
+
+/*
+ * One offloaded job. For urt_to_thread it lives on the parked task's stack;
+ * for urt_job_run it is allocated, since the caller may leave before it ends.
+ * A worker reads what it needs, runs fn, then posts a MSG_RING whose CQE on
+ * the loop's ring carries op's address: after posting it never touches the
+ * job again.
+ */
+enum urt__job_state {
+	URT__JOB_QUEUED,   /* not started; the loop may still drop it */
+	URT__JOB_RUNNING,  /* a worker claimed it: it runs to its end */
+	URT__JOB_DROPPED,  /* the loop dropped it: it completes with -ECANCELED */
+};
+
+struct urt__job {
+	struct urt__op op;
+	void (*fn)(void *);
+	void *arg;
+	struct urt__job *next;      /* the pool's queue */
+	struct urt__job *lprev, *lnext; /* the loop's jobs in flight */
+	_Atomic int state;          /* enum urt__job_state */
+	struct urt__ring *ring;     /* the ring the completion returns to */
+	int ring_fd;
+	int32_t res;                /* 0: fn ran; -ECANCELED: dropped unstarted */
+	struct urt_task *waiter;    /* NULL once an owned job is abandoned */
+	void (*dtor)(void *);       /* owned jobs */
+	bool owned;
+};
+
+struct urt_pool;
+int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts);
+void urt__pool_attach(struct urt_pool *pool);
+void urt__pool_detach(struct urt_pool *pool);
+/* Hand a list of jobs to the workers (one lock, one wake-up at most per
+ * sleeping worker). */
+void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__job *tail,
+		    unsigned n);
+/* Take back the jobs queued for ring that no worker has started, and
+ * complete them with -ECANCELED. Called by the loop that owns ring. */
+void urt__pool_drop(struct urt_pool *pool, struct urt__ring *ring);
+/* Drop every job of the loop that no worker has started (loop destroy). */
+void urt__jobs_drop(struct urt_loop *loop);
+/* An owned job's waiter left (deadline or cancel): the loop runs dtor later. */
+void urt__job_abandon(struct urt_task *t, int res);
 
 #endif

@@ -1,0 +1,514 @@
+/* Blocking work offloaded to the pool: urt_to_thread and owned jobs, on
+ * both completion paths (ring-less MSG_RING, and workers' own rings). */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <urt.h>
+
+#define MS 1000000ull
+
+/* Which completion path the current group runs on. */
+static unsigned pool_flags;
+
+static urt_loop *new_loop(unsigned threads)
+{
+	struct urt_pool_opts po = { .threads = threads, .flags = pool_flags };
+	struct urt_loop_opts o = { .pool_opts = &po };
+	urt_loop *loop;
+
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	return loop;
+}
+
+/* ---- fn runs on a pool thread and its result reaches the caller ---- */
+
+struct square {
+	long in, out;
+	pthread_t ran_on;
+};
+
+static void square_fn(struct square *s)
+{
+	s->out = s->in * s->in;
+	s->ran_on = pthread_self();
+}
+
+static int square_task(void *arg)
+{
+	struct square s = { .in = 12 };
+	int ret = urt_to_thread(square_fn, &s);
+
+	assert_int_equal(ret, 0);
+	assert_int_equal(s.out, 144);
+	assert_false(pthread_equal(s.ran_on, pthread_self()));
+	*(int *)arg = 1;
+	return 0;
+}
+
+static void test_result_reaches_caller(void **state)
+{
+	urt_loop *loop = new_loop(2);
+	int done = 0;
+
+	(void)state;
+	assert_int_equal(urt_spawn(loop, NULL, square_task, &done), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(done, 1);
+	/* Forced worker rings, or the kernel's choice (ring-less on 6.13+). */
+	if (pool_flags & URT_POOL_WORKER_RINGS)
+		assert_int_equal(urt_pool_uses_worker_rings(urt_loop_pool(loop)), 1);
+	else
+		assert_in_range(urt_pool_uses_worker_rings(urt_loop_pool(loop)), 0, 1);
+	urt_loop_destroy(loop);
+}
+
+/* ---- 1,000 offloaded 5 ms sleeps while a ticker keeps ticking ---- */
+
+struct nap {
+	unsigned us;
+	atomic_int *ran;
+};
+
+static void nap_fn(struct nap *n)
+{
+	usleep(n->us);
+	atomic_fetch_add(n->ran, 1);
+}
+
+static int nap_task(void *arg)
+{
+	struct nap n = { .us = 5000, .ran = arg };
+
+	return urt_to_thread(nap_fn, &n);
+}
+
+struct ticker {
+	int ticks;
+	uint64_t worst_late;
+	atomic_int *ran;
+	int target;
+};
+
+static int ticker_task(void *arg)
+{
+	struct ticker *tk = arg;
+
+	while (atomic_load(tk->ran) < tk->target) {
+		uint64_t t0 = urt_now_ns(), late;
+
+		assert_int_equal(urt_sleep_ns(MS), 0);
+		late = urt_now_ns() - t0 - MS;
+		if (late > tk->worst_late)
+			tk->worst_late = late;
+		tk->ticks++;
+	}
+	return 0;
+}
+
+static void test_thousand_offloads_ticker_ticks(void **state)
+{
+	urt_loop *loop = new_loop(8);
+	atomic_int ran = 0;
+	struct ticker tk = { .ran = &ran, .target = 1000 };
+	urt_task *tasks[1000];
+	int res;
+
+	(void)state;
+	assert_int_equal(urt_spawn(loop, NULL, ticker_task, &tk), 0);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(urt_spawn(loop, &tasks[i], nap_task, &ran), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	for (int i = 0; i < 1000; i++) {
+		assert_int_equal(urt_join(tasks[i], &res), 0);
+		assert_int_equal(res, 0);
+	}
+	assert_int_equal(atomic_load(&ran), 1000);
+	/* 1,000 x 5 ms on 8 threads: about 625 ms, so hundreds of ticks. A
+	 * generous bound only: the loop never stalled for half a second. */
+	assert_true(tk.ticks >= 50);
+	assert_true(tk.worst_late < 500 * MS);
+	print_message("ticker: %d ticks, worst lateness %.0f us\n", tk.ticks,
+		      (double)tk.worst_late / 1e3);
+	urt_loop_destroy(loop);
+}
+
+/* ---- cancel while the job runs: the task stays parked until fn returns ---- */
+
+struct slow {
+	atomic_int finished;
+	int seen_finished;
+	int to_thread_ret;
+	int next_wait_ret;
+};
+
+static void slow_fn(struct slow *s)
+{
+	usleep(50000);
+	atomic_store(&s->finished, 1);
+}
+
+static int slow_task(void *arg)
+{
+	struct slow *s = arg;
+
+	s->to_thread_ret = urt_to_thread(slow_fn, s);
+	s->seen_finished = atomic_load(&s->finished);
+	s->next_wait_ret = urt_sleep_ns(MS);
+	return 0;
+}
+
+static int cancel_after_10ms(void *arg)
+{
+	assert_int_equal(urt_sleep_ns(10 * MS), 0);
+	assert_int_equal(urt_cancel(arg), 0);
+	return 0;
+}
+
+static void test_cancel_running_job(void **state)
+{
+	urt_loop *loop = new_loop(1);
+	struct slow s = { 0 };
+	urt_task *t;
+
+	(void)state;
+	assert_int_equal(urt_spawn(loop, &t, slow_task, &s), 0);
+	assert_int_equal(urt_spawn(loop, NULL, cancel_after_10ms, t), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(s.to_thread_ret, 0);     /* fn ran to its end */
+	assert_int_equal(s.seen_finished, 1);     /* before the task resumed */
+	assert_int_equal(s.next_wait_ret, -ECANCELED);
+	assert_int_equal(urt_join(t, NULL), 0);
+	urt_loop_destroy(loop);
+}
+
+/* ---- owned jobs: deadline, destructor once and only after fn ---- */
+
+struct owned {
+	atomic_int fn_done;
+	atomic_int dtor_runs;
+	int dtor_saw_fn_done;
+	unsigned us;
+};
+
+static void owned_fn(struct owned *o)
+{
+	usleep(o->us);
+	atomic_store(&o->fn_done, 1);
+}
+
+static void owned_dtor(struct owned *o)
+{
+	o->dtor_saw_fn_done = atomic_load(&o->fn_done);
+	atomic_fetch_add(&o->dtor_runs, 1);
+}
+
+struct owned_case {
+	struct owned *o;
+	uint64_t timeout;
+	int ret;
+	int dtor_runs_at_return;
+	uint64_t waited;
+};
+
+static int owned_task(void *arg)
+{
+	struct owned_case *c = arg;
+	uint64_t t0 = urt_now_ns();
+
+	c->ret = urt_job_run(owned_fn, c->o, owned_dtor, c->timeout);
+	c->waited = urt_now_ns() - t0;
+	c->dtor_runs_at_return = atomic_load(&c->o->dtor_runs);
+	return 0;
+}
+
+static void test_owned_job_deadline(void **state)
+{
+	urt_loop *loop = new_loop(1);
+	struct owned *o = calloc(1, sizeof(*o));
+	struct owned_case c = { .o = o, .timeout = 10 * MS };
+
+	(void)state;
+	o->us = 200000;
+	assert_int_equal(urt_spawn(loop, NULL, owned_task, &c), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(c.ret, -ETIMEDOUT);
+	assert_true(c.waited >= 10 * MS);
+	assert_true(c.waited < 150 * MS);   /* did not wait for fn */
+	assert_int_equal(c.dtor_runs_at_return, 0);
+	/* Destroy waits for the running job; then its destructor runs. */
+	urt_loop_destroy(loop);
+	assert_int_equal(atomic_load(&o->dtor_runs), 1);
+	assert_int_equal(o->dtor_saw_fn_done, 1);
+	free(o);
+}
+
+static void test_owned_job_completes(void **state)
+{
+	urt_loop *loop = new_loop(1);
+	struct owned *o = calloc(1, sizeof(*o));
+	struct owned_case c = { .o = o, .timeout = 5000 * MS };
+
+	(void)state;
+	o->us = 1000;
+	assert_int_equal(urt_spawn(loop, NULL, owned_task, &c), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(c.ret, 0);
+	assert_int_equal(atomic_load(&o->fn_done), 1);
+	urt_loop_destroy(loop);
+	/* Returned 0: arg is the caller's again, no destructor. */
+	assert_int_equal(atomic_load(&o->dtor_runs), 0);
+	free(o);
+}
+
+static int owned_cancel_task(void *arg)
+{
+	struct owned_case *c = arg;
+
+	c->ret = urt_job_run(owned_fn, c->o, owned_dtor, 0);
+	c->dtor_runs_at_return = atomic_load(&c->o->dtor_runs);
+	return 0;
+}
+
+static void test_owned_job_cancelled(void **state)
+{
+	urt_loop *loop = new_loop(1);
+	struct owned *o = calloc(1, sizeof(*o));
+	struct owned_case c = { .o = o };
+	urt_task *t;
+
+	(void)state;
+	o->us = 100000;
+	assert_int_equal(urt_spawn(loop, &t, owned_cancel_task, &c), 0);
+	assert_int_equal(urt_spawn(loop, NULL, cancel_after_10ms, t), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(c.ret, -ECANCELED);
+	assert_int_equal(c.dtor_runs_at_return, 0);
+	assert_int_equal(urt_join(t, NULL), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(atomic_load(&o->dtor_runs), 1);
+	assert_int_equal(o->dtor_saw_fn_done, 1);
+	free(o);
+}
+
+/* ---- shutdown with queued and running jobs ---- */
+
+struct queued {
+	int ret;
+	atomic_int *ran;
+};
+
+static void busy_fn(struct queued *q)
+{
+	usleep(30000);
+	atomic_fetch_add(q->ran, 1);
+}
+
+static int queued_task(void *arg)
+{
+	struct queued *q = arg;
+
+	q->ret = urt_to_thread(busy_fn, q);
+	return 0;
+}
+
+static int stop_after_10ms(void *arg)
+{
+	assert_int_equal(urt_sleep_ns(10 * MS), 0);
+	assert_int_equal(urt_loop_stop(arg), 0);
+	return 0;
+}
+
+static void test_shutdown_queued_and_running(void **state)
+{
+	urt_loop *loop = new_loop(1);
+	atomic_int ran = 0;
+	struct queued q[6];
+	int ran_jobs = 0, dropped = 0;
+
+	(void)state;
+	for (int i = 0; i < 6; i++) {
+		q[i] = (struct queued){ .ret = 1, .ran = &ran };
+		assert_int_equal(urt_spawn(loop, NULL, queued_task, &q[i]), 0);
+	}
+	assert_int_equal(urt_spawn(loop, NULL, stop_after_10ms, loop), 0);
+	/* One worker: after 10 ms one job runs and five are queued. */
+	assert_int_equal(urt_loop_run(loop), -EINTR);
+	urt_loop_destroy(loop);
+	for (int i = 0; i < 6; i++) {
+		if (q[i].ret == 0)
+			ran_jobs++;
+		else if (q[i].ret == -ECANCELED)
+			dropped++;
+	}
+	/* The running job was waited for; every queued one was dropped. */
+	assert_int_equal(ran_jobs, atomic_load(&ran));
+	assert_true(ran_jobs >= 1);
+	assert_int_equal(ran_jobs + dropped, 6);
+	assert_true(dropped >= 1);
+}
+
+/* ---- errors ---- */
+
+static void nop_fn(int *p)
+{
+	(*p)++;
+}
+
+static void test_outside_task(void **state)
+{
+	int x = 0;
+
+	(void)state;
+	assert_int_equal(urt_to_thread(nop_fn, &x), -EPERM);
+	assert_int_equal(urt_job_run(nop_fn, &x, NULL, 0), -EPERM);
+	assert_int_equal(x, 0);
+	assert_int_equal(urt_pool_destroy(NULL), -EINVAL);
+	assert_int_equal(urt_pool_uses_worker_rings(NULL), -EINVAL);
+	assert_int_equal(urt_pool_create(NULL, NULL), -EINVAL);
+}
+
+static int after_cancel_task(void *arg)
+{
+	int x = 0;
+
+	(void)arg;
+	assert_int_equal(urt_cancel(urt_current_task()), 0);
+	assert_int_equal(urt_to_thread(nop_fn, &x), -ECANCELED);
+	assert_int_equal(x, 0);
+	return 0;
+}
+
+static void test_cancelled_before_call(void **state)
+{
+	(void)state;
+	assert_int_equal(urt_run(after_cancel_task, NULL, NULL), 0);
+}
+
+/* ---- a pool shared by two loops ---- */
+
+struct shared_arg {
+	urt_pool *pool;
+	int sum;
+};
+
+static void add_fn(int *p)
+{
+	*p += 1;
+}
+
+static int add_task(void *arg)
+{
+	int *sum = arg;
+
+	for (int i = 0; i < 100; i++) {
+		int x = i;
+
+		assert_int_equal(urt_to_thread(add_fn, &x), 0);
+		*sum += x;
+	}
+	return 0;
+}
+
+static void *loop_thread(void *arg)
+{
+	struct shared_arg *a = arg;
+	struct urt_loop_opts o = { .pool = a->pool };
+	urt_loop *loop;
+
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	assert_ptr_equal(urt_loop_pool(loop), a->pool);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(urt_spawn(loop, NULL, add_task, &a->sum), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	urt_loop_destroy(loop);
+	return NULL;
+}
+
+static void test_shared_pool(void **state)
+{
+	struct urt_pool_opts po = { .threads = 2, .flags = pool_flags };
+	struct shared_arg a[2];
+	pthread_t th[2];
+	urt_pool *pool;
+
+	(void)state;
+	assert_int_equal(urt_pool_create(&pool, &po), 0);
+	for (int i = 0; i < 2; i++) {
+		a[i] = (struct shared_arg){ .pool = pool };
+		assert_int_equal(pthread_create(&th[i], NULL, loop_thread, &a[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		/* 4 tasks x sum over i of (i + 1) for i < 100 */
+		assert_int_equal(a[i].sum, 4 * 5050);
+	}
+	assert_int_equal(urt_pool_destroy(pool), 0);
+}
+
+static void test_pool_busy_while_used(void **state)
+{
+	struct urt_loop_opts o = { 0 };
+	urt_loop *loop;
+	urt_pool *pool;
+
+	(void)state;
+	assert_int_equal(urt_pool_create(&pool, NULL), 0);
+	o.pool = pool;
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	assert_int_equal(urt_pool_destroy(pool), -EBUSY);
+	urt_loop_destroy(loop);
+	assert_int_equal(urt_pool_destroy(pool), 0);
+}
+
+static int set_ringless(void **state)
+{
+	(void)state;
+	pool_flags = 0;
+	return 0;
+}
+
+static int set_worker_rings(void **state)
+{
+	(void)state;
+	pool_flags = URT_POOL_WORKER_RINGS;
+	return 0;
+}
+
+#define POOL_TESTS                                                   \
+	cmocka_unit_test(test_result_reaches_caller),                \
+	cmocka_unit_test(test_thousand_offloads_ticker_ticks),       \
+	cmocka_unit_test(test_cancel_running_job),                   \
+	cmocka_unit_test(test_owned_job_deadline),                   \
+	cmocka_unit_test(test_owned_job_completes),                  \
+	cmocka_unit_test(test_owned_job_cancelled),                  \
+	cmocka_unit_test(test_shutdown_queued_and_running),          \
+	cmocka_unit_test(test_shared_pool)
+
+int main(void)
+{
+	const struct CMUnitTest path_tests[] = { POOL_TESTS };
+	const struct CMUnitTest other_tests[] = {
+		cmocka_unit_test(test_outside_task),
+		cmocka_unit_test(test_cancelled_before_call),
+		cmocka_unit_test(test_pool_busy_while_used),
+	};
+	int failed = 0;
+
+	failed += _cmocka_run_group_tests("pool, kernel's default path", path_tests,
+					  sizeof(path_tests) / sizeof(path_tests[0]),
+					  set_ringless, NULL);
+	failed += _cmocka_run_group_tests("pool, workers' own rings", path_tests,
+					  sizeof(path_tests) / sizeof(path_tests[0]),
+					  set_worker_rings, NULL);
+	failed += cmocka_run_group_tests(other_tests, NULL, NULL);
+	return failed;
+}
