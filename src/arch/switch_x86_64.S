@@ -22,7 +22,12 @@ urt__ctx_switch:
 	popq %r12
 	popq %rbx
 	popq %rbp
-	ret
+	/* Not ret: the return stack buffer predicts the caller of this
+	 * switch, never the other context, so every ret would mispredict. An
+	 * indirect jump is predicted from history, and ping-pong patterns
+	 * predict well. */
+	popq %rcx
+	jmpq *%rcx
 	.cfi_endproc
 	.size urt__ctx_switch, .-urt__ctx_switch
 
