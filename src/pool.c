@@ -148,7 +148,7 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		unsigned n = 0;
+		unsigned n = 0, take;
 
 		while (!p->head && !p->stopping) {
 			if (p->spin_ns) {
@@ -168,7 +168,15 @@ static void *worker_main(void *arg)
 		}
 		if (!p->head)
 			break;
-		while (p->head && n < BATCH) {
+		/* Batches cut the lock traffic of short jobs, but a worker
+		 * that took several long jobs would run them one after the
+		 * other while its peers idle: take a fair share only. */
+		take = atomic_load_explicit(&p->queued, memory_order_relaxed) / p->nthreads;
+		if (take < 1)
+			take = 1;
+		if (take > BATCH)
+			take = BATCH;
+		while (p->head && n < take) {
 			batch[n++] = p->head;
 			p->head = p->head->next;
 		}
