@@ -78,7 +78,21 @@ struct urt_loop_opts {
 	 * sleeps in the kernel, while jobs are in flight (default 20 us, see the
 	 * README). */
 	uint64_t spin_ns;
+	/* Stall detection: when a task runs longer than stall_ns without
+	 * waiting or yielding, the loop calls on_stall once it switches back
+	 * (0: off, the default; on, it costs one clock read per switch). */
+	uint64_t stall_ns;
+	/* The stall reporter (NULL: one line on stderr, see urt_stall_print).
+	 * Called on the loop's thread, outside any task; name is the task's
+	 * (urt_task_set_name) or "task@<address>", valid during the call. */
+	void (*on_stall)(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
+	void *stall_ctx;
 };
+
+/* The default stall reporter: one line on stderr, such as
+ * "urt: task "crunch" ran 12.3 ms without yielding (stall threshold 10.0 ms)".
+ * ctx is unused; callable from a reporter of one's own. */
+URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
 
 /* Never put a PROT_NONE guard page under task stacks (by default stacks get
  * one while the process's VMA budget allows, see the README). The canary at
@@ -164,6 +178,13 @@ URT_API int urt_cancel(urt_task *task);
  * task is cancelled), -EPERM (outside a task).
  */
 URT_API int urt_yield(void);
+
+/*
+ * Name a task (NULL: the calling task) for stall reports; the name is copied
+ * (up to 31 bytes). Returns 0, -EINVAL (NULL name, or NULL task outside a
+ * task). Callable outside a task with a task handle.
+ */
+URT_API int urt_task_set_name(urt_task *task, const char *name);
 
 /* The loop running the caller, or NULL outside a loop. */
 URT_API urt_loop *urt_current_loop(void);

@@ -3,6 +3,7 @@
  * task API that is about scheduling: spawn, join, cancel, yield. */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,17 +49,33 @@ static bool owned(const struct urt_loop *loop)
 
 /* ---- run queue ---- */
 
-void urt__ready(struct urt_task *t)
+static void enqueue(struct urt_task **head, struct urt_task **tail, struct urt_task *t)
 {
-	struct urt_loop *loop = t->loop;
-
 	t->state = URT__READY;
 	t->next = NULL;
-	if (loop->rq_tail)
-		loop->rq_tail->next = t;
+	if (*tail)
+		(*tail)->next = t;
 	else
-		loop->rq_head = t;
-	loop->rq_tail = t;
+		*head = t;
+	*tail = t;
+}
+
+void urt__ready(struct urt_task *t)
+{
+	enqueue(&t->loop->rq_head, &t->loop->rq_tail, t);
+}
+
+/* Move the tasks that yielded this turn to the back of the run queue. */
+static void yq_splice(struct urt_loop *loop)
+{
+	if (!loop->yq_head)
+		return;
+	if (loop->rq_tail)
+		loop->rq_tail->next = loop->yq_head;
+	else
+		loop->rq_head = loop->yq_head;
+	loop->rq_tail = loop->yq_tail;
+	loop->yq_head = loop->yq_tail = NULL;
 }
 
 static struct urt_task *rq_pop(struct urt_loop *loop)
@@ -256,17 +273,61 @@ static void timer_arm(struct urt_loop *loop)
 
 /* ---- the scheduler ---- */
 
+void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64_t ran_ns)
+{
+	(void)ctx;
+	fprintf(stderr, "urt: task \"%s\" ran %.1f ms without yielding (stall threshold %.1f ms)\n",
+		name, (double)ran_ns / 1e6, (double)task->loop->stall_ns / 1e6);
+}
+
+static void report_stall(struct urt_loop *loop, struct urt_task *t, uint64_t ran_ns)
+{
+	char anon[32];
+	const char *name = t->name;
+
+	if (!name[0]) {
+		snprintf(anon, sizeof(anon), "task@%p", (void *)t);
+		name = anon;
+	}
+	if (loop->on_stall)
+		loop->on_stall(loop->stall_ctx, t, name, ran_ns);
+	else
+		urt_stall_print(NULL, t, name, ran_ns);
+}
+
+int urt_task_set_name(urt_task *t, const char *name)
+{
+	if (!t)
+		t = urt__cur_task;
+	if (!t || !name)
+		return -EINVAL;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	return 0;
+}
+
 /* Run the tasks that are ready now; tasks made ready meanwhile (a yield, a
  * spawn) wait for the next turn, so I/O is submitted between them. */
 static void run_ready(struct urt_loop *loop)
 {
 	struct urt_task *last = loop->rq_tail, *t;
+	uint64_t t0 = 0;
 
 	if (!last)
 		return;
+	if (loop->stall_ns)
+		t0 = urt_now_ns();
 	do {
 		t = rq_pop(loop);
 		urt__task_resume(t);
+		/* One clock read per switch: each task's end is the next
+		 * one's start. */
+		if (loop->stall_ns) {
+			uint64_t t1 = urt_now_ns();
+
+			if (t1 - t0 > loop->stall_ns)
+				report_stall(loop, t, t1 - t0);
+			t0 = t1;
+		}
 		if (t->state == URT__DONE && t->detached)
 			free_task(t);
 	} while (t != last);
@@ -315,7 +376,7 @@ static int run_loop(struct urt_loop *loop)
 			return 0;
 		timers_expire(loop);
 		jobs_flush(loop);
-		wait = !loop->rq_head && !loop->stop;
+		wait = !loop->rq_head && !loop->yq_head && !loop->stop;
 		if (wait) {
 			if (loop->heap_n)
 				timer_arm(loop);
@@ -327,11 +388,12 @@ static int run_loop(struct urt_loop *loop)
 		ret = urt__ring_turn(&loop->ring, wait);
 		if (ret < 0)
 			return ret;
+		timers_expire(loop);
+		yq_splice(loop);
 		if (loop->stop && !loop->destroying) {
 			loop->stop = false;
 			return -EINTR;
 		}
-		timers_expire(loop);
 	}
 }
 
@@ -420,6 +482,9 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	loop->stacks.limit = o.stack_cache ? o.stack_cache : SIZE_MAX;
 	loop->flags = o.flags;
 	loop->timer_op.done = timer_done;
+	loop->stall_ns = o.stall_ns;
+	loop->on_stall = o.on_stall;
+	loop->stall_ctx = o.on_stall ? o.stall_ctx : NULL;
 	loop->spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
 	if (o.pool_opts)
 		loop->pool_opts = *o.pool_opts;
@@ -627,7 +692,7 @@ int urt_yield(void)
 		return -EPERM;
 	if (self->cancelled)
 		return -ECANCELED;
-	urt__ready(self);
+	enqueue(&self->loop->yq_head, &self->loop->yq_tail, self);
 	urt__task_suspend(self);
 	return self->cancelled ? -ECANCELED : 0;
 }

@@ -109,6 +109,7 @@ struct urt_task {
 	struct urt_task *joining; /* parked in join: the task it waits for */
 	struct urt__iop *iop;     /* parked in I/O: the operation */
 	struct urt__job *job;     /* parked in urt_job_run: the job */
+	char name[32];            /* urt_task_set_name; empty: unnamed */
 	int result;               /* fn's return value */
 	int wake_res;             /* what the current wait returns */
 	uint8_t state;
@@ -178,6 +179,9 @@ struct urt_loop {
 	pthread_t owner;
 	void *sched_sp;             /* the scheduler's saved stack pointer */
 	struct urt_task *rq_head, *rq_tail;
+	/* Tasks that yielded: they rejoin the run queue after the turn's
+	 * completions, so that yielding lets woken tasks go first. */
+	struct urt_task *yq_head, *yq_tail;
 	struct urt_task *all;       /* every task not yet freed */
 	size_t live;                /* tasks spawned and not yet returned */
 	/* Sleepers: a binary min-heap of tasks by deadline, with one absolute
@@ -199,6 +203,9 @@ struct urt_loop {
 	struct urt__job *jobs;      /* jobs submitted, completion not reaped */
 	uint64_t jobs_inflight;
 	uint64_t spin_ns;
+	uint64_t stall_ns;          /* 0: stall detection off */
+	void (*on_stall)(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
+	void *stall_ctx;
 	size_t stack_size;          /* usable bytes per stack */
 	unsigned flags;
 	bool running;
