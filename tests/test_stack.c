@@ -1,0 +1,167 @@
+/* Task stacks: an overflow never goes unnoticed. Each case runs in a child
+ * process, which must die, loudly; the parent checks how. */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <urt.h>
+
+#define STACK (64 * 1024)
+
+/* Run body in a child with its stderr captured; returns the wait status. */
+static int in_child(void (*body)(void), char *err, size_t errlen)
+{
+	int fds[2], status;
+	ssize_t n, got = 0;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* cmocka catches these to report failures: the child must die
+		 * of them as a service would. */
+		signal(SIGSEGV, SIG_DFL);
+		signal(SIGILL, SIG_DFL);
+		signal(SIGBUS, SIG_DFL);
+		signal(SIGABRT, SIG_DFL);
+		dup2(fds[1], STDERR_FILENO);
+		close(fds[0]);
+		body();
+		_exit(0);
+	}
+	close(fds[1]);
+	while (got < (ssize_t)errlen - 1 && (n = read(fds[0], err + got, errlen - 1 - (size_t)got)) > 0)
+		got += n;
+	err[got] = 0;
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+static volatile int sink;
+static char *volatile escaped; /* keeps the compiler from dropping stores */
+
+/* Recurses until sink says stop, which it never does. */
+static int recurse(int depth)
+{
+	volatile char frame[512];
+
+	frame[0] = (char)depth;
+	if (sink < 0)
+		return frame[0];
+	return recurse(depth + 1) + frame[0];
+}
+
+static int recursing_task(void *arg)
+{
+	(void)arg;
+	return recurse(0);
+}
+
+static void overflow_guarded(void)
+{
+	struct urt_loop_opts o = { .stack_size = STACK };
+	urt_loop *loop;
+
+	if (urt_loop_create(&loop, &o) || urt_spawn(loop, NULL, recursing_task, NULL))
+		_exit(3);
+	urt_loop_run(loop);
+	_exit(0); /* not reached: the guard page stops the recursion */
+}
+
+/* Without a guard page: a task fills a buffer down into the canary window
+ * at the bottom of its stack, then yields. */
+static int trampling_task(void *arg)
+{
+	size_t len = STACK - 128; /* from near the top to past the bottom */
+	char *p = __builtin_alloca(len);
+
+	(void)arg;
+	escaped = p;
+	memset(p, 0x5a, len);
+	urt_yield();
+	return 0;
+}
+
+static void overflow_unguarded(void)
+{
+	struct urt_loop_opts o = { .stack_size = STACK, .flags = URT_LOOP_NO_GUARD };
+	urt_loop *loop;
+
+	if (urt_loop_create(&loop, &o) || urt_spawn(loop, NULL, trampling_task, NULL))
+		_exit(3);
+	urt_loop_run(loop);
+	_exit(0); /* not reached: the canary check stops the process */
+}
+
+static void test_guard_page_stops_recursion(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(overflow_guarded, err, sizeof(err));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSEGV);
+}
+
+static void test_canary_catches_overflow(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(overflow_unguarded, err, sizeof(err));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGILL);
+	assert_non_null(strstr(err, "overflowed its stack of 65536 bytes"));
+}
+
+/* A deep but bounded recursion within the stack is fine, and the stack is
+ * reused by the next task. */
+static int deep_task(void *arg)
+{
+	volatile char buf[STACK / 2];
+
+	buf[0] = 1;
+	buf[sizeof(buf) - 1] = 2;
+	*(int *)arg += buf[0] + buf[sizeof(buf) - 1];
+	return 0;
+}
+
+static void test_deep_use_is_fine(void **state)
+{
+	struct urt_loop_opts o = { .stack_size = STACK };
+	urt_loop *loop;
+	int sum = 0;
+
+	(void)state;
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(urt_spawn(loop, NULL, deep_task, &sum), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(sum, 300);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_guard_page_stops_recursion),
+		cmocka_unit_test(test_canary_catches_overflow),
+		cmocka_unit_test(test_deep_use_is_fine),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
