@@ -477,6 +477,12 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 		free(loop);
 		return ret;
 	}
+	ret = urt__overflow_report_install(&loop->altstack, &loop->altstack_len);
+	if (ret) {
+		urt__ring_fini(&loop->ring);
+		free(loop);
+		return ret;
+	}
 	loop->owner = pthread_self();
 	loop->stack_size = o.stack_size;
 	loop->stacks.limit = o.stack_cache ? o.stack_cache : SIZE_MAX;
@@ -535,6 +541,7 @@ void urt_loop_destroy(urt_loop *loop)
 		free_task(t);
 	}
 	urt__stack_cache_fini(loop);
+	urt__overflow_report_remove(loop->altstack, loop->altstack_len);
 	free(loop->heap);
 	urt__ring_fini(&loop->ring);
 	free(loop);

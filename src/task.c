@@ -1,6 +1,7 @@
 /* task: stacks (mmap, guard page within the VMA budget, canary always), the
  * context switch with the sanitizers told about it, and task records. */
 #include <errno.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,6 +229,76 @@ static void stack_overflowed(struct urt_task *t)
 	/* The stack of another task may be corrupted too: going on would be
 	 * undefined behaviour, so the process stops here, loudly. */
 	__builtin_trap();
+}
+
+/*
+ * A task that runs into its guard page gets SIGSEGV on a stack it no longer
+ * has room on. When the process has no SIGSEGV handler of its own, the loop
+ * installs one that runs on an alternate signal stack, names the task, and
+ * lets the fault kill the process as it would have (SA_RESETHAND).
+ */
+static void segv_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct urt_task *t = urt__cur_task;
+	char *addr = si->si_addr;
+
+	(void)uc;
+	if (t && t->guarded && addr >= (char *)t->map && addr < (char *)t->map + page_size()) {
+		char msg[160];
+		int n = t->name[0] ?
+			snprintf(msg, sizeof(msg), "urt: task \"%s\" overflowed its stack of %zu bytes (guard page hit)\n",
+				 t->name, t->loop->stack_size) :
+			snprintf(msg, sizeof(msg), "urt: task@%p overflowed its stack of %zu bytes (guard page hit)\n",
+				 (void *)t, t->loop->stack_size);
+
+		if (n > 0)
+			(void)!write(STDERR_FILENO, msg, (size_t)n);
+	}
+	/* Returning retries the access, which now takes the default action. */
+	signal(sig, SIG_DFL);
+}
+
+int urt__overflow_report_install(void **altstack, size_t *altlen)
+{
+	struct sigaction old, sa;
+	stack_t ss;
+
+	*altstack = NULL;
+	if (sigaction(SIGSEGV, NULL, &old) || old.sa_handler != SIG_DFL ||
+	    (old.sa_flags & SA_SIGINFO))
+		return 0; /* the application handles SIGSEGV: leave it alone */
+	if (sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
+		size_t len = 64 * 1024;
+		void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			return -ENOMEM;
+		ss.ss_sp = p;
+		ss.ss_size = len;
+		ss.ss_flags = 0;
+		if (sigaltstack(&ss, NULL)) {
+			munmap(p, len);
+			return 0;
+		}
+		*altstack = p;
+		*altlen = len;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = segv_handler;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, NULL);
+	return 0;
+}
+
+void urt__overflow_report_remove(void *altstack, size_t altlen)
+{
+	stack_t ss = { .ss_flags = SS_DISABLE };
+
+	if (!altstack)
+		return;
+	sigaltstack(&ss, NULL);
+	munmap(altstack, altlen);
 }
 
 static void task_entry(void *arg)

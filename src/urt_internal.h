@@ -162,6 +162,11 @@ void urt__task_start(struct urt_task *t);
 void urt__task_resume(struct urt_task *t);
 /* Switch from the running task back to the scheduler. */
 void urt__task_suspend(struct urt_task *t);
+/* Name the task that hits its guard page, where the application has no
+ * SIGSEGV handler: a handler on an alternate signal stack (allocated into
+ * *altstack for this thread when it has none). */
+int urt__overflow_report_install(void **altstack, size_t *altlen);
+void urt__overflow_report_remove(void *altstack, size_t altlen);
 /* Verify a task's stack canary; reports and returns false when it is gone. */
 bool urt__task_stack_ok(struct urt_task *t);
 
@@ -194,6 +199,8 @@ struct urt_loop {
 	struct __kernel_timespec timer_ts;
 	struct __kernel_timespec update_ts;
 	struct urt__stack_cache stacks;
+	void *altstack;             /* the signal stack this loop set up */
+	size_t altstack_len;
 	struct urt_pool *pool;
 	bool own_pool;
 	int pool_err;               /* why the own pool could not start */

@@ -66,6 +66,7 @@ static int recurse(int depth)
 static int recursing_task(void *arg)
 {
 	(void)arg;
+	urt_task_set_name(NULL, "deep-thought");
 	return recurse(0);
 }
 
@@ -114,6 +115,8 @@ static void test_guard_page_stops_recursion(void **state)
 	status = in_child(overflow_guarded, err, sizeof(err));
 	assert_true(WIFSIGNALED(status));
 	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	/* Named by the loop's handler, on its alternate signal stack. */
+	assert_non_null(strstr(err, "urt: task \"deep-thought\" overflowed its stack of 65536 bytes"));
 }
 
 static void test_canary_catches_overflow(void **state)
