@@ -380,8 +380,8 @@ static int run_loop(struct urt_loop *loop)
 		if (wait) {
 			if (loop->heap_n)
 				timer_arm(loop);
-			else if (!loop->ring.inflight)
-				return -EDEADLK;
+			else if (loop->ring.inflight == (loop->timer_armed ? 1u : 0u))
+				return -EDEADLK; /* a stale timeout wakes no task */
 			if (spin_for_jobs(loop))
 				wait = false;
 		}
@@ -426,6 +426,7 @@ static int enter(struct urt_loop *loop)
 static void leave(struct urt_loop *loop)
 {
 	loop->running = false;
+	loop->stop = false;
 	urt__cur_loop = NULL;
 }
 

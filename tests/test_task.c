@@ -1,13 +1,8 @@
-/* Tasks: run, spawn, join, detach, yield order. */
-#include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
+/* Tasks: run, spawn, join, detach, yield order, and the errors of each. */
+#include <pthread.h>
+#include <stdio.h>
 
-#include <cmocka.h>
-
-#include <urt.h>
+#include "test_util.h"
 
 static int return_42(void *arg)
 {
@@ -15,6 +10,13 @@ static int return_42(void *arg)
 	return 42;
 }
 
+/* Returns its argument, an int smuggled in the pointer. */
+static int return_arg(void *arg)
+{
+	return (int)(intptr_t)arg;
+}
+
+/* urt_run hands main's return value back, and accepts a NULL result. */
 static void test_run_returns_result(void **state)
 {
 	int result = 0;
@@ -22,12 +24,590 @@ static void test_run_returns_result(void **state)
 	(void)state;
 	assert_int_equal(urt_run(return_42, NULL, &result), 0);
 	assert_int_equal(result, 42);
+	assert_int_equal(urt_run(return_42, NULL, NULL), 0);
+	assert_int_equal(urt_run(NULL, NULL, &result), -EINVAL);
+}
+
+struct parent {
+	int child_arg;
+	int spawn_ret;
+	int join_ret;
+	int child_result;
+};
+
+/* Spawns a child on the current loop and joins it. */
+static int parent_task(void *arg)
+{
+	struct parent *p = arg;
+	urt_task *child;
+
+	p->spawn_ret = urt_spawn(NULL, &child, return_arg, (void *)(intptr_t)p->child_arg);
+	if (p->spawn_ret)
+		return p->spawn_ret;
+	p->join_ret = urt_join(child, &p->child_result);
+	return p->child_result + 1;
+}
+
+/* A task spawned from outside before the run spawns a child from inside;
+ * join inside returns the child's result, join outside the parent's. */
+static void test_spawn_and_join(void **state)
+{
+	struct parent p = { .child_arg = 7 };
+	urt_loop *loop = loop_new(NULL);
+	urt_task *t;
+	int result = 0;
+
+	(void)state;
+	spawn_ok(loop, &t, parent_task, &p);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(p.spawn_ret, 0);
+	assert_int_equal(p.join_ret, 0);
+	assert_int_equal(p.child_result, 7);
+	/* Finished: joins from outside any task. */
+	assert_int_equal(urt_join(t, &result), 0);
+	assert_int_equal(result, 8);
+	urt_loop_destroy(loop);
+}
+
+/* A finished task joins from outside with a NULL result too. */
+static void test_join_finished_outside(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+	urt_task *t;
+
+	(void)state;
+	spawn_ok(loop, &t, return_42, NULL);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_join(t, NULL), 0);
+	urt_loop_destroy(loop);
+}
+
+static int detached_count;
+
+static int count_task(void *arg)
+{
+	(void)arg;
+	TASK_CHECK(urt_yield() == 0);
+	detached_count++;
+	return 0;
+}
+
+/* Spawns two detached children, which outlive it. */
+static int spawn_two_detached(void *arg)
+{
+	(void)arg;
+	TASK_CHECK(urt_spawn(NULL, NULL, count_task, NULL) == 0);
+	TASK_CHECK(urt_spawn(urt_current_loop(), NULL, count_task, NULL) == 0);
+	detached_count++;
+	return 0;
+}
+
+/* Detached tasks, spawned outside and inside, all run to completion and the
+ * run waits for them. */
+static void test_detached_complete(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	detached_count = 0;
+	for (int i = 0; i < 10; i++)
+		spawn_ok(loop, NULL, spawn_two_detached, NULL);
+	run_and_destroy(loop);
+	assert_int_equal(detached_count, 30);
+}
+
+static char trace[64];
+static size_t trace_len;
+
+static void trace_add(char who, int step)
+{
+	if (trace_len + 2 < sizeof(trace)) {
+		trace[trace_len++] = who;
+		trace[trace_len++] = (char)('0' + step);
+		trace[trace_len] = '\0';
+	}
+}
+
+static void trace_reset(void)
+{
+	trace_len = 0;
+	trace[0] = '\0';
+}
+
+/* Records its letter (the argument) and step three times, yielding between. */
+static int yielder(void *arg)
+{
+	char who = (char)(intptr_t)arg;
+
+	for (int i = 1; i <= 3; i++) {
+		trace_add(who, i);
+		if (i < 3)
+			TASK_CHECK(urt_yield() == 0);
+	}
+	return 0;
+}
+
+/* Two yielding tasks interleave exactly. */
+static void test_yield_order(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	trace_reset();
+	spawn_ok(loop, NULL, yielder, (void *)'A');
+	spawn_ok(loop, NULL, yielder, (void *)'B');
+	run_and_destroy(loop);
+	assert_string_equal(trace, "A1B1A2B2A3B3");
+}
+
+static int trace_once(void *arg)
+{
+	trace_add((char)(intptr_t)arg, 1);
+	return 0;
+}
+
+/* Spawns C, then goes on: C first runs after the spawner parks (FIFO). */
+static int spawn_then_yield(void *arg)
+{
+	(void)arg;
+	trace_add('S', 1);
+	TASK_CHECK(urt_spawn(NULL, NULL, trace_once, (void *)'C') == 0);
+	trace_add('S', 2);
+	TASK_CHECK(urt_yield() == 0);
+	trace_add('S', 3);
+	return 0;
+}
+
+/* A spawned task runs after the tasks already ready, in spawn order. */
+static void test_spawn_order(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	trace_reset();
+	spawn_ok(loop, NULL, trace_once, (void *)'A');
+	spawn_ok(loop, NULL, spawn_then_yield, NULL);
+	spawn_ok(loop, NULL, trace_once, (void *)'B');
+	run_and_destroy(loop);
+	assert_string_equal(trace, "A1S1S2B1C1S3");
+}
+
+/* A loop runs again after a run has returned, with tasks spawned between. */
+static void test_run_again(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+	urt_task *t;
+	int result = 0;
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		spawn_ok(loop, &t, return_arg, (void *)(intptr_t)i);
+		assert_int_equal(urt_loop_run(loop), 0);
+		assert_int_equal(urt_join(t, &result), 0);
+		assert_int_equal(result, i);
+	}
+	urt_loop_destroy(loop);
+}
+
+struct join_errs {
+	urt_task *target;  /* a task to join */
+	int self_ret;      /* urt_join(self) */
+	int detached_ret;  /* urt_join of a detached task */
+	int second_ret;    /* a second joiner of target */
+	int first_ret;     /* the first joiner of target */
+	int xdev_ret;      /* urt_join of another loop's task */
+	urt_task *detached;
+	urt_task *foreign;
+};
+
+/* Detached: publishes its handle, stays alive for two turns. urt_spawn
+ * gives no handle for a detached task, so it can only be named from inside
+ * (urt_current_task) and joined by tasks while it lives. */
+static int detached_alive(void *arg)
+{
+	struct join_errs *e = arg;
+
+	e->detached = urt_current_task();
+	TASK_CHECK(urt_join(e->detached, NULL) == -EINVAL);
+	TASK_CHECK(urt_yield() == 0);
+	TASK_CHECK(urt_yield() == 0);
+	return 0;
+}
+
+static int sleep_20ms(void *arg)
+{
+	(void)arg;
+	TASK_CHECK(urt_sleep_ns(20 * MS) == 0);
+	return 3;
+}
+
+static int first_joiner(void *arg)
+{
+	struct join_errs *e = arg;
+	int result = 0;
+
+	e->first_ret = urt_join(e->target, &result);
+	TASK_CHECK(result == 3);
+	return 0;
+}
+
+static int join_checker(void *arg)
+{
+	struct join_errs *e = arg;
+
+	e->self_ret = urt_join(urt_current_task(), NULL);
+	/* detached_alive ran in this turn, before us: it is alive. */
+	e->detached_ret = urt_join(e->detached, NULL);
+	/* first_joiner parked in its join before we ran. */
+	e->second_ret = urt_join(e->target, NULL);
+	e->xdev_ret = urt_join(e->foreign, NULL);
+	return 0;
+}
+
+/* urt_join's errors: NULL, detached, being joined -> -EINVAL; oneself ->
+ * -EDEADLK; unfinished from outside -> -EPERM; another loop's -> -EXDEV. */
+static void test_join_errors(void **state)
+{
+	struct join_errs e = { 0 };
+	urt_loop *loop = loop_new(NULL), *other = loop_new(NULL);
+	urt_task *checker, *unfinished;
+
+	(void)state;
+	assert_int_equal(urt_join(NULL, NULL), -EINVAL);
+	spawn_ok(other, &e.foreign, return_42, NULL);
+	spawn_ok(loop, &e.target, sleep_20ms, NULL);
+	spawn_ok(loop, NULL, detached_alive, &e);
+	spawn_ok(loop, NULL, first_joiner, &e);
+	spawn_ok(loop, &checker, join_checker, &e);
+	spawn_ok(loop, &unfinished, return_42, NULL);
+	assert_int_equal(urt_join(unfinished, NULL), -EPERM);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(e.self_ret, -EDEADLK);
+	assert_int_equal(e.detached_ret, -EINVAL);
+	assert_int_equal(e.second_ret, -EINVAL);
+	assert_int_equal(e.first_ret, 0);
+	assert_int_equal(e.xdev_ret, -EXDEV);
+	/* The failed joins left the handles valid. */
+	assert_int_equal(urt_join(checker, NULL), 0);
+	assert_int_equal(urt_join(unfinished, NULL), 0);
+	urt_loop_destroy(loop);
+	/* other never ran: destroy runs its task and frees the handle. */
+	urt_loop_destroy(other);
+	check_tasks();
+}
+
+struct loop_seen {
+	urt_loop *loop;
+	urt_task *task;
+	int run_ret;
+	int run_null_ret;
+};
+
+static int see_loop(void *arg)
+{
+	struct loop_seen *s = arg;
+
+	s->loop = urt_current_loop();
+	s->task = urt_current_task();
+	s->run_ret = urt_loop_run(s->loop);
+	s->run_null_ret = urt_loop_run(NULL);
+	return 0;
+}
+
+/* urt_current_loop/task: NULL outside, the running ones inside; running a
+ * loop from inside one of its tasks is -EBUSY. */
+static void test_current_loop(void **state)
+{
+	struct loop_seen s = { 0 };
+	urt_loop *loop = loop_new(NULL);
+	urt_task *t;
+
+	(void)state;
+	assert_null(urt_current_loop());
+	assert_null(urt_current_task());
+	spawn_ok(loop, &t, see_loop, &s);
+	assert_null(urt_current_loop());
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_null(urt_current_loop());
+	assert_null(urt_current_task());
+	assert_ptr_equal(s.loop, loop);
+	assert_ptr_equal(s.task, t);
+	assert_int_equal(s.run_ret, -EBUSY);
+	assert_int_equal(s.run_null_ret, -EINVAL);
+	assert_int_equal(urt_join(t, NULL), 0);
+	urt_loop_destroy(loop);
+}
+
+/* urt_spawn: NULL fn and NULL loop outside a loop are -EINVAL. */
+static void test_spawn_errors(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+	urt_task *t;
+
+	(void)state;
+	assert_int_equal(urt_spawn(loop, &t, NULL, NULL), -EINVAL);
+	assert_int_equal(urt_spawn(NULL, &t, return_42, NULL), -EINVAL);
+	assert_int_equal(urt_spawn(NULL, NULL, return_42, NULL), -EINVAL);
+	run_and_destroy(loop); /* nothing was spawned: returns at once */
+}
+
+/* urt_loop_create: NULL out and unknown flags are -EINVAL; known flags and
+ * small options work. */
+static void test_loop_create_errors(void **state)
+{
+	struct urt_loop_opts bad = { .flags = 1u << 31 };
+	struct urt_loop_opts ok = {
+		.flags = URT_LOOP_NO_GUARD, .stack_size = 1, .ring_entries = 2,
+	};
+	urt_loop *loop;
+	urt_task *t;
+	int result = 0;
+
+	(void)state;
+	assert_int_equal(urt_loop_create(NULL, NULL), -EINVAL);
+	assert_int_equal(urt_loop_create(NULL, &ok), -EINVAL);
+	assert_int_equal(urt_loop_create(&loop, &bad), -EINVAL);
+	loop = loop_new(&ok);
+	spawn_ok(loop, &t, parent_task, &(struct parent){ .child_arg = 1 });
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_join(t, &result), 0);
+	assert_int_equal(result, 2);
+	urt_loop_destroy(loop);
+	urt_loop_destroy(NULL); /* ignored */
+}
+
+struct mutual {
+	urt_task *peer[2];
+	int join_ret[2];
+	int result[2];
+};
+
+static int mutual_a(void *arg)
+{
+	struct mutual *m = arg;
+
+	m->join_ret[0] = urt_join(m->peer[1], &m->result[0]);
+	return 10;
+}
+
+static int mutual_b(void *arg)
+{
+	struct mutual *m = arg;
+
+	m->join_ret[1] = urt_join(m->peer[0], &m->result[1]);
+	return 20;
+}
+
+/* Two tasks joining each other: the run reports -EDEADLK, and destroy
+ * cancels both out of their joins. */
+static void test_mutual_join_deadlock(void **state)
+{
+	struct mutual m = { .join_ret = { 1, 1 } };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	spawn_ok(loop, &m.peer[0], mutual_a, &m);
+	spawn_ok(loop, &m.peer[1], mutual_b, &m);
+	assert_int_equal(urt_loop_run(loop), -EDEADLK);
+	assert_int_equal(m.join_ret[0], 1); /* still parked */
+	assert_int_equal(m.join_ret[1], 1);
+	urt_loop_destroy(loop);
+	assert_int_equal(m.join_ret[0], -ECANCELED);
+	assert_int_equal(m.join_ret[1], -ECANCELED);
+}
+
+/* After -EDEADLK, cancelling one of them from outside breaks the cycle: the
+ * next run completes and the other's join receives its result. */
+static void test_deadlock_broken_by_cancel(void **state)
+{
+	struct mutual m = { .join_ret = { 1, 1 } };
+	urt_loop *loop = loop_new(NULL);
+	int result = 0;
+
+	(void)state;
+	spawn_ok(loop, &m.peer[0], mutual_a, &m);
+	spawn_ok(loop, &m.peer[1], mutual_b, &m);
+	assert_int_equal(urt_loop_run(loop), -EDEADLK);
+	assert_int_equal(urt_cancel(m.peer[0]), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(m.join_ret[0], -ECANCELED);
+	assert_int_equal(m.join_ret[1], 0);
+	assert_int_equal(m.result[1], 10);
+	/* peer[0] was joined by peer[1]; peer[1] is ours to join. */
+	assert_int_equal(urt_join(m.peer[1], &result), 0);
+	assert_int_equal(result, 20);
+	urt_loop_destroy(loop);
+}
+
+struct stop_seen {
+	urt_loop *loop;
+	int stop_ret;
+	int sleep_ret;
+	uint64_t start, woke;
+};
+
+static int stop_then_return(void *arg)
+{
+	struct stop_seen *s = arg;
+
+	s->stop_ret = urt_loop_stop(s->loop);
+	return 0;
+}
+
+static int sleep_10ms(void *arg)
+{
+	struct stop_seen *s = arg;
+
+	s->start = urt_now_ns();
+	s->sleep_ret = urt_sleep_ns(10 * MS);
+	s->woke = urt_now_ns();
+	return 9;
+}
+
+/* urt_loop_stop: the run returns -EINTR after the turn with a task still
+ * parked; the next run goes on and completes it. */
+static void test_loop_stop(void **state)
+{
+	struct stop_seen s = { .stop_ret = 1, .sleep_ret = 1 };
+	urt_task *t;
+	int result = 0;
+
+	(void)state;
+	assert_int_equal(urt_loop_stop(NULL), -EINVAL);
+	s.loop = loop_new(NULL);
+	spawn_ok(s.loop, &t, sleep_10ms, &s);
+	spawn_ok(s.loop, NULL, stop_then_return, &s);
+	assert_int_equal(urt_loop_run(s.loop), -EINTR);
+	assert_int_equal(s.stop_ret, 0);
+	assert_int_equal(s.sleep_ret, 1); /* still parked */
+	assert_int_equal(urt_join(t, NULL), -EPERM);
+	assert_int_equal(urt_loop_run(s.loop), 0);
+	assert_int_equal(s.sleep_ret, 0);
+	assert_true(s.woke - s.start >= 10 * MS);
+	assert_int_equal(urt_join(t, &result), 0);
+	assert_int_equal(result, 9);
+	urt_loop_destroy(s.loop);
+	check_tasks();
+}
+
+struct foreign {
+	urt_loop *loop;
+	urt_task *task;
+	int spawn_ret, spawn_cur_ret, cancel_ret, join_ret, run_ret, stop_ret;
+};
+
+static void *foreign_thread(void *arg)
+{
+	struct foreign *f = arg;
+	urt_task *t = NULL;
+
+	f->spawn_ret = urt_spawn(f->loop, &t, return_42, NULL);
+	f->spawn_cur_ret = urt_spawn(NULL, &t, return_42, NULL);
+	f->cancel_ret = urt_cancel(f->task);
+	f->join_ret = urt_join(f->task, NULL);
+	f->run_ret = urt_loop_run(f->loop);
+	f->stop_ret = urt_loop_stop(f->loop);
+	return NULL;
+}
+
+/* Another thread can't spawn on, cancel in, join in, run or stop a loop. */
+static void test_other_thread(void **state)
+{
+	struct foreign f = { 0 };
+	pthread_t th;
+	int result = 0;
+
+	(void)state;
+	f.loop = loop_new(NULL);
+	spawn_ok(f.loop, &f.task, return_42, NULL);
+	assert_int_equal(pthread_create(&th, NULL, foreign_thread, &f), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(f.spawn_ret, -EPERM);
+	assert_int_equal(f.spawn_cur_ret, -EINVAL); /* no loop on that thread */
+	assert_int_equal(f.cancel_ret, -EPERM);
+	assert_int_equal(f.join_ret, -EPERM);
+	assert_int_equal(f.run_ret, -EPERM);
+	assert_int_equal(f.stop_ret, -EPERM);
+	assert_int_equal(urt_loop_run(f.loop), 0);
+	assert_int_equal(urt_join(f.task, &result), 0);
+	assert_int_equal(result, 42);
+	urt_loop_destroy(f.loop);
+}
+
+#define FAMILIES 1000
+
+static int families_ok;
+
+static int family(void *arg)
+{
+	struct parent p = { .child_arg = (int)(intptr_t)arg };
+
+	if (parent_task(&p) == p.child_arg + 1 && p.spawn_ret == 0 &&
+	    p.join_ret == 0 && p.child_result == p.child_arg)
+		families_ok++;
+	return 0;
+}
+
+/* 1,000 tasks each spawn a child and join it, all on one loop. */
+static void test_many_families(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	families_ok = 0;
+	for (int i = 0; i < FAMILIES; i++)
+		spawn_ok(loop, NULL, family, (void *)(intptr_t)i);
+	run_and_destroy(loop);
+	assert_int_equal(families_ok, FAMILIES);
+}
+
+/* A stop asked for in a run's last turn ends with that run. */
+static int stop_and_return(void *arg)
+{
+	TASK_CHECK(urt_loop_stop(arg) == 0);
+	return 0;
+}
+
+static int sleep_1ms(void *arg)
+{
+	(void)arg;
+	TASK_CHECK(urt_sleep_ns(1 * MS) == 0);
+	return 0;
+}
+
+static void test_stop_does_not_outlive_its_run(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	spawn_ok(loop, NULL, stop_and_return, loop);
+	assert_int_equal(urt_loop_run(loop), 0); /* no task left */
+	spawn_ok(loop, NULL, sleep_1ms, NULL);
+	assert_int_equal(urt_loop_run(loop), 0); /* not stopped again */
+	urt_loop_destroy(loop);
+	check_tasks();
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_run_returns_result),
+		cmocka_unit_test(test_spawn_and_join),
+		cmocka_unit_test(test_join_finished_outside),
+		cmocka_unit_test(test_detached_complete),
+		cmocka_unit_test(test_yield_order),
+		cmocka_unit_test(test_spawn_order),
+		cmocka_unit_test(test_run_again),
+		cmocka_unit_test(test_join_errors),
+		cmocka_unit_test(test_current_loop),
+		cmocka_unit_test(test_spawn_errors),
+		cmocka_unit_test(test_loop_create_errors),
+		cmocka_unit_test(test_mutual_join_deadlock),
+		cmocka_unit_test(test_deadlock_broken_by_cancel),
+		cmocka_unit_test(test_loop_stop),
+		cmocka_unit_test(test_stop_does_not_outlive_its_run),
+		cmocka_unit_test(test_other_thread),
+		cmocka_unit_test(test_many_families),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
