@@ -47,6 +47,9 @@ extern "C" {
 #define URT_API
 #endif
 
+/* The running library's version, "MAJOR.MINOR.PATCH" (a static string). Callable anywhere. */
+URT_API const char *urt_version(void);
+
 typedef struct urt_loop urt_loop;
 typedef struct urt_task urt_task;
 typedef struct urt_pool urt_pool;
@@ -103,9 +106,10 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
 
 /*
  * Create a loop. *out receives it; opts NULL means all defaults.
- * Returns 0, -EINVAL (NULL out, bad option), -ENOMEM, or the kernel's error
- * from io_uring_setup (-EPERM or -ENOSYS where io_uring is disabled or
- * filtered). The calling thread owns the loop. Callable outside a task.
+ * Returns 0, -EINVAL (NULL out, bad option), -ENOMEM, -EOPNOTSUPP (a kernel
+ * before 5.11), or the kernel's error from io_uring_setup (-EPERM or -ENOSYS
+ * where io_uring is disabled or filtered). The calling thread owns the loop.
+ * Callable outside a task.
  */
 URT_API int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts);
 
@@ -246,7 +250,8 @@ struct urt_pool_opts {
  * Create a pool that several loops can share (set it in their
  * urt_loop_opts.pool); its threads start at once. opts NULL: defaults.
  * Returns 0, -EINVAL (NULL out, bad flags, more than 1024 threads), -ENOMEM,
- * -EAGAIN (no thread), or the kernel's error from io_uring_setup.
+ * -EAGAIN (no thread), -EOPNOTSUPP (a kernel without IORING_OP_MSG_RING,
+ * before 5.18), or the kernel's error from io_uring_setup.
  * Callable outside a task; the caller owns the pool.
  */
 URT_API int urt_pool_create(urt_pool **out, const struct urt_pool_opts *opts);

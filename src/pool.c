@@ -204,6 +204,27 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* Whether a worker's ring can send a MSG_RING (5.18+): send one to a
+ * scratch ring. Without it no job could ever complete. */
+static bool probe_msg_ring(struct io_uring *from)
+{
+	struct io_uring to;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	bool ok = false;
+
+	if (io_uring_queue_init(2, &to, 0) < 0)
+		return false;
+	sqe = io_uring_get_sqe(from);
+	io_uring_prep_msg_ring(sqe, to.ring_fd, 0, 0x75727421, 0);
+	if (io_uring_submit_and_wait(from, 1) == 1 && io_uring_peek_cqe(from, &cqe) == 0) {
+		ok = cqe->res == 0;
+		io_uring_cqe_seen(from, cqe);
+	}
+	io_uring_queue_exit(&to);
+	return ok;
+}
+
 static void pool_free(struct urt_pool *p, unsigned started)
 {
 	pthread_mutex_lock(&p->mu);
@@ -255,6 +276,10 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 		if (ret < 0)
 			break;
 		p->workers[i].has_ring = true;
+		if (i == 0 && !probe_msg_ring(&p->workers[0].ring)) {
+			ret = -EOPNOTSUPP;
+			break;
+		}
 	}
 	if (ret < 0) {
 		pool_free(p, 0);

@@ -44,8 +44,10 @@ int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries)
 		if (!(flags & (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_DEFER_TASKRUN)))
 			flags &= ~IORING_SETUP_TASKRUN_FLAG;
 	}
-	/* Without NODROP an overflowing CQ loses completions: refuse to run. */
-	if (!(r->features & IORING_FEAT_NODROP)) {
+	/* Without NODROP an overflowing CQ loses completions; without the
+	 * timeout update (5.11, with IORING_FEAT_EXT_ARG) a sleep shorter than
+	 * the armed timeout would wake late. Refuse such kernels. */
+	if (!(r->features & IORING_FEAT_NODROP) || !(r->features & IORING_FEAT_EXT_ARG)) {
 		io_uring_queue_exit(&r->ring);
 		return -EOPNOTSUPP;
 	}
