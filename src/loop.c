@@ -493,6 +493,8 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	loop->on_stall = o.on_stall;
 	loop->stall_ctx = o.on_stall ? o.stall_ctx : NULL;
 	loop->spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
+	if (urt__cpus_allowed() < 2)
+		loop->spin_ns = 0; /* the worker could not run while we spin */
 	if (o.pool_opts)
 		loop->pool_opts = *o.pool_opts;
 	if (o.pool) {

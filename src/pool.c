@@ -4,7 +4,9 @@
  *
  * Lock order: pool->mu is the only lock, held for the job queue only.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,6 +272,8 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 	pthread_cond_init(&p->cv, NULL);
 	p->nthreads = o.threads;
 	p->spin_ns = (o.flags & URT_POOL_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
+	if (urt__cpus_allowed() < 2)
+		p->spin_ns = 0; /* the loop could not run while we spin */
 	p->worker_rings = (o.flags & URT_POOL_WORKER_RINGS) || !probe_ringless();
 	for (i = 0; i < o.threads && p->worker_rings; i++) {
 		ret = io_uring_queue_init(BATCH, &p->workers[i].ring, 0);
@@ -297,6 +301,15 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 	}
 	*out = p;
 	return 0;
+}
+
+int urt__cpus_allowed(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set))
+		return 1;
+	return CPU_COUNT(&set);
 }
 
 int urt_pool_create(urt_pool **out, const struct urt_pool_opts *opts)
