@@ -52,6 +52,14 @@ static int iop_wait(struct urt_task *t, struct urt__iop *iop)
 	return iop->res;
 }
 
+/* Now plus ns on CLOCK_MONOTONIC, saturating: "never" stays never. */
+static uint64_t deadline_after(uint64_t ns)
+{
+	uint64_t now = urt_now_ns();
+
+	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+}
+
 void urt__iop_cancel(struct urt_task *t)
 {
 	struct urt__iop *iop = t->iop;
@@ -67,16 +75,13 @@ void urt__iop_cancel(struct urt_task *t)
 int urt_sleep_ns(uint64_t ns)
 {
 	struct urt_task *t = urt__cur_task;
-	uint64_t now, deadline;
 	int ret;
 
 	if (!t)
 		return -EPERM;
 	if (t->cancelled)
 		return -ECANCELED;
-	now = urt_now_ns();
-	deadline = ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
-	ret = urt__timer_add(t->loop, t, deadline);
+	ret = urt__timer_add(t->loop, t, deadline_after(ns));
 	if (ret)
 		return ret;
 	return urt__park(t, URT__WAIT_SLEEP);
@@ -192,18 +197,26 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	return 0;
 }
 
-int urt__to_thread(void (*fn)(void *), void *arg)
+/* Whether the calling task t may offload fn: 0 or -errno. */
+static int offload_allowed(const struct urt_task *t, void (*fn)(void *))
 {
-	struct urt_task *t = urt__cur_task;
-	struct urt__job job = { .fn = fn, .arg = arg };
-	int ret;
-
 	if (!t)
 		return -EPERM;
 	if (!fn)
 		return -EINVAL;
 	if (t->cancelled)
 		return -ECANCELED;
+	return 0;
+}
+
+int urt__to_thread(void (*fn)(void *), void *arg)
+{
+	struct urt_task *t = urt__cur_task;
+	struct urt__job job = { .fn = fn, .arg = arg };
+	int ret = offload_allowed(t, fn);
+
+	if (ret)
+		return ret;
 	ret = job_submit(t, &job);
 	if (ret)
 		return ret;
@@ -215,14 +228,10 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 {
 	struct urt_task *t = urt__cur_task;
 	struct urt__job *job;
-	int ret;
+	int ret = offload_allowed(t, fn);
 
-	if (!t)
-		return -EPERM;
-	if (!fn)
-		return -EINVAL;
-	if (t->cancelled)
-		return -ECANCELED;
+	if (ret)
+		return ret;
 	job = calloc(1, sizeof(*job));
 	if (!job)
 		return -ENOMEM;
@@ -236,15 +245,10 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 		return ret;
 	}
 	t->job = job;
-	if (timeout_ns) {
-		uint64_t now = urt_now_ns();
-
-		ret = urt__timer_add(t->loop, t,
-				     timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns);
-		/* On -ENOMEM the job is queued already: wait without a
-		 * deadline rather than leave it without an owner. */
-		(void)ret;
-	}
+	/* On -ENOMEM the job is queued already: wait without a deadline
+	 * rather than leave it without an owner. */
+	if (timeout_ns)
+		(void)urt__timer_add(t->loop, t, deadline_after(timeout_ns));
 	return urt__park(t, URT__WAIT_JOB);
 }
 
