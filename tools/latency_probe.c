@@ -60,6 +60,7 @@ struct opts {
 	uint64_t interval_ns;
 	unsigned tickers;
 	unsigned workers;
+	unsigned rounds;
 	double stall_ms;
 	bool json;
 	const char *csv, *svg;
@@ -70,12 +71,21 @@ static struct opts opt = {
 	.interval_ns = 1 * MS,
 	.tickers = 1,
 	.workers = 0,
+	.rounds = 4,
 	.stall_ms = 2.0,
 };
 
 static struct load_result res[L_COUNT];
 static struct samples round_trips;  /* urt_to_thread overhead during offload */
 static bool show_progress;
+static unsigned round_no;   /* the round running, from 0 */
+
+/* One load's share of one round. Loads take turns, round after round, so
+ * that a noisy spell on a shared machine falls on all of them alike. */
+static uint64_t slice_ns(void)
+{
+	return (uint64_t)(opt.duration_s * 1e9 / opt.rounds);
+}
 
 /* ---- small helpers ---- */
 
@@ -137,7 +147,8 @@ static double us(uint64_t ns)
 static void progress(enum load_id l, uint64_t start, uint64_t now)
 {
 	static uint64_t last;
-	double done = (double)(now - start) / 1e9, frac = done / opt.duration_s;
+	double slice = (double)slice_ns() / 1e9;
+	double done = round_no * slice + (double)(now - start) / 1e9, frac = done / opt.duration_s;
 	int width = 30, fill;
 
 	if (!show_progress || now - last < 100 * MS)
@@ -146,8 +157,9 @@ static void progress(enum load_id l, uint64_t start, uint64_t now)
 	if (frac > 1)
 		frac = 1;
 	fill = (int)(frac * width);
-	fprintf(stderr, "\r  %-9s [%.*s%*s] %4.1f/%.1f s", load_names[l], fill,
-		"##############################", width - fill, "", done, opt.duration_s);
+	fprintf(stderr, "\r  %-9s [%.*s%*s] %4.1f/%.1f s, round %u/%u", load_names[l], fill,
+		"##############################", width - fill, "", done, opt.duration_s,
+		round_no + 1, opt.rounds);
 }
 
 static void progress_done(void)
@@ -378,7 +390,7 @@ static void run_urt_load(enum load_id l)
 	start = urt_now_ns();
 	for (unsigned i = 0; i < opt.tickers; i++) {
 		tk[i] = (struct ticker){ .load = l, .out = &r->per_ticker[i], .start = start,
-					 .end = start + (uint64_t)(opt.duration_s * 1e9),
+					 .end = start + slice_ns(),
 					 .stop = &stop, .running = &running };
 		spawn_or_die(loop, ticker_task, &tk[i]);
 	}
@@ -453,7 +465,7 @@ static void run_baseline(void)
 		die("out of memory", ENOMEM);
 	for (unsigned i = 0; i < opt.tickers; i++) {
 		b[i] = (struct baseline_arg){ .out = &res[L_BASELINE].per_ticker[i], .start = start,
-					      .end = start + (uint64_t)(opt.duration_s * 1e9),
+					      .end = start + slice_ns(),
 					      .lead = i == 0 };
 		if ((errno = pthread_create(&th[i], NULL, baseline_thread, &b[i])))
 			die("pthread_create", errno);
@@ -493,8 +505,10 @@ static void histogram(const struct samples *s, size_t counts[NBUCKETS])
 
 static void print_table(void)
 {
-	printf("\nwake-up lateness of a %.0f us sleep, %u ticker%s, %.1f s per load (us)\n\n",
-	       us(opt.interval_ns), opt.tickers, opt.tickers == 1 ? "" : "s", opt.duration_s);
+	printf("\nwake-up lateness of a %.0f us sleep, %u ticker%s, %.1f s per load in %u "
+	       "interleaved rounds (us)\n\n",
+	       us(opt.interval_ns), opt.tickers, opt.tickers == 1 ? "" : "s", opt.duration_s,
+	       opt.rounds);
 	printf("%-9s %9s %9s %9s %9s %9s %8s  %s\n", "load", "p50", "p90", "p99", "p99.9",
 	       "max", "ticks", "what runs");
 	for (int l = 0; l < L_COUNT; l++) {
@@ -571,9 +585,10 @@ static void verdict(char *out, size_t len)
 
 static void print_json(const char *verdict_text)
 {
-	printf("{\n  \"interval_us\": %.3f,\n  \"duration_s\": %.3f,\n  \"tickers\": %u,\n"
+	printf("{\n  \"interval_us\": %.3f,\n  \"duration_s\": %.3f,\n  \"rounds\": %u,\n"
+	       "  \"tickers\": %u,\n"
 	       "  \"stall_threshold_ms\": %.3f,\n  \"loads\": [",
-	       us(opt.interval_ns), opt.duration_s, opt.tickers, opt.stall_ms);
+	       us(opt.interval_ns), opt.duration_s, opt.rounds, opt.tickers, opt.stall_ms);
 	for (int l = 0, first = 1; l < L_COUNT; l++) {
 		const struct samples *s = &res[l].late;
 		size_t counts[NBUCKETS];
@@ -703,6 +718,8 @@ static void usage(void)
 	       "  --load LIST      loads to run, comma separated (default: all):\n"
 	       "                   baseline, idle, offload, inline, read\n"
 	       "  --duration SEC   seconds per load (default 2)\n"
+	       "  --rounds N       split each load's time into N rounds, the loads taking\n"
+	       "                   turns, so that noise falls on all alike (default 4)\n"
 	       "  --interval US    sleep length in microseconds (default 1000)\n"
 	       "  --tickers N      ticker tasks (baseline: threads) per load (default 1)\n"
 	       "  --workers N      pool threads for offload (default: online CPUs)\n"
@@ -774,6 +791,8 @@ static void parse_args(int argc, char **argv)
 			opt.interval_ns = (uint64_t)(num_arg(a, v, 10, 10e6) * 1e3);
 		} else if (!strcmp(a, "--tickers")) {
 			opt.tickers = (unsigned)num_arg(a, v, 1, 10000);
+		} else if (!strcmp(a, "--rounds")) {
+			opt.rounds = (unsigned)num_arg(a, v, 1, 1000);
 		} else if (!strcmp(a, "--workers")) {
 			opt.workers = (unsigned)num_arg(a, v, 1, 1024);
 		} else if (!strcmp(a, "--stall-ms")) {
@@ -805,13 +824,20 @@ int main(int argc, char **argv)
 		res[l].per_ticker = calloc(opt.tickers, sizeof(struct samples));
 		if (!res[l].per_ticker)
 			die("out of memory", ENOMEM);
-		if (l == L_BASELINE)
-			run_baseline();
-		else
-			run_urt_load((enum load_id)l);
-		progress_done();
 		res[l].ran = true;
-		for (unsigned t = 0; t < opt.tickers; t++)
+	}
+	for (round_no = 0; round_no < opt.rounds; round_no++)
+		for (int l = 0; l < L_COUNT; l++) {
+			if (!opt.want[l])
+				continue;
+			if (l == L_BASELINE)
+				run_baseline();
+			else
+				run_urt_load((enum load_id)l);
+		}
+	progress_done();
+	for (int l = 0; l < L_COUNT; l++) {
+		for (unsigned t = 0; res[l].ran && t < opt.tickers; t++)
 			for (size_t i = 0; i < res[l].per_ticker[t].n; i++)
 				push(&res[l].late, res[l].per_ticker[t].v[i]);
 		qsort(res[l].late.v, res[l].late.n, sizeof(uint64_t), cmp_u64);
