@@ -124,6 +124,24 @@ URT_API int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts);
  */
 URT_API int urt_loop_run(urt_loop *loop);
 
+/* What a loop has done: every SQE and expected completion is accounted
+ * for, so that sqes + messages == cqes + settled + inflight always. */
+struct urt_loop_stats {
+	uint64_t sqes;     /* SQEs prepared by the loop */
+	uint64_t messages; /* completions expected with no SQE of the loop's
+			    * (pool workers' MSG_RING messages) */
+	uint64_t cqes;     /* CQEs reaped */
+	uint64_t settled;  /* expected completions settled without a CQE (jobs
+			    * dropped before a worker took them) */
+	uint64_t inflight; /* still to come */
+	uint64_t spawned;  /* tasks spawned */
+	uint64_t live;     /* tasks not yet returned */
+};
+
+/* Fill *out with the loop's counters. Returns 0 or -EINVAL (NULL).
+ * Callable inside a task and outside one, from the owning thread. */
+URT_API int urt_loop_stats(urt_loop *loop, struct urt_loop_stats *out);
+
 /*
  * Make urt_loop_run return -EINTR at the end of the current turn. Returns 0,
  * -EINVAL (NULL), -EPERM (not the owning thread). Callable inside a task and
@@ -169,6 +187,15 @@ URT_API int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
  * cancelled: the task is not joined and its handle stays valid).
  */
 URT_API int urt_join(urt_task *task, int *result);
+
+/*
+ * Give up a task's handle: the task is freed when it returns (at once when
+ * it already has), as if spawned detached. For a task that no longer needs
+ * its child's result, e.g. a cancelled one, which cannot wait for the child.
+ * Returns 0, -EINVAL (NULL, already detached, or being joined), -EPERM (not
+ * the owning thread). Callable inside a task and outside one.
+ */
+URT_API int urt_detach(urt_task *task);
 
 /*
  * Cancel a task (see "Cancellation" above). Returns 0, -EINVAL (NULL),
@@ -312,12 +339,12 @@ URT_API int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *),
  * most timeout_ns (0: no deadline). Ownership of arg:
  *  - returns 0: fn has returned; arg is the caller's again, dtor is not run;
  *  - returns -ETIMEDOUT (the deadline passed) or -ECANCELED (the task was
- *    cancelled while waiting, or the job was dropped unstarted at shutdown):
- *    the pool owns arg and calls dtor(arg) exactly once, on the loop's
- *    thread, after fn has returned (or at once when fn never started);
- *  - returns -EPERM (outside a task), -ESHUTDOWN, -ENOMEM, -EINVAL (NULL fn)
- *    or -ECANCELED before submitting (a task already cancelled): nothing was
- *    submitted, arg stays the caller's and dtor is not run.
+ *    cancelled, before the call or while waiting, or the job was dropped
+ *    unstarted at shutdown): the pool owns arg and calls dtor(arg) exactly
+ *    once, on the loop's thread, after fn has returned (at once when fn
+ *    never started);
+ *  - returns -EPERM (outside a task), -ESHUTDOWN, -ENOMEM or -EINVAL (NULL
+ *    fn): nothing was submitted, arg stays the caller's and dtor is not run.
  * A timed-out job still holds its pool thread until fn returns, and the
  * loop's destroy waits for it.
  */

@@ -230,6 +230,10 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 	struct urt__job *job;
 	int ret = offload_allowed(t, fn);
 
+	/* -ECANCELED always hands arg to the pool, also before submitting:
+	 * the caller cannot tell the two apart, so both must mean the same. */
+	if (ret == -ECANCELED && dtor)
+		dtor(arg);
 	if (ret)
 		return ret;
 	job = calloc(1, sizeof(*job));

@@ -397,6 +397,22 @@ static int run_loop(struct urt_loop *loop)
 	}
 }
 
+int urt_loop_stats(urt_loop *loop, struct urt_loop_stats *out)
+{
+	if (!loop || !out)
+		return -EINVAL;
+	*out = (struct urt_loop_stats){
+		.sqes = loop->ring.sqes,
+		.messages = loop->ring.expected,
+		.cqes = loop->ring.cqes,
+		.settled = loop->ring.settled,
+		.inflight = loop->ring.inflight,
+		.spawned = loop->spawned,
+		.live = loop->live,
+	};
+	return 0;
+}
+
 int urt_loop_stop(urt_loop *loop)
 {
 	if (!loop)
@@ -614,6 +630,7 @@ int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
 	urt__task_start(t);
 	link_task(loop, t);
 	loop->live++;
+	loop->spawned++;
 	urt__ready(t);
 	if (out)
 		*out = t;
@@ -654,6 +671,19 @@ int urt_join(urt_task *t, int *result)
 	if (ret)
 		return ret;
 	join_collect(t, result);
+	return 0;
+}
+
+int urt_detach(urt_task *t)
+{
+	if (!t || t->detached || t->joiner)
+		return -EINVAL;
+	if (!owned(t->loop))
+		return -EPERM;
+	if (t->state == URT__DONE)
+		free_task(t);
+	else
+		t->detached = true;
 	return 0;
 }
 

@@ -64,6 +64,7 @@ void urt__ring_fini(struct urt__ring *r)
 void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res)
 {
 	r->inflight--;
+	r->settled++;
 	op->done(op, res, 0);
 }
 

@@ -53,7 +53,9 @@ struct urt__ring {
 	unsigned features;
 	uint64_t inflight;    /* SQEs prepared whose CQE has not been reaped */
 	uint64_t sqes;        /* SQEs prepared, ever */
+	uint64_t expected;    /* CQEs expected without an SQE (urt__ring_expect) */
 	uint64_t cqes;        /* CQEs reaped, ever */
+	uint64_t settled;     /* expected CQEs settled by urt__ring_complete */
 };
 
 int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries);
@@ -66,6 +68,7 @@ struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op);
 static inline void urt__ring_expect(struct urt__ring *r)
 {
 	r->inflight++;
+	r->expected++;
 }
 /* Deliver a result to op as if its CQE had arrived (for an expected CQE that
  * will never come, e.g. a job dropped before it was sent). */
@@ -189,6 +192,7 @@ struct urt_loop {
 	struct urt_task *yq_head, *yq_tail;
 	struct urt_task *all;       /* every task not yet freed */
 	size_t live;                /* tasks spawned and not yet returned */
+	uint64_t spawned;
 	/* Sleepers: a binary min-heap of tasks by deadline, with one absolute
 	 * IORING_OP_TIMEOUT armed for the earliest. */
 	struct urt__timer *heap;
