@@ -181,7 +181,9 @@ URT_API int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
  * Wait for a task to return and free its handle; *result (when not NULL)
  * receives its return value. A finished task joins from anywhere on the
  * owning thread; an unfinished one only from another task of the same loop.
- * Returns 0; -EINVAL (NULL, detached, already joined or being joined);
+ * Returns 0; -EINVAL (NULL, detached, already joined or being joined; a
+ * handle already joined is caught while its stack waits in the loop's
+ * cache, but using it is a bug: its memory may belong to a new task);
  * -EPERM (unfinished task, caller outside a task); -EDEADLK (joining
  * oneself); -EXDEV (a task of another loop); -ECANCELED (the caller was
  * cancelled: the task is not joined and its handle stays valid).

@@ -126,6 +126,7 @@ static void free_task(struct urt_task *t)
 		loop->all = t->all_next;
 	if (t->all_next)
 		t->all_next->all_prev = t->all_prev;
+	t->state = URT__FREED;
 	urt__task_free(t);
 }
 
@@ -134,11 +135,10 @@ void urt__task_finished(struct urt_task *t)
 	t->state = URT__DONE;
 	t->loop->live--;
 	if (t->joiner) {
-		struct urt_task *j = t->joiner;
-
-		t->joiner = NULL;
-		j->joining = NULL;
-		urt__wake(j, 0);
+		/* t->joiner stays set: the handle is claimed until the joiner
+		 * runs and frees it, so no other join can take it meanwhile. */
+		t->joiner->joining = NULL;
+		urt__wake(t->joiner, 0);
 	}
 }
 
@@ -649,7 +649,7 @@ int urt_join(urt_task *t, int *result)
 	struct urt_task *self = urt__cur_task;
 	int ret;
 
-	if (!t || t->detached || t->joiner)
+	if (!t || t->detached || t->joiner || t->state == URT__FREED)
 		return -EINVAL;
 	if (!owned(t->loop))
 		return -EPERM;
@@ -676,7 +676,7 @@ int urt_join(urt_task *t, int *result)
 
 int urt_detach(urt_task *t)
 {
-	if (!t || t->detached || t->joiner)
+	if (!t || t->detached || t->joiner || t->state == URT__FREED)
 		return -EINVAL;
 	if (!owned(t->loop))
 		return -EPERM;
@@ -689,7 +689,7 @@ int urt_detach(urt_task *t)
 
 int urt_cancel(urt_task *t)
 {
-	if (!t)
+	if (!t || t->state == URT__FREED)
 		return -EINVAL;
 	if (!owned(t->loop))
 		return -EPERM;

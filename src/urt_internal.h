@@ -86,6 +86,8 @@ enum urt__state {
 	URT__RUNNING,
 	URT__PARKED,  /* waiting for a wake-up */
 	URT__DONE,    /* returned; handle waits for its join */
+	URT__FREED,   /* joined or detached and gone: while the stack waits in
+		       * the cache, a stale handle is caught (-EINVAL) */
 };
 
 enum urt__wait {

@@ -588,6 +588,54 @@ static void test_stop_does_not_outlive_its_run(void **state)
 	check_tasks();
 }
 
+/* Found by the fuzzer: a task finishes while one task waits to join it;
+ * before the waiter runs, a second task tries to join the finished task.
+ * The second join must fail (-EINVAL), not free the handle under the
+ * waiter. */
+struct claim {
+	urt_task *target;
+	int first, second, result;
+};
+
+static int claim_target(void *arg)
+{
+	(void)arg;
+	return 5;
+}
+
+static int claim_first(void *arg)
+{
+	struct claim *c = arg;
+
+	c->first = urt_join(c->target, &c->result);
+	return 0;
+}
+
+static int claim_second(void *arg)
+{
+	struct claim *c = arg;
+
+	c->second = urt_join(c->target, NULL);
+	return 0;
+}
+
+static void test_join_claimed_by_waiter(void **state)
+{
+	struct claim c = { .first = 1, .second = 1 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	/* first parks joining target; target returns and wakes first; second
+	 * runs before first resumes. */
+	spawn_ok(loop, NULL, claim_first, &c);
+	spawn_ok(loop, &c.target, claim_target, NULL);
+	spawn_ok(loop, NULL, claim_second, &c);
+	run_and_destroy(loop);
+	assert_int_equal(c.first, 0);
+	assert_int_equal(c.result, 5);
+	assert_int_equal(c.second, -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -599,6 +647,7 @@ int main(void)
 		cmocka_unit_test(test_spawn_order),
 		cmocka_unit_test(test_run_again),
 		cmocka_unit_test(test_join_errors),
+		cmocka_unit_test(test_join_claimed_by_waiter),
 		cmocka_unit_test(test_current_loop),
 		cmocka_unit_test(test_spawn_errors),
 		cmocka_unit_test(test_loop_create_errors),
