@@ -490,16 +490,11 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	if (!loop)
 		return -ENOMEM;
 	ret = urt__ring_init(&loop->ring, o.ring_entries, o.cq_entries);
-	if (ret) {
-		free(loop);
-		return ret;
-	}
+	if (ret)
+		goto out_free;
 	ret = urt__overflow_report_install(&loop->altstack, &loop->altstack_len);
-	if (ret) {
-		urt__ring_fini(&loop->ring);
-		free(loop);
-		return ret;
-	}
+	if (ret)
+		goto out_ring;
 	loop->owner = pthread_self();
 	loop->stack_size = o.stack_size;
 	loop->stacks.limit = o.stack_cache ? o.stack_cache : SIZE_MAX;
@@ -519,6 +514,12 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	}
 	*out = loop;
 	return 0;
+
+out_ring:
+	urt__ring_fini(&loop->ring);
+out_free:
+	free(loop);
+	return ret;
 }
 
 void urt_loop_destroy(urt_loop *loop)
