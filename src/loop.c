@@ -63,6 +63,7 @@ static void enqueue(struct urt_task **head, struct urt_task **tail, struct urt_t
 void urt__ready(struct urt_task *t)
 {
 	enqueue(&t->loop->rq_head, &t->loop->rq_tail, t);
+	t->loop->rq_len++;
 }
 
 /* Move the tasks that yielded this turn to the back of the run queue. */
@@ -70,6 +71,8 @@ static void yq_splice(struct urt_loop *loop)
 {
 	if (!loop->yq_head)
 		return;
+	loop->rq_len += loop->yq_len;
+	loop->yq_len = 0;
 	if (loop->rq_tail)
 		loop->rq_tail->next = loop->yq_head;
 	else
@@ -86,6 +89,7 @@ static struct urt_task *rq_pop(struct urt_loop *loop)
 		loop->rq_head = t->next;
 		if (!loop->rq_head)
 			loop->rq_tail = NULL;
+		loop->rq_len--;
 	}
 	return t;
 }
@@ -309,16 +313,18 @@ int urt_task_set_name(urt_task *t, const char *name)
  * spawn) wait for the next turn, so I/O is submitted between them. */
 static void run_ready(struct urt_loop *loop)
 {
-	struct urt_task *last = loop->rq_tail, *t;
 	uint64_t t0 = 0;
 
-	if (!last)
+	loop->batch_left = loop->rq_len;
+	if (!loop->batch_left)
 		return;
 	if (loop->stall_ns)
 		t0 = urt_now_ns();
-	do {
-		t = rq_pop(loop);
-		urt__task_resume(t);
+	while (loop->batch_left) {
+		struct urt_task *t;
+
+		loop->batch_left--;
+		t = urt__task_resume(rq_pop(loop));
 		/* One clock read per switch: each task's end is the next
 		 * one's start. */
 		if (loop->stall_ns) {
@@ -330,7 +336,7 @@ static void run_ready(struct urt_loop *loop)
 		}
 		if (t->state == URT__DONE && t->detached)
 			free_task(t);
-	} while (t != last);
+	}
 }
 
 /* Hand the jobs queued during this turn to the pool, in one batch. */
@@ -725,6 +731,26 @@ int urt_cancel(urt_task *t)
 	return 0;
 }
 
+/*
+ * A yield may go straight to the next ready task, as the scheduler would
+ * next: within the current pass, or into the next one when the turn between
+ * would do nothing (no SQE to submit, no completion or kernel work waiting,
+ * no sleeper, no job to hand over, no stop asked). Saves two switches and
+ * a turn per yield. Not with the stall detector, which times each task from
+ * the scheduler, nor under ASan.
+ */
+#if !URT__ASAN
+static bool direct_switch_ok(struct urt_loop *loop)
+{
+	if (loop->stall_ns)
+		return false;
+	if (loop->batch_left)
+		return true;
+	return !loop->heap_n && !loop->jq_n && !loop->stop &&
+	       !io_uring_sq_ready(&loop->ring.ring) && !urt__ring_pending(&loop->ring);
+}
+#endif
+
 int urt_yield(void)
 {
 	struct urt_task *self = urt__cur_task;
@@ -734,6 +760,27 @@ int urt_yield(void)
 	if (self->cancelled)
 		return -ECANCELED;
 	enqueue(&self->loop->yq_head, &self->loop->yq_tail, self);
+	self->loop->yq_len++;
+#if !URT__ASAN
+	if (direct_switch_ok(self->loop)) {
+		struct urt_loop *loop = self->loop;
+		struct urt_task *next;
+
+		/* The pass is over and a turn would find nothing to do:
+		 * start the next pass here. */
+		if (!loop->batch_left) {
+			yq_splice(loop);
+			loop->batch_left = loop->rq_len;
+		}
+		loop->batch_left--;
+		next = rq_pop(loop);
+		if (next != self)
+			urt__task_switch(self, next);
+		else
+			self->state = URT__RUNNING; /* the only ready task */
+		return self->cancelled ? -ECANCELED : 0;
+	}
+#endif
 	urt__task_suspend(self);
 	return self->cancelled ? -ECANCELED : 0;
 }

@@ -327,9 +327,18 @@ void urt__task_start(struct urt_task *t)
 	t->sp = urt__ctx_init(t, task_entry, t);
 }
 
-void urt__task_resume(struct urt_task *t)
+/* Checked at every switch away from a task: the top and bottom words of
+ * the window, where an overflow arrives first and last. */
+static void canary_check(struct urt_task *t)
+{
+	if (t->canary[URT__CANARY_WORDS - 1] != 0 || t->canary[0] != 0)
+		stack_overflowed(t);
+}
+
+struct urt_task *urt__task_resume(struct urt_task *t)
 {
 	struct urt_loop *loop = t->loop;
+	struct urt_task *back;
 
 	t->state = URT__RUNNING;
 	urt__cur_task = t;
@@ -343,14 +352,27 @@ void urt__task_resume(struct urt_task *t)
 #if URT__ASAN
 	__sanitizer_finish_switch_fiber(loop->asan_sched_fake, NULL, NULL);
 #endif
+	/* Not always t: tasks may have switched to one another since. */
+	back = urt__cur_task;
 	urt__cur_task = NULL;
-	/* Checked at every switch back: the top and bottom words of the
-	 * window, where an overflow arrives first and last. */
-	if (t->canary[URT__CANARY_WORDS - 1] != 0 || t->canary[0] != 0)
-		stack_overflowed(t);
-	if (t->state == URT__DONE && !urt__task_stack_ok(t))
-		stack_overflowed(t);
+	canary_check(back);
+	if (back->state == URT__DONE && !urt__task_stack_ok(back))
+		stack_overflowed(back);
+	return back;
 }
+
+#if !URT__ASAN
+void urt__task_switch(struct urt_task *from, struct urt_task *to)
+{
+	canary_check(from);
+	to->state = URT__RUNNING;
+	urt__cur_task = to;
+#if URT__TSAN
+	__tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+	urt__ctx_switch(&from->sp, to->sp);
+}
+#endif
 
 void urt__task_suspend(struct urt_task *t)
 {

@@ -163,8 +163,16 @@ void urt__task_free(struct urt_task *t);
 void urt__stack_cache_fini(struct urt_loop *loop);
 /* Prepare a new task's first frame: its first resume calls t->fn(t->arg). */
 void urt__task_start(struct urt_task *t);
-/* Switch from the scheduler into t; returns when t parks, yields or ends. */
-void urt__task_resume(struct urt_task *t);
+/* Switch from the scheduler into t; returns when a task switches back to
+ * the scheduler (parks, yields or ends): t, or one that t switched to. That
+ * task is returned. */
+struct urt_task *urt__task_resume(struct urt_task *t);
+#if !URT__ASAN
+/* Switch from the running task straight to another ready one, bypassing the
+ * scheduler. (Not under ASan, whose fiber bookkeeping assumes every switch
+ * goes through the scheduler's stack.) */
+void urt__task_switch(struct urt_task *from, struct urt_task *to);
+#endif
 /* Switch from the running task back to the scheduler. */
 void urt__task_suspend(struct urt_task *t);
 /* Name the task that hits its guard page, where the application has no
@@ -189,9 +197,12 @@ struct urt_loop {
 	pthread_t owner;
 	void *sched_sp;             /* the scheduler's saved stack pointer */
 	struct urt_task *rq_head, *rq_tail;
+	size_t rq_len;
+	size_t batch_left;          /* tasks of the current pass not yet run */
 	/* Tasks that yielded: they rejoin the run queue after the turn's
 	 * completions, so that yielding lets woken tasks go first. */
 	struct urt_task *yq_head, *yq_tail;
+	size_t yq_len;
 	struct urt_task *all;       /* every task not yet freed */
 	size_t live;                /* tasks spawned and not yet returned */
 	uint64_t spawned;

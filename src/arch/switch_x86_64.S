@@ -22,12 +22,11 @@ urt__ctx_switch:
 	popq %r12
 	popq %rbx
 	popq %rbp
-	/* Not ret: the return stack buffer predicts the caller of this
-	 * switch, never the other context, so every ret would mispredict. An
-	 * indirect jump is predicted from history, and ping-pong patterns
-	 * predict well. */
-	popq %rcx
-	jmpq *%rcx
+	/* ret, not an indirect jump: task-to-task switches all come through
+	 * the same calls, so the return stack buffer predicts this ret and
+	 * the rets that follow it. (A jmp leaves this call's entry on the
+	 * buffer, and every later ret of the task mispredicts.) */
+	ret
 	.cfi_endproc
 	.size urt__ctx_switch, .-urt__ctx_switch
 
