@@ -80,22 +80,47 @@ static struct urt_task *rec_of(void *map, size_t len)
 	return (struct urt_task *)((char *)map + len - URT__REC_SIZE);
 }
 
-static void *stack_map(struct urt_loop *loop, bool *guarded)
+/* Stacks without a guard page are carved from chunks of this many, one
+ * mmap per chunk instead of one per stack. */
+#define CHUNK_STACKS 64
+
+static void *map_anon(size_t len)
 {
-	size_t len = map_len(loop);
 	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 
-	if (map == MAP_FAILED)
-		return NULL;
+	return map == MAP_FAILED ? NULL : map;
+}
+
+static void *stack_map(struct urt_loop *loop, bool *guarded)
+{
+	size_t len = map_len(loop);
+	void *map;
+
 	*guarded = false;
 	if (!(loop->flags & URT_LOOP_NO_GUARD) &&
 	    atomic_fetch_add(&guarded_stacks, 1) < guard_budget()) {
-		if (mprotect(map, page_size(), PROT_NONE) == 0)
+		map = map_anon(len);
+		if (map && mprotect(map, page_size(), PROT_NONE) == 0) {
 			*guarded = true;
+			return map;
+		}
+		if (map)
+			munmap(map, len);
 	}
-	if (!*guarded && !(loop->flags & URT_LOOP_NO_GUARD))
+	if (!(loop->flags & URT_LOOP_NO_GUARD))
 		atomic_fetch_sub(&guarded_stacks, 1);
+	/* Each stack of a chunk is unmapped on its own later (munmap of part
+	 * of a mapping is fine): nothing tracks the chunk once carved. */
+	if (!loop->chunk_left) {
+		loop->chunk = map_anon(len * CHUNK_STACKS);
+		if (!loop->chunk)
+			return map_anon(len); /* the address space is tight: one */
+		loop->chunk_left = CHUNK_STACKS;
+	}
+	map = loop->chunk;
+	loop->chunk = (char *)loop->chunk + len;
+	loop->chunk_left--;
 	return map;
 }
 
@@ -207,6 +232,9 @@ void urt__stack_cache_fini(struct urt_loop *loop)
 	free(c->free);
 	c->free = NULL;
 	c->n = c->cap = 0;
+	if (loop->chunk_left)
+		munmap(loop->chunk, len * loop->chunk_left);
+	loop->chunk_left = 0;
 }
 
 bool urt__task_stack_ok(struct urt_task *t)

@@ -216,6 +216,8 @@ struct urt_loop {
 	struct __kernel_timespec timer_ts;
 	struct __kernel_timespec update_ts;
 	struct urt__stack_cache stacks;
+	void *chunk;                /* unguarded stacks not handed out yet */
+	unsigned chunk_left;
 	void *altstack;             /* the signal stack this loop set up */
 	size_t altstack_len;
 	struct urt_pool *pool;
