@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# urt against its peers on the six workloads of the benchmark plan, in one
+# run on this machine: builds urt and every benchmark program, runs them all
+# interleaved R times, and prints one markdown table of medians and ratios,
+# with the issue's targets marked met or missed.
+#
+# From a fresh clone on Debian 12, as root:   bash tools/bench/run.sh
+# (installs the Debian packages it needs first; see --help).
+set -euo pipefail
+
+usage() {
+	cat <<'EOF'
+usage: tools/bench/run.sh [--runs N] [--quick] [--build-dir DIR] [--file-mib M]
+                          [--no-install]
+
+Builds urt and the benchmarks (tools/bench/) in DIR (default build-bench/ in
+the checkout), runs every workload's programs -- urt, the raw liburing
+floor, libuv, Python asyncio, boost.context -- interleaved, N rounds
+(default 3), and prints one markdown table of medians and of urt's ratio to
+each peer, with the issue's targets marked met or missed.
+
+  --runs N       rounds (default 3; each program runs once per round)
+  --quick        a smoke run: 1 round, smaller sizes (under a minute)
+  --build-dir D  where to configure and build (default <checkout>/build-bench)
+  --file-mib M   W4's file size (default 256; the workload says 1024)
+  --no-install   do not apt-get install missing packages (fail instead)
+
+Missing Debian packages are installed with apt-get when run as root:
+cmake pkg-config liburing-dev libcmocka-dev libuv1-dev libboost-context-dev
+g++ python3. The default run takes about 3 minutes on 2 CPUs, --quick under
+one. Logs and the table are kept in DIR/bench-logs/.
+EOF
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=$(cd "$here/../.." && pwd)
+runs=""
+quick=0
+build=""
+file_mib=256
+install=1
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--runs) runs=${2:?--runs needs a count}; shift 2 ;;
+	--runs=*) runs=${1#--runs=}; shift ;;
+	--quick) quick=1; shift ;;
+	--build-dir) build=${2:?--build-dir needs a directory}; shift 2 ;;
+	--build-dir=*) build=${1#--build-dir=}; shift ;;
+	--file-mib) file_mib=${2:?--file-mib needs a size}; shift 2 ;;
+	--file-mib=*) file_mib=${1#--file-mib=}; shift ;;
+	--no-install) install=0; shift ;;
+	-h|--help) usage; exit 0 ;;
+	*) usage >&2; exit 2 ;;
+	esac
+done
+case "$runs" in *[!0-9]*|0) echo "run.sh: --runs wants a count from 1" >&2; exit 2 ;; esac
+case "$file_mib" in ''|*[!0-9]*|0) echo "run.sh: --file-mib wants MiB from 1" >&2; exit 2 ;; esac
+[ -n "$build" ] || build="$src/build-bench"
+t_start=$(date +%s)
+
+# ---- sizes: the workloads' own, shrunk where the suite would take too long
+# (each shrink is said in the table's notes) ----
+if [ "$quick" = 1 ]; then
+	runs=${runs:-1}
+	w2_jobs=2000	# urt-bench-offload's W2 jobs per cell; its W3 runs 50x
+	w4_reads=200000
+	w5_secs=1
+	w6_rounds=2000000
+	py_w3_jobs=10000
+	py_w6_rounds=100000
+	[ "$file_mib" = 256 ] && file_mib=64
+else
+	w2_jobs=10000	# the workload's 100,000 adds about a minute per round
+	w4_reads=1000000
+	w5_secs=3
+	w6_rounds=10000000
+	py_w3_jobs=20000
+	py_w6_rounds=200000
+fi
+runs=${runs:-3}
+w1_sizes="10000 100000"
+w3_jobs=$((w2_jobs * 50))	# what urt-bench-offload runs for W3: libuv the same
+
+# ---- packages ----
+need="cmake pkg-config liburing-dev libcmocka-dev libuv1-dev libboost-context-dev g++ python3"
+missing=""
+for p in $need; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	if [ "$install" = 1 ] && [ "$(id -u)" = 0 ]; then
+		echo "run.sh: installing$missing" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq >&2
+		# shellcheck disable=SC2086 # one word per package
+		apt-get install -y -qq $missing >&2
+	else
+		echo "run.sh: missing Debian packages:$missing (run as root, or apt-get install them)" >&2
+		exit 1
+	fi
+fi
+# Debian's interpreter, not whatever python3 comes first on PATH: the peer
+# is what a reader rebuilds from Debian's packages.
+py=/usr/bin/python3
+[ -x "$py" ] || py=$(command -v python3)
+
+# ---- build ----
+echo "run.sh: building in $build" >&2
+mkdir -p "$build"
+cmake -S "$src" -B "$build" -DURT_BUILD_TESTS=OFF >"$build/configure.log" 2>&1 ||
+	{ cat "$build/configure.log" >&2; exit 1; }
+cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 ||
+	{ tail -50 "$build/build.log" >&2; exit 1; }
+bin="$build/tools/bench"
+for b in urt-bench-uv-sleepers urt-bench-fcontext; do
+	[ -x "$bin/$b" ] || { echo "run.sh: $b was not built (see $build/configure.log)" >&2; exit 1; }
+done
+
+logs="$build/bench-logs/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$logs"
+log="$logs/results.log"
+: >"$log"
+w4_file="$build/urt-bench-w4-${file_mib}mib.dat"
+# W4's file is made again in a second by the next run: do not leave it
+# taking its hundreds of MiB in the checkout.
+trap 'rm -f "$w4_file"' EXIT
+# The first CPU this process may use: the "one CPU" placement of W2's peers.
+cpu0=$(taskset -pc $$ | sed 's/.*: *//; s/[,-].*//')
+
+# Run one program, its output kept in the log under a header saying what it
+# was. A failed check in any program fails the whole run: a figure whose work
+# was wrong must not reach the table.
+bench() {
+	local name=$1 t0 t1 ms
+	shift
+	printf '### round %s %s: %s\n' "$round" "$name" "$*" >>"$log"
+	printf '  round %s/%s  %-26s' "$round" "$runs" "$name" >&2
+	t0=$(date +%s%N)
+	if ! "$@" >>"$log" 2>"$logs/stderr.txt"; then
+		echo " FAILED" >&2
+		cat "$logs/stderr.txt" >&2
+		echo "run.sh: $name failed: $*  (log: $log)" >&2
+		exit 1
+	fi
+	t1=$(date +%s%N)
+	ms=$(((t1 - t0) / 1000000))
+	printf ' %3d.%d s\n' $((ms / 1000)) $((ms % 1000 / 100)) >&2
+}
+
+# Run a group's programs (shell functions) in an order rotated by the round,
+# so that no program always runs first (cold caches) or right after the
+# same neighbour.
+rotate() {
+	local -a fns=("$@")
+	local i k=${#fns[@]}
+	for ((i = 0; i < k; i++)); do
+		"${fns[$(((i + round) % k))]}"
+	done
+}
+
+# The programs, one function each; $n and $load are set by the loops below.
+w1_urt() { bench "urt-sleepers-$n" "$bin/urt-bench-sleepers" "$n"; }
+w1_raw() { bench "raw-sleepers-$n" "$bin/urt-bench-raw-sleepers" "$n"; }
+w1_uv() { bench "uv-sleepers-$n" "$bin/urt-bench-uv-sleepers" "$n"; }
+w1_py() { bench "asyncio-sleepers-$n" "$py" "$here/bench_asyncio.py" sleepers "$n"; }
+# W2/W3: offload.c runs urt and its raw floors, interleaved, itself. The
+# peers run unpinned, and for W2 also on one CPU (workload "W2.1cpu").
+w23_urt() { bench urt+raw-offload "$bin/urt-bench-offload" --runs 1 --jobs "$w2_jobs"; }
+w2_uv() { bench uv-offload-rt "$bin/urt-bench-uv-offload" rt "$w2_jobs"; }
+w2_uv1() {
+	bench uv-offload-rt-1cpu taskset -c "$cpu0" "$bin/urt-bench-uv-offload" rt "$w2_jobs" W2.1cpu
+}
+w3_uv() { bench uv-offload-tp "$bin/urt-bench-uv-offload" tp "$w3_jobs"; }
+w2_py() { bench asyncio-rt "$py" "$here/bench_asyncio.py" rt "$w2_jobs"; }
+w2_py1() {
+	bench asyncio-rt-1cpu taskset -c "$cpu0" "$py" "$here/bench_asyncio.py" rt "$w2_jobs" W2.1cpu
+}
+w3_py() { bench asyncio-tp "$py" "$here/bench_asyncio.py" tp "$py_w3_jobs"; }
+w4_opts=(--file "$w4_file" --file-mib "$file_mib" --reads "$w4_reads")
+w4_urt() { bench urt-reads "$bin/urt-bench-reads" "${w4_opts[@]}"; }
+w4_raw() { bench raw-reads "$bin/urt-bench-raw-reads" "${w4_opts[@]}"; }
+w4_uv() { bench uv-reads "$bin/urt-bench-uv-reads" "${w4_opts[@]}"; }
+w5_urt() { bench "urt-timer-$load" "$bin/urt-bench-timer" --load "$load" --seconds "$w5_secs"; }
+w5_raw() { bench "raw-timer-$load" "$bin/urt-bench-raw-timer" --load "$load" --seconds "$w5_secs"; }
+w5_uv() { bench "uv-timer-$load" "$bin/urt-bench-uv-timer" --load "$load" --seconds "$w5_secs"; }
+w5_py() { bench "asyncio-timer-$load" "$py" "$here/bench_asyncio.py" timer "$load" "$w5_secs"; }
+w6_urt() { bench urt-yield "$bin/urt-bench-yield" "$w6_rounds"; }
+w6_boost() { bench boost-fcontext "$bin/urt-bench-fcontext" "$w6_rounds"; }
+w6_py() { bench asyncio-yield "$py" "$here/bench_asyncio.py" yield "$py_w6_rounds"; }
+
+# Make W4's file (and fill the page cache) before anything is timed.
+"$bin/urt-bench-raw-reads" --file "$w4_file" --file-mib "$file_mib" --reads 1000 >/dev/null
+
+echo "run.sh: $runs round(s); each line is one program's run" >&2
+for ((round = 1; round <= runs; round++)); do
+	# W1: each size in a fresh process of each kind, since cold means first.
+	for n in $w1_sizes; do
+		rotate w1_urt w1_raw w1_uv w1_py
+	done
+	rotate w23_urt w2_uv w2_uv1 w3_uv w2_py w2_py1 w3_py
+	rotate w4_urt w4_raw w4_uv
+	for load in idle offload inline; do
+		if [ "$load" = inline ]; then
+			# The issue asks libuv for idle and offload only.
+			rotate w5_urt w5_raw w5_py
+		else
+			rotate w5_urt w5_raw w5_uv w5_py
+		fi
+	done
+	rotate w6_urt w6_boost w6_py
+done
+
+t_end=$(date +%s)
+"$py" "$here/report.py" "$log" \
+	--runs "$runs" --mode "$([ "$quick" = 1 ] && echo quick || echo default)" \
+	--wall-s "$((t_end - t_start))" --file-mib "$file_mib" \
+	--sizes "W2 $w2_jobs jobs (+1,000 warm-up), W3 urt/raw/libuv $w3_jobs jobs, \
+asyncio $py_w3_jobs; W4 $w4_reads reads; W5 ${w5_secs} s per load; \
+W6 $w6_rounds ping-pongs (asyncio $py_w6_rounds)" \
+	--build-type "$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt")" \
+	--commit "$(git -C "$src" describe --always --dirty 2>/dev/null || echo "not a git checkout")" |
+	tee "$logs/table.md"
+echo "run.sh: logs and table in $logs" >&2
