@@ -79,7 +79,7 @@ struct urt_loop_opts {
 	const struct urt_pool_opts *pool_opts;
 	/* How long the loop spins for an offloaded job's completion before it
 	 * sleeps in the kernel, while jobs are in flight (default 20 us, see the
-	 * README; never when the thread may run on one CPU only). */
+	 * README; never when the process may run on one CPU only). */
 	uint64_t spin_ns;
 	/* Stall detection: when a task runs longer than stall_ns without
 	 * waiting or yielding, the loop calls on_stall once it switches back

@@ -303,13 +303,23 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 	return 0;
 }
 
-int urt__cpus_allowed(void)
+/* The CPUs the process could use when it started (a container's cpuset,
+ * taskset), read once before the application pins any thread: a loop
+ * thread pinned to one CPU may still have a worker on another. */
+static int process_cpus = -1;
+
+__attribute__((constructor)) static void read_process_cpus(void)
 {
 	cpu_set_t set;
 
-	if (sched_getaffinity(0, sizeof(set), &set))
-		return 1;
-	return CPU_COUNT(&set);
+	process_cpus = sched_getaffinity(0, sizeof(set), &set) ? 1 : CPU_COUNT(&set);
+}
+
+int urt__cpus_allowed(void)
+{
+	if (process_cpus < 0)
+		read_process_cpus();
+	return process_cpus;
 }
 
 int urt_pool_create(urt_pool **out, const struct urt_pool_opts *opts)

@@ -309,8 +309,8 @@ void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__jo
 void urt__pool_drop(struct urt_pool *pool, struct urt__ring *ring);
 /* Drop every job of the loop that no worker has started (loop destroy). */
 void urt__jobs_drop(struct urt_loop *loop);
-/* CPUs the calling thread may run on: spinning for another thread only
- * helps when that thread can run meanwhile. */
+/* CPUs the process may run on: spinning for another thread only helps
+ * when that thread can run meanwhile. */
 int urt__cpus_allowed(void);
 /* An owned job's waiter left (deadline or cancel): the loop runs dtor later. */
 void urt__job_abandon(struct urt_task *t, int res);
