@@ -270,8 +270,9 @@ struct urt_pool_opts {
 	unsigned flags;
 };
 
-/* Each worker sends its completions from a small io_uring of its own, even
- * where the kernel (6.13+) can send a MSG_RING without a source ring. */
+/* Each worker sends every completion from its small io_uring of its own,
+ * even a lone one that the kernel (6.13+) could send without a source ring.
+ * (Batches always go from the worker's ring, in one io_uring_enter.) */
 #define URT_POOL_WORKER_RINGS (1u << 0)
 /* Workers never spin before sleeping (spin_ns ignored). */
 #define URT_POOL_NO_SPIN (1u << 1)
@@ -293,8 +294,9 @@ URT_API int urt_pool_create(urt_pool **out, const struct urt_pool_opts *opts);
  */
 URT_API int urt_pool_destroy(urt_pool *pool);
 
-/* 1 when the pool's workers send completions from rings of their own, 0
- * when they use the kernel's ring-less MSG_RING; -EINVAL for NULL. */
+/* 1 when the pool's workers send every completion from rings of their own,
+ * 0 when a lone completion goes by the kernel's ring-less MSG_RING (batches
+ * always use the workers' rings); -EINVAL for NULL. */
 URT_API int urt_pool_uses_worker_rings(const urt_pool *pool);
 
 /* The pool the loop offloads to (started on demand), or NULL when it could
