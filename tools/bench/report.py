@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turn run.sh's log into one markdown table: medians over rounds, urt's ratio
-to each peer, and the issue's targets marked met or missed.
+to each peer, and the performance targets marked met or missed.
 
 The log holds every program's output, each under a "### round R NAME: CMD"
 header. The new programs print "result <workload> <impl> <metric> <value>"

@@ -2,7 +2,7 @@
 # urt against its peers on the six workloads of the benchmark plan, in one
 # run on this machine: builds urt and every benchmark program, runs them all
 # interleaved R times, and prints one markdown table of medians and ratios,
-# with the issue's targets marked met or missed.
+# with the performance targets marked met or missed.
 #
 # From a fresh clone on Debian 12, as root:   bash tools/bench/run.sh
 # (installs the Debian packages it needs first; see --help).
@@ -17,7 +17,7 @@ Builds urt and the benchmarks (tools/bench/) in DIR (default build-bench/ in
 the checkout), runs every workload's programs -- urt, the raw liburing
 floor, libuv, Python asyncio, boost.context -- interleaved, N rounds
 (default 3), and prints one markdown table of medians and of urt's ratio to
-each peer, with the issue's targets marked met or missed.
+each peer, with the performance targets marked met or missed.
 
   --runs N       rounds (default 3; each program runs once per round)
   --quick        a smoke run: 1 round, smaller sizes (under a minute)
@@ -202,7 +202,7 @@ for ((round = 1; round <= runs; round++)); do
 	rotate w4_urt w4_raw w4_uv
 	for load in idle offload inline; do
 		if [ "$load" = inline ]; then
-			# The issue asks libuv for idle and offload only.
+			# libuv is compared on idle and offload only.
 			rotate w5_urt w5_raw w5_py
 		else
 			rotate w5_urt w5_raw w5_uv w5_py
