@@ -270,8 +270,8 @@ def w5_rows():
 def w6_rows():
     u, b = med("W6", "urt", "ns_per_switch"), med("W6", "boost-fcontext", "ns_per_switch")
     r = ratio(u, b)
-    row("W6", "ns per switch: urt per urt_yield (task → loop → next task: 2 stack switches "
-        "+ run queue); boost per jump_fcontext (1 stack switch); asyncio per sleep(0)",
+    row("W6", "ns per switch: urt per urt_yield (one task-to-task stack switch and the "
+        "run queue's bookkeeping); boost per jump_fcontext (1 stack switch); asyncio per sleep(0)",
         num(u), "—", "—", num(med("W6", "asyncio", "ns_per_switch")),
         f"boost.context jump_fcontext {num(b)}", None, None,
         target("≤ 2.5× jump_fcontext", [("", r, None if r is None else r <= 2.5)]))
