@@ -1,6 +1,7 @@
 /* Helpers the peer benchmarks share; see bench_util.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <getopt.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -212,4 +213,47 @@ int bench_open_blocks(const char *path, uint64_t blocks)
 	}
 	free(buf);
 	return fd;
+}
+
+void bench_w4_parse(int argc, char **argv, struct bench_w4_opts *o, void (*usage)(FILE *f))
+{
+	static const struct option lo[] = {
+		{ "file", required_argument, NULL, 'f' },
+		{ "file-mib", required_argument, NULL, 'm' },
+		{ "reads", required_argument, NULL, 'n' },
+		{ "inflight", required_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	*o = (struct bench_w4_opts){ "urt-bench-w4.dat", 256, 1000000, 32 };
+	while ((c = getopt_long(argc, argv, "f:m:n:q:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			o->file = optarg;
+			break;
+		case 'm':
+			o->mib = bench_count(optarg, "--file-mib");
+			break;
+		case 'n':
+			o->reads = bench_count(optarg, "--reads");
+			break;
+		case 'q':
+			o->inflight = (unsigned)bench_count(optarg, "--inflight");
+			if (o->inflight > BENCH_W4_MAX_INFLIGHT)
+				bench_die("--inflight: at most %u", BENCH_W4_MAX_INFLIGHT);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		exit(2);
+	}
 }

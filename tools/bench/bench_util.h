@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define BENCH_MS 1000000ull
 
@@ -65,6 +66,19 @@ uint64_t bench_count(const char *s, const char *what);
  */
 #define BENCH_BLOCK 4096u
 int bench_open_blocks(const char *path, uint64_t blocks);
+
+/* W4's options, the same for urt and for the raw floors. */
+#define BENCH_W4_MAX_INFLIGHT 1024u
+struct bench_w4_opts {
+	const char *file;
+	uint64_t mib;
+	uint64_t reads;
+	unsigned inflight;
+};
+/* Parse --file, --file-mib, --reads, --inflight, --help into *o (defaults:
+ * urt-bench-w4.dat, 256 MiB, 1,000,000 reads, 32 in flight); usage prints
+ * the program's help. Exits 0 on --help, 2 on a bad argument. */
+void bench_w4_parse(int argc, char **argv, struct bench_w4_opts *o, void (*usage)(FILE *f));
 
 /* Check a block read from W4's file: its first 8 bytes are want, LE. */
 static inline int bench_block_ok(const void *buf, uint64_t want)

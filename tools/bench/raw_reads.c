@@ -11,7 +11,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
 #include <liburing.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,15 +21,8 @@
 
 #include "bench_util.h"
 
-#define MAX_INFLIGHT 1024u
+#define MAX_INFLIGHT BENCH_W4_MAX_INFLIGHT
 #define WARMUP 20000u
-
-struct opts {
-	const char *file;
-	uint64_t mib;
-	uint64_t reads;
-	unsigned inflight;
-};
 
 struct slot {
 	uint64_t left;		/* reads still to issue */
@@ -161,59 +153,16 @@ static void usage(FILE *f)
 		"./urt-bench-w4.dat, M MiB, default 256).\n");
 }
 
-static void parse(int argc, char **argv, struct opts *o)
-{
-	static const struct option lo[] = {
-		{ "file", required_argument, NULL, 'f' },
-		{ "file-mib", required_argument, NULL, 'm' },
-		{ "reads", required_argument, NULL, 'n' },
-		{ "inflight", required_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
-
-	*o = (struct opts){ "urt-bench-w4.dat", 256, 1000000, 32 };
-	while ((c = getopt_long(argc, argv, "f:m:n:q:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			o->file = optarg;
-			break;
-		case 'm':
-			o->mib = bench_count(optarg, "--file-mib");
-			break;
-		case 'n':
-			o->reads = bench_count(optarg, "--reads");
-			break;
-		case 'q':
-			o->inflight = (unsigned)bench_count(optarg, "--inflight");
-			if (o->inflight > MAX_INFLIGHT)
-				bench_die("--inflight: at most %u", MAX_INFLIGHT);
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			exit(2);
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		exit(2);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static const char *const names[2] = { "raw-read", "raw-read-fixed" };
-	struct opts o;
+	struct bench_w4_opts o;
 	uint64_t blocks;
 	char *bufs;
 	int fd;
 
 	bench_prog = "urt-bench-raw-reads";
-	parse(argc, argv, &o);
+	bench_w4_parse(argc, argv, &o, usage);
 	blocks = o.mib * (1 << 20) / BENCH_BLOCK;
 	fd = bench_open_blocks(o.file, blocks);
 	if (posix_memalign((void **)&bufs, 4096, (size_t)o.inflight * BENCH_BLOCK))

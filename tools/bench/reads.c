@@ -10,7 +10,6 @@
  * the workload as written).
  */
 #define _GNU_SOURCE
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,14 +19,7 @@
 
 #include "bench_util.h"
 
-#define MAX_INFLIGHT 1024u
-
-struct opts {
-	const char *file;
-	uint64_t mib;
-	uint64_t reads;
-	unsigned inflight;
-};
+#define MAX_INFLIGHT BENCH_W4_MAX_INFLIGHT
 
 struct reader {
 	int fd;
@@ -75,59 +67,16 @@ static void usage(FILE *f)
 		"to fill the page cache.\n");
 }
 
-static void parse(int argc, char **argv, struct opts *o)
-{
-	static const struct option lo[] = {
-		{ "file", required_argument, NULL, 'f' },
-		{ "file-mib", required_argument, NULL, 'm' },
-		{ "reads", required_argument, NULL, 'n' },
-		{ "inflight", required_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
-
-	*o = (struct opts){ "urt-bench-w4.dat", 256, 1000000, 32 };
-	while ((c = getopt_long(argc, argv, "f:m:n:q:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			o->file = optarg;
-			break;
-		case 'm':
-			o->mib = bench_count(optarg, "--file-mib");
-			break;
-		case 'n':
-			o->reads = bench_count(optarg, "--reads");
-			break;
-		case 'q':
-			o->inflight = (unsigned)bench_count(optarg, "--inflight");
-			if (o->inflight > MAX_INFLIGHT)
-				bench_die("--inflight: at most %u", MAX_INFLIGHT);
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			exit(2);
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		exit(2);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static struct reader r[MAX_INFLIGHT];
-	struct opts o;
+	struct bench_w4_opts o;
 	uint64_t blocks, t0, ns, total = 0;
 	urt_loop *loop;
 	int fd, ret;
 
 	bench_prog = "urt-bench-reads";
-	parse(argc, argv, &o);
+	bench_w4_parse(argc, argv, &o, usage);
 	blocks = o.mib * (1 << 20) / BENCH_BLOCK;
 	fd = bench_open_blocks(o.file, blocks);
 	ret = urt_loop_create(&loop, NULL);
