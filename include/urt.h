@@ -248,6 +248,34 @@ URT_API int urt_sleep_ns(uint64_t ns);
 URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset);
 
 /*
+ * Write up to len bytes of buf to fd with IORING_OP_WRITE, parking the task
+ * until the write completes. offset >= 0 writes at that offset; offset < 0 at
+ * (and advancing) the file position. Returns the bytes written (possibly
+ * fewer than len, as write(2)) or -errno: the kernel's (-EBADF, -EPIPE,
+ * -ENOSPC, ...), -EINVAL (len above SSIZE_MAX), -ECANCELED, -EPERM (outside
+ * a task). len is capped at 0x7ffff000. The kernel reads buf until the task
+ * resumes, never after.
+ */
+URT_API ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset);
+
+/* urt_fsync's flag: data only, as fdatasync(2). */
+#define URT_FSYNC_DATA (1u << 0)
+
+/*
+ * Flush fd's data and metadata (flags 0) or data only (URT_FSYNC_DATA) to
+ * storage with IORING_OP_FSYNC. Returns 0 or -errno: the kernel's (-EBADF,
+ * -EINVAL for a pipe, -EIO, ...), -EINVAL (unknown flag), -ECANCELED,
+ * -EPERM (outside a task).
+ */
+URT_API int urt_fsync(int fd, unsigned flags);
+
+/*
+ * Close fd with IORING_OP_CLOSE. Returns 0 or -errno (-EBADF, -ECANCELED,
+ * -EPERM outside a task). On -ECANCELED before the call, fd is still open.
+ */
+URT_API int urt_close(int fd);
+
+/*
  * Blocking work: a pool of threads.
  *
  * A job runs a synchronous function on a pool thread while the task that

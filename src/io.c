@@ -87,30 +87,98 @@ int urt_sleep_ns(uint64_t ns)
 	return urt__park(t, URT__WAIT_SLEEP);
 }
 
-ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
+/* The calling task's next I/O operation: an SQE for iop, or NULL with *err
+ * set (-EPERM outside a task, -ECANCELED once the task is cancelled). */
+static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 {
 	struct urt_task *t = urt__cur_task;
+
+	if (!t) {
+		*err = -EPERM;
+		return NULL;
+	}
+	if (t->cancelled) {
+		*err = -ECANCELED;
+		return NULL;
+	}
+	return iop_begin(t, iop);
+}
+
+static uint64_t rw_offset(int64_t offset)
+{
+	return offset < 0 ? (uint64_t)-1 : (uint64_t)offset;
+}
+
+ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
+{
 	struct io_uring_sqe *sqe;
 	struct urt__iop iop;
-	int res;
+	int res = 0;
 
-	if (!t)
+	if (!urt__cur_task)
 		return -EPERM;
 	if (len > SSIZE_MAX)
 		return -EINVAL;
-	if (t->cancelled)
-		return -ECANCELED;
-	if (len > URT__MAX_RW)
-		len = URT__MAX_RW;
-	sqe = iop_begin(t, &iop);
-	io_uring_prep_read(sqe, fd, buf, (unsigned)len, offset < 0 ? (uint64_t)-1 : (uint64_t)offset);
-	res = iop_wait(t, &iop);
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_read(sqe, fd, buf, (unsigned)(len > URT__MAX_RW ? URT__MAX_RW : len),
+			   rw_offset(offset));
+	res = iop_wait(urt__cur_task, &iop);
 #if URT__VALGRIND
 	/* The kernel filled the buffer behind valgrind's back. */
 	if (res > 0)
 		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
 #endif
 	return res;
+}
+
+ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	if (!urt__cur_task)
+		return -EPERM;
+	if (len > SSIZE_MAX)
+		return -EINVAL;
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_write(sqe, fd, buf, (unsigned)(len > URT__MAX_RW ? URT__MAX_RW : len),
+			    rw_offset(offset));
+	return iop_wait(urt__cur_task, &iop);
+}
+
+int urt_fsync(int fd, unsigned flags)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	if (!urt__cur_task)
+		return -EPERM;
+	if (flags & ~URT_FSYNC_DATA)
+		return -EINVAL;
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_fsync(sqe, fd, (flags & URT_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
+	return iop_wait(urt__cur_task, &iop);
+}
+
+int urt_close(int fd)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_close(sqe, fd);
+	return iop_wait(urt__cur_task, &iop);
 }
 
 /* ---- offloaded jobs ---- */

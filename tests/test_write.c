@@ -1,0 +1,206 @@
+/* Writes, fsync and close: each parks the task on one SQE and returns the
+ * CQE's result, exact byte counts and exact errors. */
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+
+struct file_case {
+	int fd;
+	ssize_t w1, w2, w3;
+	int sync, dsync, bad_flag;
+};
+
+/* Two writes at the file position, then one at an offset over them. */
+static int file_writer(void *arg)
+{
+	struct file_case *c = arg;
+
+	c->w1 = urt_write(c->fd, "hello ", 6, -1);
+	c->w2 = urt_write(c->fd, "world", 5, -1);
+	c->w3 = urt_write(c->fd, "W", 1, 6);
+	c->sync = urt_fsync(c->fd, 0);
+	c->dsync = urt_fsync(c->fd, URT_FSYNC_DATA);
+	c->bad_flag = urt_fsync(c->fd, 1u << 7);
+	return 0;
+}
+
+static void test_file_write(void **state)
+{
+	struct file_case c = { .fd = temp_file("", 0) };
+	char buf[32] = { 0 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	spawn_ok(loop, NULL, file_writer, &c);
+	run_and_destroy(loop);
+	assert_int_equal(c.w1, 6);
+	assert_int_equal(c.w2, 5);
+	assert_int_equal(c.w3, 1);
+	assert_int_equal(c.sync, 0);
+	assert_int_equal(c.dsync, 0);
+	assert_int_equal(c.bad_flag, -EINVAL);
+	assert_int_equal(pread(c.fd, buf, sizeof(buf), 0), 11);
+	assert_string_equal(buf, "hello World");
+	assert_int_equal(lseek(c.fd, 0, SEEK_CUR), 11); /* the position advanced */
+	assert_int_equal(close(c.fd), 0);
+}
+
+struct pipe_case {
+	int fds[2];
+	ssize_t wrote, read;
+	int fsync_pipe;
+	char got[8];
+};
+
+static int pipe_writer(void *arg)
+{
+	struct pipe_case *c = arg;
+
+	c->wrote = urt_write(c->fds[1], "urt", 3, -1);
+	c->fsync_pipe = urt_fsync(c->fds[1], 0);
+	return 0;
+}
+
+static int pipe_reader(void *arg)
+{
+	struct pipe_case *c = arg;
+
+	c->read = urt_read(c->fds[0], c->got, sizeof(c->got), -1);
+	return 0;
+}
+
+/* The reader parks first; the writer's bytes wake it. */
+static void test_pipe_write(void **state)
+{
+	struct pipe_case c = { .wrote = -1, .read = -1 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	make_pipe(c.fds);
+	spawn_ok(loop, NULL, pipe_reader, &c);
+	spawn_ok(loop, NULL, pipe_writer, &c);
+	run_and_destroy(loop);
+	assert_int_equal(c.wrote, 3);
+	assert_int_equal(c.read, 3);
+	assert_memory_equal(c.got, "urt", 3);
+	assert_int_equal(c.fsync_pipe, -EINVAL);
+	close_pipe(c.fds);
+}
+
+struct close_case {
+	int fd;
+	int first, second, bad_write, bad_sync;
+	ssize_t huge;
+};
+
+static int closer(void *arg)
+{
+	struct close_case *c = arg;
+	char b = 0;
+
+	c->first = urt_close(c->fd);
+	c->second = urt_close(c->fd);
+	c->bad_write = (int)urt_write(-1, &b, 1, 0);
+	c->bad_sync = urt_fsync(-1, 0);
+	c->huge = urt_write(c->fd, &b, (size_t)SSIZE_MAX + 1, 0);
+	return 0;
+}
+
+static void test_close_and_errors(void **state)
+{
+	struct close_case c = { .fd = open("/dev/null", O_WRONLY | O_CLOEXEC) };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	assert_true(c.fd >= 0);
+	spawn_ok(loop, NULL, closer, &c);
+	run_and_destroy(loop);
+	assert_int_equal(c.first, 0);
+	assert_int_equal(c.second, -EBADF);
+	assert_int_equal(fcntl(c.fd, F_GETFD), -1); /* really closed */
+	assert_int_equal(c.bad_write, -EBADF);
+	assert_int_equal(c.bad_sync, -EBADF);
+	assert_int_equal(c.huge, -EINVAL);
+}
+
+static void test_outside_task(void **state)
+{
+	(void)state;
+	assert_int_equal(urt_write(1, "x", 1, -1), -EPERM);
+	assert_int_equal(urt_fsync(1, 0), -EPERM);
+	assert_int_equal(urt_close(1000), -EPERM);
+}
+
+/* A write parked on a full pipe, cancelled: -ECANCELED, and the pipe holds
+ * exactly what filled it (the cancelled write put nothing in). */
+struct full_case {
+	int fds[2];
+	size_t filled;
+	ssize_t ret;
+	urt_task *writer;
+};
+
+static int blocked_writer(void *arg)
+{
+	struct full_case *c = arg;
+	char b[4096];
+
+	memset(b, 'c', sizeof(b));
+	c->ret = urt_write(c->fds[1], b, sizeof(b), -1);
+	return 0;
+}
+
+static int cancel_later(void *arg)
+{
+	struct full_case *c = arg;
+
+	TASK_CHECK(urt_sleep_ns(10 * MS) == 0);
+	TASK_CHECK(urt_cancel(c->writer) == 0);
+	return 0;
+}
+
+static void test_cancel_blocked_write(void **state)
+{
+	struct full_case c = { .ret = 1 };
+	char b[4096];
+	size_t drained = 0;
+	ssize_t n;
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	make_pipe(c.fds);
+	/* Fill the pipe without blocking this thread. */
+	assert_int_equal(fcntl(c.fds[1], F_SETFL, O_NONBLOCK), 0);
+	memset(b, 'f', sizeof(b));
+	while ((n = write(c.fds[1], b, sizeof(b))) > 0)
+		c.filled += (size_t)n;
+	assert_int_equal(errno, EAGAIN);
+	assert_int_equal(fcntl(c.fds[1], F_SETFL, 0), 0);
+	spawn_ok(loop, &c.writer, blocked_writer, &c);
+	spawn_ok(loop, NULL, cancel_later, &c);
+	run_and_destroy(loop);
+	assert_int_equal(c.ret, -ECANCELED);
+	assert_int_equal(fcntl(c.fds[0], F_SETFL, O_NONBLOCK), 0);
+	while ((n = read(c.fds[0], b, sizeof(b))) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			assert_int_equal(b[i], 'f');
+		drained += (size_t)n;
+	}
+	assert_int_equal(drained, c.filled);
+	close_pipe(c.fds);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_file_write),
+		cmocka_unit_test(test_pipe_write),
+		cmocka_unit_test(test_close_and_errors),
+		cmocka_unit_test(test_outside_task),
+		cmocka_unit_test(test_cancel_blocked_write),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
