@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -257,6 +258,36 @@ URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset);
  * resumes, never after.
  */
 URT_API ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset);
+
+/*
+ * Vectored read and write (IORING_OP_READV, IORING_OP_WRITEV): as urt_read
+ * and urt_write over iovcnt buffers, filled or taken in order. Returns the
+ * bytes moved or -errno (the kernel's; -EINVAL for a negative iovcnt or
+ * more than IOV_MAX; -ECANCELED; -EPERM outside a task). The vector and
+ * its buffers stay the caller's; the kernel uses them until the task
+ * resumes, never after.
+ */
+URT_API ssize_t urt_readv(int fd, const struct iovec *iov, int iovcnt, int64_t offset);
+URT_API ssize_t urt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t offset);
+
+/*
+ * Open path relative to dirfd (AT_FDCWD: the working directory) with
+ * IORING_OP_OPENAT, as openat(2). Returns the new fd, owned by the caller,
+ * or -errno (the kernel's: -ENOENT, -EACCES, ...; -EFAULT for a NULL path;
+ * -ECANCELED; -EPERM outside a task). When the task is cancelled while the
+ * open is in flight and the kernel opens the file anyway, urt closes that
+ * fd and returns -ECANCELED: no fd leaks.
+ */
+URT_API int urt_openat(int dirfd, const char *path, int flags, mode_t mode);
+
+/*
+ * File status with IORING_OP_STATX, as statx(2): *out is filled when it
+ * returns 0. Returns 0 or -errno (the kernel's; -EFAULT for a NULL path or
+ * out; -ECANCELED; -EPERM outside a task). *out is written by the kernel
+ * until the task resumes, never after.
+ */
+struct statx;
+URT_API int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out);
 
 /* urt_fsync's flag: data only, as fdatasync(2). */
 #define URT_FSYNC_DATA (1u << 0)

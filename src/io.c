@@ -1,12 +1,15 @@
 /* io: the operations a task awaits. Each prepares at most one SQE whose
  * record lives on the task's stack, parks the task, and returns the CQE's
  * result once that CQE, and no other event, has woken the task. */
+#define _GNU_SOURCE /* struct statx */
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "urt_internal.h"
 
@@ -166,6 +169,93 @@ int urt_fsync(int fd, unsigned flags)
 		return res;
 	io_uring_prep_fsync(sqe, fd, (flags & URT_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
 	return iop_wait(urt__cur_task, &iop);
+}
+
+/* Vectored read or write: the kernel checks the vector (-EINVAL for more
+ * than IOV_MAX entries, -EFAULT for a bad one). */
+static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, bool write)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	if (!urt__cur_task)
+		return -EPERM;
+	if (iovcnt < 0)
+		return -EINVAL;
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	if (write)
+		io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
+	else
+		io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
+	res = iop_wait(urt__cur_task, &iop);
+#if URT__VALGRIND
+	for (int i = 0, left = res; !write && i < iovcnt && left > 0; i++) {
+		size_t n = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
+
+		VALGRIND_MAKE_MEM_DEFINED(iov[i].iov_base, n);
+		left -= (int)n;
+	}
+#endif
+	return res;
+}
+
+ssize_t urt_readv(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
+{
+	return rwv(fd, iov, iovcnt, offset, false);
+}
+
+ssize_t urt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
+{
+	return rwv(fd, iov, iovcnt, offset, true);
+}
+
+int urt_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	if (!urt__cur_task)
+		return -EPERM;
+	if (!path)
+		return -EFAULT;
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_openat(sqe, dirfd, path, flags, mode);
+	res = iop_wait(urt__cur_task, &iop);
+	/* Cancelled, but the kernel opened it anyway: the caller was told
+	 * -ECANCELED and will never close this fd, so close it here. */
+	if (res >= 0 && iop.cancel_sent) {
+		close(res);
+		res = -ECANCELED;
+	}
+	return res;
+}
+
+int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	if (!urt__cur_task)
+		return -EPERM;
+	if (!path || !out)
+		return -EFAULT;
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
+	res = iop_wait(urt__cur_task, &iop);
+#if URT__VALGRIND
+	if (res == 0)
+		VALGRIND_MAKE_MEM_DEFINED(out, sizeof(*out));
+#endif
+	return res;
 }
 
 int urt_close(int fd)

@@ -4,7 +4,10 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 
 struct file_case {
 	int fd;
@@ -192,6 +195,75 @@ static void test_cancel_blocked_write(void **state)
 	close_pipe(c.fds);
 }
 
+/* Vectors, open, statx: a file created with urt_openat, written with
+ * urt_writev, read back with urt_readv, sized with urt_statx. */
+struct vec_case {
+	char path[64];
+	int fd, enoent, efault, closed;
+	ssize_t wrote, read;
+	int stat;
+	struct statx st;
+	char a[4], b[8];
+};
+
+static int vec_task(void *arg)
+{
+	struct vec_case *c = arg;
+	struct iovec out[3] = { { "one", 3 }, { "-two", 4 }, { "-three", 6 } };
+	struct iovec in[2] = { { c->a, sizeof(c->a) }, { c->b, sizeof(c->b) } };
+
+	c->fd = urt_openat(AT_FDCWD, c->path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+	if (c->fd < 0)
+		return c->fd;
+	c->wrote = urt_writev(c->fd, out, 3, 0);
+	c->read = urt_readv(c->fd, in, 2, 0);
+	c->stat = urt_statx(AT_FDCWD, c->path, 0, STATX_SIZE, &c->st);
+	c->closed = urt_close(c->fd);
+	c->enoent = urt_openat(AT_FDCWD, "/nonexistent/urt", O_RDONLY, 0);
+	c->efault = urt_openat(AT_FDCWD, NULL, O_RDONLY, 0);
+	return 0;
+}
+
+static void test_vectors_open_statx(void **state)
+{
+	struct vec_case c = { .fd = -1 };
+	int fd;
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	/* A fresh name: create one, then remove it for urt_openat to make. */
+	snprintf(c.path, sizeof(c.path), "/tmp/urt-vec-XXXXXX");
+	fd = mkstemp(c.path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(unlink(c.path), 0);
+	spawn_ok(loop, NULL, vec_task, &c);
+	run_and_destroy(loop);
+	assert_true(c.fd >= 0);
+	assert_int_equal(c.wrote, 13);
+	assert_int_equal(c.read, 12); /* 4 + 8: the buffers' room */
+	assert_memory_equal(c.a, "one-", 4);
+	assert_memory_equal(c.b, "two-thre", 8);
+	assert_int_equal(c.stat, 0);
+	assert_int_equal(c.st.stx_size, 13);
+	assert_int_equal(c.closed, 0);
+	assert_int_equal(c.enoent, -ENOENT);
+	assert_int_equal(c.efault, -EFAULT);
+	assert_int_equal(unlink(c.path), 0);
+}
+
+static void test_vectors_outside_task(void **state)
+{
+	struct statx st;
+	struct iovec v = { NULL, 0 };
+
+	(void)state;
+	assert_int_equal(urt_readv(0, &v, 1, -1), -EPERM);
+	assert_int_equal(urt_writev(1, &v, 1, -1), -EPERM);
+	assert_int_equal(urt_openat(AT_FDCWD, "/", O_RDONLY, 0), -EPERM);
+	assert_int_equal(urt_statx(AT_FDCWD, "/", 0, STATX_SIZE, &st), -EPERM);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -200,6 +272,8 @@ int main(void)
 		cmocka_unit_test(test_close_and_errors),
 		cmocka_unit_test(test_outside_task),
 		cmocka_unit_test(test_cancel_blocked_write),
+		cmocka_unit_test(test_vectors_open_statx),
+		cmocka_unit_test(test_vectors_outside_task),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
