@@ -112,21 +112,33 @@ static uint64_t rw_offset(int64_t offset)
 	return offset < 0 ? (uint64_t)-1 : (uint64_t)offset;
 }
 
+/* The start shared by urt_read and urt_write: the checks in their order
+ * (-EPERM, then the length, then cancellation), and the length capped as
+ * read(2) and write(2) cap it. NULL with *err set, or an SQE for iop. */
+static struct io_uring_sqe *rw_start(struct urt__iop *iop, size_t *len, int *err)
+{
+	if (!urt__cur_task) {
+		*err = -EPERM;
+		return NULL;
+	}
+	if (*len > SSIZE_MAX) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	if (*len > URT__MAX_RW)
+		*len = URT__MAX_RW;
+	return op_start(iop, err);
+}
+
 ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
 {
-	struct io_uring_sqe *sqe;
 	struct urt__iop iop;
 	int res = 0;
+	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
 
-	if (!urt__cur_task)
-		return -EPERM;
-	if (len > SSIZE_MAX)
-		return -EINVAL;
-	sqe = op_start(&iop, &res);
 	if (!sqe)
 		return res;
-	io_uring_prep_read(sqe, fd, buf, (unsigned)(len > URT__MAX_RW ? URT__MAX_RW : len),
-			   rw_offset(offset));
+	io_uring_prep_read(sqe, fd, buf, (unsigned)len, rw_offset(offset));
 	res = iop_wait(urt__cur_task, &iop);
 #if URT__VALGRIND
 	/* The kernel filled the buffer behind valgrind's back. */
@@ -138,19 +150,13 @@ ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
 
 ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset)
 {
-	struct io_uring_sqe *sqe;
 	struct urt__iop iop;
 	int res = 0;
+	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
 
-	if (!urt__cur_task)
-		return -EPERM;
-	if (len > SSIZE_MAX)
-		return -EINVAL;
-	sqe = op_start(&iop, &res);
 	if (!sqe)
 		return res;
-	io_uring_prep_write(sqe, fd, buf, (unsigned)(len > URT__MAX_RW ? URT__MAX_RW : len),
-			    rw_offset(offset));
+	io_uring_prep_write(sqe, fd, buf, (unsigned)len, rw_offset(offset));
 	return iop_wait(urt__cur_task, &iop);
 }
 
