@@ -25,12 +25,23 @@
  *    cancellation is seen at the next wait;
  *  - a task cancelled before it first runs still runs, and sees -ECANCELED at
  *    its first wait.
+ *
+ * Deadlines (urt_timeout_enter): a task may carry a deadline, and then every
+ * wait it makes carries it too. A sleep, join, channel, acceptor or group
+ * wait is woken with -ETIMEDOUT when the deadline passes; an I/O operation
+ * is submitted with an IORING_OP_LINK_TIMEOUT linked to it, so the kernel
+ * cancels it at the deadline and the call returns -ETIMEDOUT (as for a
+ * cancel, only once the operation's own CQE has arrived; an operation that
+ * completed first returns its result). Once the deadline has passed, every
+ * wait returns -ETIMEDOUT at once, until the scope is left. Cancellation
+ * comes first: a cancelled task sees -ECANCELED, not -ETIMEDOUT.
  */
 #ifndef URT_H
 #define URT_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -237,6 +248,38 @@ URT_API uint64_t urt_now_ns(void);
 URT_API int urt_sleep_ns(uint64_t ns);
 
 /*
+ * A timeout scope (asyncio's timeout() block): every wait of the calling
+ * task between urt_timeout_enter and urt_timeout_leave shares one deadline,
+ * ns from now, or the enclosing scope's when that comes first. Scopes nest
+ * and are left innermost first. The struct is the caller's (usually on the
+ * task's stack) and must stay until the scope is left; its fields are
+ * urt's.
+ *
+ *	struct urt_timeout to;
+ *	urt_timeout_enter(&to, 2 * 1000000000ull);
+ *	n = urt_recv(fd, buf, sizeof(buf), 0);	// -ETIMEDOUT after 2 s
+ *	if (urt_timeout_leave(&to) == -ETIMEDOUT) ...
+ */
+struct urt_timeout {
+	uint64_t at;                /* this scope's deadline (CLOCK_MONOTONIC ns) */
+	uint64_t outer_at;          /* the task's deadline before the scope */
+	struct urt_timeout *outer;  /* the enclosing scope */
+};
+
+/* Enter a timeout scope of ns nanoseconds. Returns 0, -EINVAL (NULL
+ * scope), -EPERM (outside a task). */
+URT_API int urt_timeout_enter(struct urt_timeout *scope, uint64_t ns);
+
+/*
+ * Leave the innermost scope, restoring the enclosing deadline. Returns 0;
+ * -ETIMEDOUT when this scope's deadline has passed (its waits returned, or
+ * would have returned, -ETIMEDOUT; when an enclosing scope's deadline came
+ * first, that scope reports it instead); -EINVAL (NULL, or not the
+ * innermost scope); -EPERM (outside a task).
+ */
+URT_API int urt_timeout_leave(struct urt_timeout *scope);
+
+/*
  * Read up to len bytes from fd into buf with IORING_OP_READ, parking the
  * task until the read completes. offset >= 0 reads at that offset; offset < 0
  * reads at (and advances) the file position. Works on files, pipes, sockets
@@ -305,6 +348,197 @@ URT_API int urt_fsync(int fd, unsigned flags);
  * -EPERM outside a task). On -ECANCELED before the call, fd is still open.
  */
 URT_API int urt_close(int fd);
+
+/*
+ * Sockets. Each call is one SQE, as for files: the task parks until its
+ * CQE, and the call returns the CQE's result or -errno (the kernel's, and
+ * -ECANCELED, -ETIMEDOUT, -EPERM outside a task, as above). Buffers and
+ * addresses stay the caller's; the kernel uses them until the task
+ * resumes, never after. The sockets themselves are made with socket(2).
+ */
+
+/*
+ * Accept a connection on the listening socket fd (IORING_OP_ACCEPT, as
+ * accept4(2); flags SOCK_NONBLOCK, SOCK_CLOEXEC). addr and addrlen may be
+ * NULL. Returns the new socket, owned by the caller. When the task is
+ * cancelled (or its deadline passes) while the accept is in flight and the
+ * kernel accepted anyway, urt closes that socket: none leaks.
+ */
+URT_API int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+
+/* Connect fd to addr (IORING_OP_CONNECT, as connect(2)). Returns 0 or
+ * -errno (-ECONNREFUSED, -ETIMEDOUT, ...). */
+URT_API int urt_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+
+/* Receive up to len bytes (IORING_OP_RECV, as recv(2) with flags such as
+ * MSG_WAITALL, MSG_PEEK). Returns the bytes received, 0 when the peer has
+ * shut down its side, or -errno. len is capped at 0x7ffff000 (-EINVAL
+ * above SSIZE_MAX). */
+URT_API ssize_t urt_recv(int fd, void *buf, size_t len, int flags);
+
+/* Send up to len bytes (IORING_OP_SEND, as send(2)). MSG_NOSIGNAL is
+ * always added: a closed peer gives -EPIPE, never SIGPIPE. Returns the
+ * bytes sent (possibly fewer than len) or -errno. len is capped as for
+ * urt_recv. */
+URT_API ssize_t urt_send(int fd, const void *buf, size_t len, int flags);
+
+/* Shut down part of a full-duplex connection (IORING_OP_SHUTDOWN, as
+ * shutdown(2); how is SHUT_RD, SHUT_WR or SHUT_RDWR). Returns 0 or -errno
+ * (-ENOTCONN, -EINVAL, ...). */
+URT_API int urt_shutdown(int fd, int how);
+
+/* Wait until fd is ready for events (POLLIN, POLLOUT, ...; one-shot
+ * IORING_OP_POLL_ADD). Returns the events that are ready (POLLERR and
+ * POLLHUP may come unasked) or -errno. */
+URT_API int urt_poll(int fd, unsigned events);
+
+/*
+ * An acceptor: a listening socket whose connections arrive by one
+ * multishot IORING_OP_ACCEPT, armed once, each connection a CQE. They
+ * queue in the acceptor until a task takes them with urt_acceptor_next.
+ * When a CQE comes without IORING_CQE_F_MORE (the kernel ended the
+ * multishot), the acceptor arms it again; while 64 connections wait
+ * untaken it stops accepting (the kernel's backlog holds the rest). On a
+ * kernel without multishot accept (before 5.19) each urt_acceptor_next
+ * makes one plain accept.
+ */
+typedef struct urt_acceptor urt_acceptor;
+
+/*
+ * Make an acceptor for the listening socket fd on loop (NULL: the current
+ * loop); flags (SOCK_NONBLOCK, SOCK_CLOEXEC) apply to every accepted
+ * socket. fd stays the caller's; close it after the acceptor. Returns 0,
+ * -EINVAL (NULL out, bad flags, no loop), -EPERM (not the loop's thread),
+ * -ESHUTDOWN (the loop is being destroyed), -ENOMEM. Callable inside a task
+ * and outside one; the accept is submitted at the loop's next turn.
+ */
+URT_API int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags);
+
+/*
+ * The next connection: a socket owned by the caller. Parks the task until
+ * one arrives. Returns the socket or -errno: an accept error the kernel
+ * reported (-EMFILE, ...; the acceptor arms again at the next call),
+ * -EBADF (the acceptor was closed meanwhile), -ECANCELED, -ETIMEDOUT,
+ * -EPERM (outside a task), -EINVAL (NULL). Several tasks may wait; they
+ * are served in order.
+ */
+URT_API int urt_acceptor_next(urt_acceptor *a);
+
+/*
+ * Close an acceptor: the multishot accept is cancelled, connections queued
+ * and not taken are closed, tasks waiting in urt_acceptor_next get -EBADF.
+ * The acceptor is freed once the kernel has answered the cancel; do not use
+ * it after this call. Returns 0 or -EINVAL (NULL). An acceptor not closed
+ * is closed by urt_loop_destroy. From the loop's thread, inside a task or
+ * outside one.
+ */
+URT_API int urt_acceptor_close(urt_acceptor *a);
+
+/*
+ * Channels: a bounded FIFO of fixed-size elements between the tasks of one
+ * loop (no locks; use it from that loop's thread only). Elements are copied
+ * in and out. A receive loop reads as iteration, a stream that ends when
+ * the channel is closed and drained:
+ *
+ *	struct msg m;
+ *	while ((n = urt_chan_recv(ch, &m)) > 0)
+ *		handle(&m);
+ *	// n == 0: closed and empty; n < 0: -ECANCELED, -ETIMEDOUT
+ *
+ * Waiting senders and receivers are served in order; an element passes
+ * straight to a waiting receiver.
+ */
+typedef struct urt_chan urt_chan;
+
+/* Create a channel of capacity elements (at least 1) of elem_size bytes
+ * each (at least 1). Returns 0, -EINVAL (NULL out, a zero size or
+ * capacity, or a buffer that would not fit in memory), -ENOMEM. Callable
+ * anywhere; the caller owns the channel. */
+URT_API int urt_chan_create(urt_chan **out, size_t elem_size, size_t capacity);
+
+/* Implementations of the macros below, which pass sizeof(*elem). */
+URT_API int urt__chan_send(urt_chan *c, const void *elem, size_t size, int wait);
+URT_API int urt__chan_recv(urt_chan *c, void *elem, size_t size, int wait);
+
+/*
+ * urt_chan_send(c, elem): copy *elem into the channel, parking while it is
+ * full. Returns 0; -EPIPE (closed, also while waiting: the element is not
+ * sent); -EINVAL (NULL, or sizeof(*elem) is not the channel's element
+ * size); -ECANCELED; -ETIMEDOUT; -EPERM (it would wait, outside a task).
+ * urt_chan_try_send never waits: -EAGAIN when full. Both callable outside
+ * a task (the try form never waits).
+ */
+#define urt_chan_send(c, elem) urt__chan_send((c), (elem), urt__elem_size_(elem), 1)
+#define urt_chan_try_send(c, elem) urt__chan_send((c), (elem), urt__elem_size_(elem), 0)
+
+/*
+ * urt_chan_recv(c, elem): move the oldest element into *elem, parking
+ * while the channel is empty. Returns 1 (an element), 0 (closed and
+ * drained: the end of the stream), -EINVAL (NULL, or sizeof(*elem) is not
+ * the element size), -ECANCELED, -ETIMEDOUT, -EPERM (it would wait,
+ * outside a task). urt_chan_try_recv never waits: -EAGAIN when empty.
+ */
+#define urt_chan_recv(c, elem) urt__chan_recv((c), (elem), urt__elem_size_(elem), 1)
+#define urt_chan_try_recv(c, elem) urt__chan_recv((c), (elem), urt__elem_size_(elem), 0)
+
+/* sizeof(*p), refusing a void * at compile time. */
+#define urt__elem_size_(p)                                                         \
+	(sizeof(char[1 - 2 * __builtin_types_compatible_p(__typeof__(*(p)), void)]) * 0 + \
+	 sizeof(*(p)))
+
+/* Close a channel: later sends fail with -EPIPE, receivers drain what is
+ * left and then get 0. Every waiting task is woken: senders with -EPIPE,
+ * receivers with 0. Returns 0, -EINVAL (NULL), -EALREADY (closed before).
+ * Callable anywhere on the loop's thread. */
+URT_API int urt_chan_close(urt_chan *c);
+
+/* Elements in the channel now (0 for NULL). */
+URT_API size_t urt_chan_len(const urt_chan *c);
+
+/* Free a channel and the elements left in it. Returns 0, -EINVAL (NULL),
+ * -EBUSY while tasks wait on it (close it, let them run, then destroy). */
+URT_API int urt_chan_destroy(urt_chan *c);
+
+/*
+ * Task groups (structured concurrency, asyncio's TaskGroup). Members are
+ * spawned into a group; urt_group_wait waits for all of them. A member
+ * fails by returning non-zero: the first failure cancels every other
+ * member. The group never lets urt_group_wait return while a member still
+ * runs: cancelling the waiting task, or its deadline, cancels the members
+ * and waits for them to return.
+ *
+ *	urt_group *g;
+ *	urt_group_create(&g);
+ *	for (i = 0; i < n; i++)
+ *		urt_group_spawn(g, fetch, &urls[i]);
+ *	ret = urt_group_wait(g);	// 0, or the first failure
+ */
+typedef struct urt_group urt_group;
+
+/* Create a group on the calling task's loop. Returns 0, -EINVAL (NULL),
+ * -EPERM (outside a task), -ENOMEM. The group lives until urt_group_wait
+ * returns (or the loop is destroyed). */
+URT_API int urt_group_create(urt_group **out);
+
+/*
+ * Spawn fn(arg) as a member (a detached task of the group's loop: its
+ * return value goes to the group). Returns 0, -EINVAL (NULL group or fn),
+ * -ECANCELED (the group is cancelling after a failure, a cancel or a
+ * deadline: nothing is spawned), -EPERM (not the loop's thread), -ENOMEM,
+ * -ESHUTDOWN. Callable by any task of the loop, members included.
+ */
+URT_API int urt_group_spawn(urt_group *g, urt_task_fn fn, void *arg);
+
+/*
+ * Wait until every member has returned, then free the group. Returns 0
+ * when every member returned 0; otherwise the first non-zero value a
+ * member returned (the members after it were cancelled); -ECANCELED or
+ * -ETIMEDOUT when the waiting task was cancelled or its deadline passed
+ * first (the members were cancelled and have returned). -EINVAL (NULL, or
+ * a task already waits), -EPERM (outside a task, or a task of another
+ * loop): the group is not freed.
+ */
+URT_API int urt_group_wait(urt_group *g);
 
 /*
  * Blocking work: a pool of threads.

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,33 +35,38 @@ static void iop_done(struct urt__op *op, int32_t res, uint32_t flags)
 }
 
 
-static struct io_uring_sqe *iop_begin(struct urt_task *t, struct urt__iop *iop)
+static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
 {
-	iop->op.done = iop_done;
-	iop->task = t;
-	iop->res = 0;
-	iop->done = false;
-	iop->cancel_sent = false;
-	return urt__ring_sqe(&t->loop->ring, &iop->op);
+	ts->tv_sec = (long long)(ns / 1000000000u);
+	ts->tv_nsec = (long long)(ns % 1000000000u);
 }
 
 /* Park until the operation's own CQE arrives: never earlier, even when the
- * task is cancelled meanwhile (urt__iop_cancel only asks the kernel). */
-static int iop_wait(struct urt_task *t, struct urt__iop *iop)
+ * task is cancelled meanwhile (urt__iop_cancel only asks the kernel). With
+ * a deadline, an IORING_OP_LINK_TIMEOUT follows sqe in the same submit and
+ * the kernel cancels the operation when it fires: -ETIMEDOUT. */
+static int iop_wait(struct urt__iop *iop, struct io_uring_sqe *sqe)
 {
+	struct urt_task *t = iop->task;
+
+	if (t->deadline != UINT64_MAX) {
+		struct io_uring_sqe *lt;
+
+		sqe->flags |= IOSQE_IO_LINK;
+		ts_of(&iop->ts, t->deadline);
+		lt = urt__ring_sqe(&t->loop->ring, NULL);
+		io_uring_prep_link_timeout(lt, &iop->ts, IORING_TIMEOUT_ABS);
+		iop->linked = true;
+	}
 	t->iop = iop;
 	urt__park(t, URT__WAIT_IO);
 	t->iop = NULL;
 	assert(iop->done);
+	/* The timeout cancelled the operation: -ECANCELED, or -EINTR from
+	 * one that had started in an io-wq thread. */
+	if (iop->linked && !iop->cancel_sent && (iop->res == -ECANCELED || iop->res == -EINTR))
+		return -ETIMEDOUT;
 	return iop->res;
-}
-
-/* Now plus ns on CLOCK_MONOTONIC, saturating: "never" stays never. */
-static uint64_t deadline_after(uint64_t ns)
-{
-	uint64_t now = urt_now_ns();
-
-	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
 }
 
 void urt__iop_cancel(struct urt_task *t)
@@ -78,20 +84,29 @@ void urt__iop_cancel(struct urt_task *t)
 int urt_sleep_ns(uint64_t ns)
 {
 	struct urt_task *t = urt__cur_task;
+	uint64_t until, at;
 	int ret;
 
 	if (!t)
 		return -EPERM;
-	if (t->cancelled)
-		return -ECANCELED;
-	ret = urt__timer_add(t->loop, t, deadline_after(ns));
+	ret = urt__wait_check(t);
 	if (ret)
 		return ret;
-	return urt__park(t, URT__WAIT_SLEEP);
+	until = urt__deadline_after(ns);
+	at = until < t->deadline ? until : t->deadline;
+	ret = urt__timer_add(t->loop, t, at);
+	if (ret)
+		return ret;
+	ret = urt__park(t, URT__WAIT_SLEEP);
+	if (ret == 0 && at < until)
+		return -ETIMEDOUT; /* the task's deadline came first */
+	return ret;
 }
 
 /* The calling task's next I/O operation: an SQE for iop, or NULL with *err
- * set (-EPERM outside a task, -ECANCELED once the task is cancelled). */
+ * set (-EPERM outside a task, -ECANCELED once the task is cancelled,
+ * -ETIMEDOUT once its deadline has passed). With a deadline, room is made
+ * for the linked timeout that iop_wait adds. */
 static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 {
 	struct urt_task *t = urt__cur_task;
@@ -100,11 +115,18 @@ static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 		*err = -EPERM;
 		return NULL;
 	}
-	if (t->cancelled) {
-		*err = -ECANCELED;
+	*err = urt__wait_check(t);
+	if (*err)
 		return NULL;
-	}
-	return iop_begin(t, iop);
+	if (t->deadline != UINT64_MAX)
+		urt__ring_reserve(&t->loop->ring, 2);
+	iop->op.done = iop_done;
+	iop->task = t;
+	iop->res = 0;
+	iop->done = false;
+	iop->cancel_sent = false;
+	iop->linked = false;
+	return urt__ring_sqe(&t->loop->ring, &iop->op);
 }
 
 static uint64_t rw_offset(int64_t offset)
@@ -139,7 +161,7 @@ ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
 	if (!sqe)
 		return res;
 	io_uring_prep_read(sqe, fd, buf, (unsigned)len, rw_offset(offset));
-	res = iop_wait(urt__cur_task, &iop);
+	res = iop_wait(&iop, sqe);
 #if URT__VALGRIND
 	/* The kernel filled the buffer behind valgrind's back. */
 	if (res > 0)
@@ -157,7 +179,7 @@ ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset)
 	if (!sqe)
 		return res;
 	io_uring_prep_write(sqe, fd, buf, (unsigned)len, rw_offset(offset));
-	return iop_wait(urt__cur_task, &iop);
+	return iop_wait(&iop, sqe);
 }
 
 int urt_fsync(int fd, unsigned flags)
@@ -174,7 +196,7 @@ int urt_fsync(int fd, unsigned flags)
 	if (!sqe)
 		return res;
 	io_uring_prep_fsync(sqe, fd, (flags & URT_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
-	return iop_wait(urt__cur_task, &iop);
+	return iop_wait(&iop, sqe);
 }
 
 /* Vectored read or write: the kernel checks the vector (-EINVAL for more
@@ -196,7 +218,7 @@ static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, 
 		io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
 	else
 		io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
-	res = iop_wait(urt__cur_task, &iop);
+	res = iop_wait(&iop, sqe);
 #if URT__VALGRIND
 	for (int i = 0, left = res; !write && i < iovcnt && left > 0; i++) {
 		size_t n = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
@@ -232,7 +254,7 @@ int urt_openat(int dirfd, const char *path, int flags, mode_t mode)
 	if (!sqe)
 		return res;
 	io_uring_prep_openat(sqe, dirfd, path, flags, mode);
-	res = iop_wait(urt__cur_task, &iop);
+	res = iop_wait(&iop, sqe);
 	/* Cancelled, but the kernel opened it anyway: the caller was told
 	 * -ECANCELED and will never close this fd, so close it here. */
 	if (res >= 0 && iop.cancel_sent) {
@@ -256,7 +278,7 @@ int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct stat
 	if (!sqe)
 		return res;
 	io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
-	res = iop_wait(urt__cur_task, &iop);
+	res = iop_wait(&iop, sqe);
 #if URT__VALGRIND
 	if (res == 0)
 		VALGRIND_MAKE_MEM_DEFINED(out, sizeof(*out));
@@ -274,7 +296,343 @@ int urt_close(int fd)
 	if (!sqe)
 		return res;
 	io_uring_prep_close(sqe, fd);
-	return iop_wait(urt__cur_task, &iop);
+	return iop_wait(&iop, sqe);
+}
+
+/* ---- sockets ---- */
+
+/* An fd the kernel made although the caller will be told -ECANCELED or
+ * -ETIMEDOUT (a cancel or deadline that came too late to stop it): close
+ * it, since the caller never sees it. */
+static int fd_result(struct urt__iop *iop, int res)
+{
+	if (res >= 0 && iop->cancel_sent) {
+		close(res);
+		return -ECANCELED;
+	}
+	return res;
+}
+
+int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
+	res = fd_result(&iop, iop_wait(&iop, sqe));
+#if URT__VALGRIND
+	if (res >= 0 && addr && addrlen)
+		VALGRIND_MAKE_MEM_DEFINED(addr, *addrlen);
+#endif
+	return res;
+}
+
+int urt_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_connect(sqe, fd, addr, addrlen);
+	return iop_wait(&iop, sqe);
+}
+
+ssize_t urt_recv(int fd, void *buf, size_t len, int flags)
+{
+	struct urt__iop iop;
+	int res = 0;
+	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
+
+	if (!sqe)
+		return res;
+	io_uring_prep_recv(sqe, fd, buf, len, flags);
+	res = iop_wait(&iop, sqe);
+#if URT__VALGRIND
+	if (res > 0)
+		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
+#endif
+	return res;
+}
+
+ssize_t urt_send(int fd, const void *buf, size_t len, int flags)
+{
+	struct urt__iop iop;
+	int res = 0;
+	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
+
+	if (!sqe)
+		return res;
+	io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
+	return iop_wait(&iop, sqe);
+}
+
+int urt_shutdown(int fd, int how)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_shutdown(sqe, fd, how);
+	return iop_wait(&iop, sqe);
+}
+
+int urt_poll(int fd, unsigned events)
+{
+	struct io_uring_sqe *sqe;
+	struct urt__iop iop;
+	int res = 0;
+
+	sqe = op_start(&iop, &res);
+	if (!sqe)
+		return res;
+	io_uring_prep_poll_add(sqe, fd, events);
+	return iop_wait(&iop, sqe);
+}
+
+/* ---- acceptors: one multishot accept, connections queued ---- */
+
+#define ACCEPT_QUEUE 64u
+
+struct urt_acceptor {
+	struct urt__op op;
+	struct urt_loop *loop;
+	struct urt_acceptor *prev, *next; /* the loop's acceptors */
+	int fd, flags;
+	int *queue;                /* accepted, not taken yet (a ring) */
+	unsigned head, len, cap;
+	int err;                   /* an accept error for the next taker */
+	struct urt__waitq takers;
+	bool armed;                /* the multishot accept is in flight */
+	bool pausing;              /* a cancel is on its way: the queue is full */
+	bool multishot;            /* false: the kernel has no multishot accept */
+	bool closed;               /* urt_acceptor_close: free once disarmed */
+};
+
+static void acceptor_free(struct urt_acceptor *a)
+{
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		a->loop->acceptors = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	free(a->queue);
+	free(a);
+}
+
+static void acceptor_arm(struct urt_acceptor *a)
+{
+	struct io_uring_sqe *sqe = urt__ring_sqe(&a->loop->ring, &a->op);
+
+	io_uring_prep_multishot_accept(sqe, a->fd, NULL, NULL, a->flags);
+	a->armed = true;
+}
+
+/* Ask the kernel to end the multishot accept; its last CQE (without
+ * IORING_CQE_F_MORE) tells when it has. */
+static void acceptor_disarm(struct urt_acceptor *a)
+{
+	struct io_uring_sqe *sqe = urt__ring_sqe(&a->loop->ring, NULL);
+
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&a->op, 0);
+	a->pausing = true;
+}
+
+/* Queue an accepted socket. Past ACCEPT_QUEUE the acceptor pauses, but
+ * the kernel may post a few more before the cancel reaches it: the queue
+ * grows for those. 0 or -ENOMEM. */
+static int acceptor_queue(struct urt_acceptor *a, int fd)
+{
+	if (a->len == a->cap) {
+		unsigned cap = a->cap ? 2 * a->cap : ACCEPT_QUEUE;
+		int *q = malloc(cap * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		for (unsigned i = 0; i < a->len; i++)
+			q[i] = a->queue[(a->head + i) % a->cap];
+		free(a->queue);
+		a->queue = q;
+		a->head = 0;
+		a->cap = cap;
+	}
+	a->queue[(a->head + a->len) % a->cap] = fd;
+	a->len++;
+	return 0;
+}
+
+/* The oldest queued socket. */
+static int acceptor_take(struct urt_acceptor *a)
+{
+	int fd = a->queue[a->head];
+
+	a->head = (a->head + 1) % a->cap;
+	a->len--;
+	return fd;
+}
+
+static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
+{
+	struct urt_acceptor *a = (struct urt_acceptor *)op;
+
+	if (!(flags & IORING_CQE_F_MORE)) {
+		a->armed = false;
+		a->pausing = false;
+	}
+	if (a->closed) {
+		if (res >= 0)
+			close(res);
+		if (!a->armed)
+			acceptor_free(a);
+		return;
+	}
+	if (res >= 0) {
+		if (a->takers.head) {
+			urt__waitq_wake(a->takers.head, res);
+		} else if (acceptor_queue(a, res)) {
+			/* Out of memory: the connection is reset, the next
+			 * taker hears why. */
+			close(res);
+			if (!a->err)
+				a->err = -ENOMEM;
+		} else if (a->len >= ACCEPT_QUEUE && a->armed && !a->pausing) {
+			acceptor_disarm(a);
+		}
+		/* The kernel ended the multishot (its CQ overflowed, ...):
+		 * arm it again while there is room. */
+		if (!a->armed && a->len < ACCEPT_QUEUE)
+			acceptor_arm(a);
+		return;
+	}
+	if (res == -ECANCELED && !a->armed) {
+		/* Paused: urt_acceptor_next arms it again, or now, for a
+		 * taker that came while the cancel was on its way. */
+		if (a->takers.head)
+			acceptor_arm(a);
+		return;
+	}
+	if (res == -EINVAL && a->multishot && !a->armed) {
+		/* No multishot accept in this kernel: takers accept one by
+		 * one. Wake the waiting ones to do so. */
+		a->multishot = false;
+		urt__waitq_wake_all(&a->takers, -EAGAIN);
+		return;
+	}
+	/* An accept error (-EMFILE, ...): the next taker gets it; the
+	 * acceptor arms again at the next urt_acceptor_next. */
+	if (a->takers.head)
+		urt__waitq_wake(a->takers.head, res);
+	else if (!a->err)
+		a->err = res;
+}
+
+int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
+{
+	struct urt_acceptor *a;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!loop)
+		loop = urt__cur_loop;
+	if (!loop || fd < 0 || (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)))
+		return -EINVAL;
+	if (!pthread_equal(loop->owner, pthread_self()))
+		return -EPERM;
+	if (loop->destroying)
+		return -ESHUTDOWN;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->op.done = acceptor_done;
+	a->loop = loop;
+	a->fd = fd;
+	a->flags = flags;
+	a->multishot = true;
+	a->next = loop->acceptors;
+	if (a->next)
+		a->next->prev = a;
+	loop->acceptors = a;
+	acceptor_arm(a);
+	*out = a;
+	return 0;
+}
+
+int urt_acceptor_next(urt_acceptor *a)
+{
+	struct urt_task *t = urt__cur_task;
+	struct urt__waiter w;
+	int ret;
+
+	if (!a || a->closed)
+		return -EINVAL;
+	if (!t)
+		return -EPERM;
+	if (t->loop != a->loop)
+		return -EXDEV;
+	ret = urt__wait_check(t);
+	if (ret)
+		return ret;
+	for (;;) {
+		if (a->len) {
+			ret = acceptor_take(a);
+		} else if (a->err) {
+			ret = a->err;
+			a->err = 0;
+		} else if (!a->multishot) {
+			return urt_accept(a->fd, NULL, NULL, a->flags);
+		} else {
+			if (!a->armed)
+				acceptor_arm(a);
+			ret = urt__waitq_park(&a->takers, &w, t);
+			if (ret == -EAGAIN)
+				continue; /* the kernel has no multishot: go on */
+			return ret;
+		}
+		/* Taken from the queue: accept again if it was paused or
+		 * ended on an error. */
+		if (!a->armed && a->multishot && !a->err)
+			acceptor_arm(a);
+		return ret;
+	}
+}
+
+int urt_acceptor_close(urt_acceptor *a)
+{
+	if (!a || a->closed)
+		return -EINVAL;
+	a->closed = true;
+	while (a->len)
+		close(acceptor_take(a));
+	urt__waitq_wake_all(&a->takers, -EBADF);
+	if (!a->armed)
+		acceptor_free(a);
+	else if (!a->pausing)
+		acceptor_disarm(a);
+	return 0;
+}
+
+void urt__acceptors_close(struct urt_loop *loop, bool free_all)
+{
+	struct urt_acceptor *a, *next;
+
+	for (a = loop->acceptors; a; a = next) {
+		next = a->next;
+		if (free_all)
+			acceptor_free(a);
+		else if (!a->closed)
+			urt_acceptor_close(a);
+	}
 }
 
 /* ---- offloaded jobs ---- */
@@ -362,15 +720,13 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 }
 
 /* Whether the calling task t may offload fn: 0 or -errno. */
-static int offload_allowed(const struct urt_task *t, void (*fn)(void *))
+static int offload_allowed(struct urt_task *t, void (*fn)(void *))
 {
 	if (!t)
 		return -EPERM;
 	if (!fn)
 		return -EINVAL;
-	if (t->cancelled)
-		return -ECANCELED;
-	return 0;
+	return urt__wait_check(t);
 }
 
 int urt__to_thread(void (*fn)(void *), void *arg)
@@ -392,11 +748,13 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 {
 	struct urt_task *t = urt__cur_task;
 	struct urt__job *job;
+	uint64_t at;
 	int ret = offload_allowed(t, fn);
 
-	/* -ECANCELED always hands arg to the pool, also before submitting:
-	 * the caller cannot tell the two apart, so both must mean the same. */
-	if (ret == -ECANCELED && dtor)
+	/* -ECANCELED and -ETIMEDOUT always hand arg to the pool, also before
+	 * submitting: the caller cannot tell the cases apart, so they must
+	 * mean the same. */
+	if ((ret == -ECANCELED || ret == -ETIMEDOUT) && dtor)
 		dtor(arg);
 	if (ret)
 		return ret;
@@ -413,10 +771,14 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 		return ret;
 	}
 	t->job = job;
-	/* On -ENOMEM the job is queued already: wait without a deadline
-	 * rather than leave it without an owner. */
-	if (timeout_ns)
-		(void)urt__timer_add(t->loop, t, deadline_after(timeout_ns));
+	/* The earlier of its own timeout and the task's deadline. On -ENOMEM
+	 * the job is queued already: wait without a deadline rather than
+	 * leave it without an owner. */
+	at = timeout_ns ? urt__deadline_after(timeout_ns) : UINT64_MAX;
+	if (t->deadline < at)
+		at = t->deadline;
+	if (at != UINT64_MAX)
+		(void)urt__timer_add(t->loop, t, at);
 	return urt__park(t, URT__WAIT_JOB);
 }
 

@@ -1,6 +1,7 @@
 /* loop: the scheduler. Run ready tasks, arm the one timeout for all sleepers,
  * submit everything with one io_uring_enter, dispatch completions. Also the
  * task API that is about scheduling: spawn, join, cancel, yield. */
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -138,6 +139,8 @@ void urt__task_finished(struct urt_task *t)
 {
 	t->state = URT__DONE;
 	t->loop->live--;
+	if (t->group)
+		urt__group_member_done(t);
 	if (t->joiner) {
 		/* t->joiner stays set: the handle is claimed until the joiner
 		 * runs and frees it, so no other join can take it meanwhile. */
@@ -215,8 +218,38 @@ void urt__timer_del(struct urt_loop *loop, struct urt_task *t)
 	heap_up(loop->heap, i);
 }
 
-/* Wake every sleeper whose deadline has passed. The clock is read after the
- * kernel's timeout fired, so no sleep ends before its deadline. */
+/* End a wait that can be cut short (by a cancel, res -ECANCELED, or by
+ * the task's deadline, res -ETIMEDOUT). A sleep whose own deadline came is
+ * woken by timers_expire, not here. Returns false for a wait that only
+ * its own completion ends (I/O, urt_to_thread). */
+static bool wait_interrupt(struct urt_task *t, int res)
+{
+	switch (t->wait) {
+	case URT__WAIT_SLEEP:
+		urt__timer_del(t->loop, t);
+		urt__wake(t, res);
+		return true;
+	case URT__WAIT_JOIN:
+		urt__timer_del(t->loop, t);
+		t->joining->joiner = NULL;
+		t->joining = NULL;
+		urt__wake(t, res);
+		return true;
+	case URT__WAIT_JOB:
+		urt__job_abandon(t, res);
+		return true;
+	case URT__WAIT_HOOK:
+		urt__timer_del(t->loop, t);
+		t->interrupt(t, res);
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Wake every task whose timer has passed: sleepers with 0, other waits
+ * with -ETIMEDOUT. The clock is read after the kernel's timeout fired, so
+ * no sleep ends before its deadline. */
 static void timers_expire(struct urt_loop *loop)
 {
 	uint64_t now;
@@ -227,13 +260,95 @@ static void timers_expire(struct urt_loop *loop)
 	while (loop->heap_n && loop->heap[0].deadline <= now) {
 		struct urt_task *t = loop->heap[0].task;
 
-		if (t->wait == URT__WAIT_JOB) {
-			urt__job_abandon(t, -ETIMEDOUT);
-		} else {
+		if (t->wait == URT__WAIT_SLEEP) {
 			urt__timer_del(loop, t);
 			urt__wake(t, 0);
+		} else {
+			bool ok = wait_interrupt(t, -ETIMEDOUT);
+
+			assert(ok);
+			(void)ok;
+			urt__timer_del(loop, t); /* a group waits on, untimed */
 		}
 	}
+}
+
+int urt__wait_check(struct urt_task *t)
+{
+	if (t->cancelled)
+		return -ECANCELED;
+	if (t->deadline != UINT64_MAX && urt_now_ns() >= t->deadline)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int))
+{
+	int ret;
+
+	t->interrupt = interrupt;
+	t->wait_obj = obj;
+	if (t->deadline != UINT64_MAX) {
+		ret = urt__timer_add(t->loop, t, t->deadline);
+		if (ret)
+			return ret;
+	}
+	ret = urt__park(t, URT__WAIT_HOOK);
+	urt__timer_del(t->loop, t);
+	t->interrupt = NULL;
+	t->wait_obj = NULL;
+	return ret;
+}
+
+/* ---- wait queues ---- */
+
+static void waitq_interrupt(struct urt_task *t, int res)
+{
+	urt__waitq_wake(t->wait_obj, res);
+}
+
+int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t)
+{
+	int ret = urt__wait_check(t);
+
+	if (ret)
+		return ret;
+	w->task = t;
+	w->q = q;
+	w->next = NULL;
+	w->prev = q->tail;
+	if (q->tail)
+		q->tail->next = w;
+	else
+		q->head = w;
+	q->tail = w;
+	ret = urt__park_hook(t, w, waitq_interrupt);
+	if (w->q) /* not parked after all (-ENOMEM arming the deadline) */
+		urt__waitq_wake(w, ret);
+	return ret;
+}
+
+void urt__waitq_wake(struct urt__waiter *w, int res)
+{
+	struct urt__waitq *q = w->q;
+
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		q->tail = w->prev;
+	w->q = NULL;
+	if (w->task->state == URT__PARKED)
+		urt__wake(w->task, res);
+}
+
+void urt__waitq_wake_all(struct urt__waitq *q, int res)
+{
+	while (q->head)
+		urt__waitq_wake(q->head, res);
 }
 
 static void timer_done(struct urt__op *op, int32_t res, uint32_t flags)
@@ -536,6 +651,7 @@ void urt_loop_destroy(urt_loop *loop)
 		return;
 	loop->destroying = true;
 	loop->stop = false;
+	urt__acceptors_close(loop, false);
 	for (t = loop->all; t; t = t->all_next)
 		if (t->state != URT__DONE)
 			urt_cancel(t);
@@ -557,6 +673,8 @@ void urt_loop_destroy(urt_loop *loop)
 				break;
 	}
 	leave(loop);
+	urt__acceptors_close(loop, true);
+	urt__groups_free(loop);
 	if (loop->pool) {
 		urt__pool_detach(loop->pool);
 		if (loop->own_pool)
@@ -670,11 +788,18 @@ int urt_join(urt_task *t, int *result)
 		return -EDEADLK;
 	if (t->loop != self->loop)
 		return -EXDEV;
-	if (self->cancelled)
-		return -ECANCELED;
+	ret = urt__wait_check(self);
+	if (ret)
+		return ret;
+	if (self->deadline != UINT64_MAX) {
+		ret = urt__timer_add(self->loop, self, self->deadline);
+		if (ret)
+			return ret;
+	}
 	t->joiner = self;
 	self->joining = t;
 	ret = urt__park(self, URT__WAIT_JOIN);
+	urt__timer_del(self->loop, self);
 	if (ret)
 		return ret;
 	join_collect(t, result);
@@ -702,32 +827,51 @@ int urt_cancel(urt_task *t)
 		return -EPERM;
 	if (t->state == URT__DONE)
 		return -ESRCH;
+	if (t->cancelled)
+		return 0;
 	t->cancelled = true;
 	if (t->state != URT__PARKED)
 		return 0;
-	switch (t->wait) {
-	case URT__WAIT_SLEEP:
-		urt__timer_del(t->loop, t);
-		urt__wake(t, -ECANCELED);
-		break;
-	case URT__WAIT_JOIN:
-		t->joining->joiner = NULL;
-		t->joining = NULL;
-		urt__wake(t, -ECANCELED);
-		break;
-	case URT__WAIT_IO:
+	/* urt_to_thread's fn is running or queued on the task's stack: the
+	 * task stays parked until the job completes. */
+	if (!wait_interrupt(t, -ECANCELED) && t->wait == URT__WAIT_IO)
 		urt__iop_cancel(t);
-		break;
-	case URT__WAIT_JOB:
-		urt__job_abandon(t, -ECANCELED);
-		break;
-	case URT__WAIT_POOL:
-		/* fn is running or queued on the task's stack: the task
-		 * stays parked until the job completes. */
-		break;
-	default:
-		break;
-	}
+	return 0;
+}
+
+/* ---- timeout scopes ---- */
+
+int urt_timeout_enter(struct urt_timeout *scope, uint64_t ns)
+{
+	struct urt_task *t = urt__cur_task;
+
+	if (!t)
+		return -EPERM;
+	if (!scope)
+		return -EINVAL;
+	scope->at = urt__deadline_after(ns);
+	scope->outer_at = t->deadline;
+	scope->outer = t->scope;
+	t->scope = scope;
+	if (scope->at < t->deadline)
+		t->deadline = scope->at;
+	return 0;
+}
+
+int urt_timeout_leave(struct urt_timeout *scope)
+{
+	struct urt_task *t = urt__cur_task;
+
+	if (!t)
+		return -EPERM;
+	if (!scope || t->scope != scope)
+		return -EINVAL;
+	t->scope = scope->outer;
+	t->deadline = scope->outer_at;
+	/* Only the scope whose deadline bound the block's waits reports it:
+	 * an outer one that came first reports it when it is left. */
+	if (scope->at <= scope->outer_at && urt_now_ns() >= scope->at)
+		return -ETIMEDOUT;
 	return 0;
 }
 
@@ -754,11 +898,13 @@ static bool direct_switch_ok(struct urt_loop *loop)
 int urt_yield(void)
 {
 	struct urt_task *self = urt__cur_task;
+	int ret;
 
 	if (!self)
 		return -EPERM;
-	if (self->cancelled)
-		return -ECANCELED;
+	ret = urt__wait_check(self);
+	if (ret)
+		return ret;
 	enqueue(&self->loop->yq_head, &self->loop->yq_tail, self);
 	self->loop->yq_len++;
 #if !URT__ASAN

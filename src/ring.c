@@ -124,6 +124,18 @@ struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op)
 	return sqe;
 }
 
+void urt__ring_reserve(struct urt__ring *r, unsigned n)
+{
+	while (io_uring_sq_space_left(&r->ring) < n) {
+		int ret = io_uring_submit(&r->ring);
+
+		if (ret == -EBUSY || ret == -EAGAIN) {
+			(void)io_uring_get_events(&r->ring);
+			reap(r);
+		}
+	}
+}
+
 int urt__ring_turn(struct urt__ring *r, bool wait)
 {
 	int ret;

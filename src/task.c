@@ -165,6 +165,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	memset(t, 0, sizeof(*t));
 	t->loop = loop;
 	t->heap_idx = SIZE_MAX;
+	t->deadline = UINT64_MAX;
 	t->map = map;
 	t->map_len = len;
 	t->guarded = guarded;

@@ -63,6 +63,9 @@ void urt__ring_fini(struct urt__ring *r);
 /* A free SQE, flushing the SQ to the kernel when it is full. user_data is set
  * to op (NULL: URT__UD_IGNORE). Never NULL. */
 struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op);
+/* Make room for n SQEs that must reach the kernel in one submit (a linked
+ * pair): flushes the SQ first when fewer than n entries are free. */
+void urt__ring_reserve(struct urt__ring *r, unsigned n);
 /* Count a CQE that arrives without an SQE of ours (a MSG_RING from a pool
  * worker), so that the loop waits for it. */
 static inline void urt__ring_expect(struct urt__ring *r)
@@ -97,6 +100,8 @@ enum urt__wait {
 	URT__WAIT_JOIN,
 	URT__WAIT_POOL,   /* urt_to_thread: woken only by the job's completion */
 	URT__WAIT_JOB,    /* urt_job_run: woken by completion, deadline or cancel */
+	URT__WAIT_HOOK,   /* a wait whose cancel or deadline calls t->interrupt
+			   * (channels, acceptors, groups) */
 };
 
 struct urt_task {
@@ -114,6 +119,15 @@ struct urt_task {
 	struct urt_task *joining; /* parked in join: the task it waits for */
 	struct urt__iop *iop;     /* parked in I/O: the operation */
 	struct urt__job *job;     /* parked in urt_job_run: the job */
+	/* URT__WAIT_HOOK: undoes the wait when a cancel (res -ECANCELED) or
+	 * the deadline (-ETIMEDOUT) interrupts it; wakes t or leaves it
+	 * parked (a group waits for its members first). */
+	void (*interrupt)(struct urt_task *t, int res);
+	void *wait_obj;           /* URT__WAIT_HOOK: what it waits on */
+	uint64_t deadline;        /* urt_timeout_enter; UINT64_MAX: none */
+	struct urt_timeout *scope; /* the innermost timeout scope */
+	struct urt_group *group;  /* the group the task is a member of */
+	struct urt_task *gprev, *gnext; /* the group's members */
 	char name[32];            /* urt_task_set_name; empty: unnamed */
 	int result;               /* fn's return value */
 	int wake_res;             /* what the current wait returns */
@@ -149,12 +163,46 @@ struct urt__iop {
 	int32_t res;
 	bool done;
 	bool cancel_sent;
+	bool linked;        /* an IORING_OP_LINK_TIMEOUT follows the SQE */
+	struct __kernel_timespec ts; /* the linked timeout's deadline */
 };
+
+/* A task parked on a wait queue (a channel's senders or receivers, an
+ * acceptor's takers). Lives on the parked task's stack. */
+struct urt__waiter {
+	struct urt__waiter *next, *prev;
+	struct urt__waitq *q;
+	struct urt_task *task;
+	void *data;          /* what the waiter carries (an element to send, a
+			      * place to receive into) */
+};
+
+struct urt__waitq {
+	struct urt__waiter *head, *tail;
+};
+
+/* Park the running task t at the back of q until urt__waitq_wake (its
+ * result), a cancel (-ECANCELED) or t's deadline (-ETIMEDOUT). Checks
+ * both before parking. */
+int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t);
+/* Take w off its queue and make its task ready, its wait returning res. */
+void urt__waitq_wake(struct urt__waiter *w, int res);
+/* Wake every waiter of q with res. */
+void urt__waitq_wake_all(struct urt__waitq *q, int res);
 
 struct urt__stack_cache {
 	void **free;
 	size_t n, cap, limit;
 };
+
+struct urt_group;
+/* A member of g has returned (loop.c tells sync.c). */
+void urt__group_member_done(struct urt_task *t);
+/* Loop destroy: free the groups no task waited for. */
+void urt__groups_free(struct urt_loop *loop);
+/* Loop destroy: close the acceptors still open (io.c); with free_all, free
+ * every one left (once no CQE can come for them). */
+void urt__acceptors_close(struct urt_loop *loop, bool free_all);
 
 /* Allocate a task with its stack (from the cache when one is free). */
 int urt__task_new(struct urt_loop *loop, struct urt_task **out);
@@ -227,6 +275,8 @@ struct urt_loop {
 	struct urt__job *jq_head, *jq_tail; /* jobs to hand over this turn */
 	unsigned jq_n;
 	struct urt__job *jobs;      /* jobs submitted, completion not reaped */
+	struct urt_group *groups;   /* groups not yet waited for */
+	struct urt_acceptor *acceptors; /* acceptors not yet freed */
 	uint64_t jobs_inflight;
 	uint64_t spin_ns;
 	uint64_t stall_ns;          /* 0: stall detection off */
@@ -258,6 +308,23 @@ int urt__park(struct urt_task *t, enum urt__wait why);
 void urt__wake(struct urt_task *t, int res);
 /* Called by the task layer when a task's function has returned. */
 void urt__task_finished(struct urt_task *t);
+
+/* Park t (the running task) in a hook wait on obj (see URT__WAIT_HOOK),
+ * with t's deadline, if any, armed on the timer heap. Returns the wake
+ * result: the waker's, or -ECANCELED / -ETIMEDOUT from interrupt. The
+ * caller checks cancellation and the deadline first (urt__wait_check). */
+int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int));
+/* Before a wait: -ECANCELED once t is cancelled, -ETIMEDOUT once its
+ * deadline has passed, else 0. */
+int urt__wait_check(struct urt_task *t);
+
+/* Now plus ns on CLOCK_MONOTONIC, saturating: "never" stays never. */
+static inline uint64_t urt__deadline_after(uint64_t ns)
+{
+	uint64_t now = urt_now_ns();
+
+	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+}
 
 /* Timers (loop.c). */
 int urt__timer_add(struct urt_loop *loop, struct urt_task *t, uint64_t deadline);

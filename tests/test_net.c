@@ -1,0 +1,667 @@
+/* Sockets and acceptors on loopback: accept, connect, recv, send, shutdown,
+ * poll, each one SQE; exact byte counts and errors; cancel while parked;
+ * deadlines through the linked timeout; the multishot acceptor, its queue,
+ * its pause when the queue is full and its re-arm. */
+#include "test_util.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+/* A listening TCP socket on 127.0.0.1 at an ephemeral port. */
+static int listener(struct sockaddr_in *addr)
+{
+	socklen_t len = sizeof(*addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	memset(addr, 0, sizeof(*addr));
+	addr->sin_family = AF_INET;
+	addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)addr, sizeof(*addr)), 0);
+	assert_int_equal(listen(fd, 256), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)addr, &len), 0);
+	return fd;
+}
+
+static int tcp_socket(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	return fd;
+}
+
+/* ---- one connection, both ends in tasks ---- */
+
+struct conv {
+	int lfd;
+	struct sockaddr_in addr;
+	/* server */
+	int sfd;
+	struct sockaddr_in peer;
+	socklen_t peer_len;
+	ssize_t s_recv1, s_send, s_recv_eof;
+	char s_got[16];
+	/* client */
+	int cfd;
+	int c_connect, c_shutdown;
+	ssize_t c_send, c_recv;
+	char c_got[16];
+};
+
+static int conv_server(void *arg)
+{
+	struct conv *c = arg;
+
+	c->peer_len = sizeof(c->peer);
+	c->sfd = urt_accept(c->lfd, (struct sockaddr *)&c->peer, &c->peer_len, SOCK_CLOEXEC);
+	if (c->sfd < 0)
+		return c->sfd;
+	c->s_recv1 = urt_recv(c->sfd, c->s_got, sizeof(c->s_got), 0);
+	c->s_send = urt_send(c->sfd, "pong!", 5, 0);
+	c->s_recv_eof = urt_recv(c->sfd, c->s_got + 8, 8, 0);
+	return 0;
+}
+
+static int conv_client_exact(void *arg)
+{
+	struct conv *c = arg;
+
+	c->c_connect = urt_connect(c->cfd, (struct sockaddr *)&c->addr, sizeof(c->addr));
+	c->c_send = urt_send(c->cfd, "ping", 4, 0);
+	c->c_recv = urt_recv(c->cfd, c->c_got, 5, MSG_WAITALL);
+	c->c_shutdown = urt_shutdown(c->cfd, SHUT_WR);
+	return 0;
+}
+
+static void test_conversation(void **state)
+{
+	struct conv c = { .sfd = -1 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	c.lfd = listener(&c.addr);
+	c.cfd = tcp_socket();
+	spawn_ok(loop, NULL, conv_server, &c);
+	spawn_ok(loop, NULL, conv_client_exact, &c);
+	run_and_destroy(loop);
+	assert_true(c.sfd >= 0);
+	assert_int_equal(c.peer.sin_family, AF_INET);
+	assert_int_equal(c.peer.sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+	assert_int_equal(c.c_connect, 0);
+	assert_int_equal(c.c_send, 4);
+	assert_int_equal(c.s_recv1, 4);
+	assert_memory_equal(c.s_got, "ping", 4);
+	assert_int_equal(c.s_send, 5);
+	assert_int_equal(c.c_recv, 5);
+	assert_memory_equal(c.c_got, "pong!", 5);
+	assert_int_equal(c.c_shutdown, 0);
+	assert_int_equal(c.s_recv_eof, 0); /* the client shut down its side */
+	assert_int_equal(close(c.sfd), 0);
+	assert_int_equal(close(c.cfd), 0);
+	assert_int_equal(close(c.lfd), 0);
+}
+
+/* ---- errors ---- */
+
+struct errs {
+	struct sockaddr_in refused;
+	int pair[2];
+	int connect_refused, shutdown_unconnected, shutdown_bad_how;
+	ssize_t send_closed, recv_badf, recv_huge, send_huge;
+	int accept_badf, accept_not_listening, poll_badf;
+};
+
+static int error_task(void *arg)
+{
+	struct errs *e = arg;
+	int fd = tcp_socket();
+	char b[4];
+
+	e->connect_refused = urt_connect(fd, (struct sockaddr *)&e->refused, sizeof(e->refused));
+	close(fd);
+	fd = tcp_socket();
+	e->shutdown_unconnected = urt_shutdown(fd, SHUT_RDWR);
+	e->shutdown_bad_how = urt_shutdown(e->pair[0], 42);
+	e->accept_not_listening = urt_accept(fd, NULL, NULL, 0);
+	close(fd);
+	/* The peer is gone: -EPIPE, and no SIGPIPE (MSG_NOSIGNAL). */
+	e->send_closed = urt_send(e->pair[0], "x", 1, 0);
+	e->recv_badf = urt_recv(-1, b, sizeof(b), 0);
+	e->recv_huge = urt_recv(e->pair[0], b, (size_t)SSIZE_MAX + 1, 0);
+	e->send_huge = urt_send(e->pair[0], b, (size_t)SSIZE_MAX + 1, 0);
+	e->accept_badf = urt_accept(-1, NULL, NULL, 0);
+	e->poll_badf = urt_poll(-1, POLLIN);
+	return 0;
+}
+
+static void test_errors(void **state)
+{
+	struct errs e;
+	urt_loop *loop = loop_new(NULL);
+	int lfd;
+
+	(void)state;
+	memset(&e, 0, sizeof(e));
+	/* A port that was listening and is closed: nobody is there. */
+	lfd = listener(&e.refused);
+	close(lfd);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, e.pair), 0);
+	close(e.pair[1]);
+	spawn_ok(loop, NULL, error_task, &e);
+	run_and_destroy(loop);
+	assert_int_equal(e.connect_refused, -ECONNREFUSED);
+	assert_int_equal(e.shutdown_unconnected, -ENOTCONN);
+	assert_int_equal(e.shutdown_bad_how, -EINVAL);
+	assert_int_equal(e.accept_not_listening, -EINVAL);
+	assert_int_equal(e.send_closed, -EPIPE);
+	assert_int_equal(e.recv_badf, -EBADF);
+	assert_int_equal(e.recv_huge, -EINVAL);
+	assert_int_equal(e.send_huge, -EINVAL);
+	assert_int_equal(e.accept_badf, -EBADF);
+	assert_int_equal(e.poll_badf, -EBADF);
+	close(e.pair[0]);
+}
+
+static void test_outside_task(void **state)
+{
+	char b[4];
+	urt_acceptor *a = (urt_acceptor *)&b;
+
+	(void)state;
+	assert_int_equal(urt_accept(0, NULL, NULL, 0), -EPERM);
+	assert_int_equal(urt_connect(0, NULL, 0), -EPERM);
+	assert_int_equal(urt_recv(0, b, sizeof(b), 0), -EPERM);
+	assert_int_equal(urt_send(0, b, sizeof(b), 0), -EPERM);
+	assert_int_equal(urt_shutdown(0, SHUT_RD), -EPERM);
+	assert_int_equal(urt_poll(0, POLLIN), -EPERM);
+	assert_int_equal(urt_acceptor_create(NULL, &a, 3, 0), -EINVAL); /* no loop */
+	assert_null(a);
+	assert_int_equal(urt_acceptor_next(NULL), -EINVAL);
+	assert_int_equal(urt_acceptor_close(NULL), -EINVAL);
+	{
+		urt_loop *loop = loop_new(NULL);
+
+		assert_int_equal(urt_acceptor_create(loop, NULL, 3, 0), -EINVAL);
+		assert_int_equal(urt_acceptor_create(loop, &a, -1, 0), -EINVAL);
+		assert_int_equal(urt_acceptor_create(loop, &a, 3, O_APPEND), -EINVAL);
+		urt_loop_destroy(loop);
+	}
+}
+
+/* ---- poll ---- */
+
+struct pollc {
+	int pair[2];
+	int in, out;
+	uint64_t woke_at, wrote_at;
+};
+
+static int poll_waiter(void *arg)
+{
+	struct pollc *p = arg;
+
+	p->out = urt_poll(p->pair[0], POLLOUT);
+	p->in = urt_poll(p->pair[0], POLLIN);
+	p->woke_at = urt_now_ns();
+	return 0;
+}
+
+static int poll_writer(void *arg)
+{
+	struct pollc *p = arg;
+
+	urt_sleep_ns(10 * MS);
+	p->wrote_at = urt_now_ns();
+	return urt_send(p->pair[1], "z", 1, 0) == 1 ? 0 : -1;
+}
+
+static void test_poll(void **state)
+{
+	struct pollc p = { 0 };
+	urt_loop *loop = loop_new(NULL);
+	char c;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.pair), 0);
+	spawn_ok(loop, NULL, poll_waiter, &p);
+	spawn_ok(loop, NULL, poll_writer, &p);
+	run_and_destroy(loop);
+	assert_int_equal(p.out, POLLOUT);
+	assert_int_equal(p.in, POLLIN);
+	assert_true(p.woke_at >= p.wrote_at); /* woken by the write, not before */
+	assert_int_equal(read(p.pair[0], &c, 1), 1); /* poll consumed nothing */
+	assert_int_equal(c, 'z');
+	close(p.pair[0]);
+	close(p.pair[1]);
+}
+
+/* ---- cancel while parked ---- */
+
+struct cancelc {
+	int lfd, pair[2];
+	int accept_res, poll_res;
+	ssize_t recv_res;
+	urt_task *t[3];
+};
+
+static int park_accept(void *arg)
+{
+	struct cancelc *c = arg;
+
+	c->accept_res = urt_accept(c->lfd, NULL, NULL, 0);
+	return 0;
+}
+
+static int park_recv(void *arg)
+{
+	struct cancelc *c = arg;
+	char b[8];
+
+	c->recv_res = urt_recv(c->pair[0], b, sizeof(b), 0);
+	return 0;
+}
+
+static int park_poll(void *arg)
+{
+	struct cancelc *c = arg;
+
+	c->poll_res = urt_poll(c->pair[0], POLLIN);
+	return 0;
+}
+
+static int canceller(void *arg)
+{
+	struct cancelc *c = arg;
+
+	urt_sleep_ns(5 * MS);
+	for (int i = 0; i < 3; i++)
+		TASK_CHECK(urt_cancel(c->t[i]) == 0);
+	return 0;
+}
+
+static void test_cancel_parked(void **state)
+{
+	struct cancelc c = { 0 };
+	struct sockaddr_in addr;
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	c.lfd = listener(&addr);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c.pair), 0);
+	spawn_ok(loop, &c.t[0], park_accept, &c);
+	spawn_ok(loop, &c.t[1], park_recv, &c);
+	spawn_ok(loop, &c.t[2], park_poll, &c);
+	spawn_ok(loop, NULL, canceller, &c);
+	assert_int_equal(urt_loop_run(loop), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(urt_join(c.t[i], NULL), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(c.accept_res, -ECANCELED);
+	assert_int_equal(c.recv_res, -ECANCELED);
+	assert_int_equal(c.poll_res, -ECANCELED);
+	close(c.lfd);
+	close(c.pair[0]);
+	close(c.pair[1]);
+}
+
+/* ---- deadlines on I/O: IORING_OP_LINK_TIMEOUT ---- */
+
+struct dl {
+	int lfd, pair[2], pipe[2];
+	ssize_t recv_res, read_res, ok_res;
+	int accept_res, poll_res;
+	int leave_timed, leave_ok, leave_expired_before;
+	int after_res;
+	uint64_t recv_ms;
+	struct urt_loop_stats st;
+};
+
+static int deadline_task(void *arg)
+{
+	struct dl *d = arg;
+	struct urt_timeout to;
+	uint64_t t0;
+	char b[8];
+
+	TASK_CHECK(urt_timeout_enter(&to, 20 * MS) == 0);
+	t0 = urt_now_ns();
+	d->recv_res = urt_recv(d->pair[0], b, sizeof(b), 0);
+	d->recv_ms = ms_since(t0);
+	/* Past the deadline: every wait fails at once, without an SQE. */
+	d->after_res = urt_poll(d->pair[0], POLLIN);
+	d->leave_timed = urt_timeout_leave(&to);
+
+	TASK_CHECK(urt_timeout_enter(&to, 10 * MS) == 0);
+	d->read_res = urt_read(d->pipe[0], b, sizeof(b), -1);
+	d->leave_expired_before = urt_timeout_leave(&to);
+
+	TASK_CHECK(urt_timeout_enter(&to, 10 * MS) == 0);
+	d->accept_res = urt_accept(d->lfd, NULL, NULL, 0);
+	d->poll_res = urt_poll(d->pair[0], POLLIN);
+	(void)urt_timeout_leave(&to);
+
+	/* An operation that completes in time returns its result. */
+	TASK_CHECK(write(d->pair[1], "abc", 3) == 3);
+	TASK_CHECK(urt_timeout_enter(&to, 10 * SEC) == 0);
+	d->ok_res = urt_recv(d->pair[0], b, sizeof(b), 0);
+	d->leave_ok = urt_timeout_leave(&to);
+	return 0;
+}
+
+static void test_io_deadline(void **state)
+{
+	struct dl d = { 0 };
+	struct sockaddr_in addr;
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	d.lfd = listener(&addr);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, d.pair), 0);
+	make_pipe(d.pipe);
+	spawn_ok(loop, NULL, deadline_task, &d);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_loop_stats(loop, &d.st), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(d.recv_res, -ETIMEDOUT);
+	assert_true(d.recv_ms >= 20);
+	assert_int_equal(d.after_res, -ETIMEDOUT);
+	assert_int_equal(d.leave_timed, -ETIMEDOUT);
+	assert_int_equal(d.read_res, -ETIMEDOUT);
+	assert_int_equal(d.leave_expired_before, -ETIMEDOUT);
+	assert_int_equal(d.accept_res, -ETIMEDOUT);
+	assert_int_equal(d.poll_res, -ETIMEDOUT); /* the deadline has passed */
+	assert_int_equal(d.ok_res, 3);
+	assert_int_equal(d.leave_ok, 0);
+	/* Each operation with a deadline took two SQEs, both completed. */
+	assert_int_equal(d.st.inflight, 0);
+	assert_int_equal(d.st.sqes, d.st.cqes);
+	assert_int_equal(d.st.sqes % 2, 0);
+	close(d.lfd);
+	close_pipe(d.pipe);
+	close(d.pair[0]);
+	close(d.pair[1]);
+}
+
+/* Many operations with deadlines from one turn: the SQ (8 entries) fills,
+ * and no operation may be split from its linked timeout by the flush. */
+struct many {
+	int pair[2];
+	int timed, other;
+};
+
+static int many_waiter(void *arg)
+{
+	struct many *m = arg;
+	struct urt_timeout to;
+	char b[4];
+	ssize_t r;
+
+	(void)urt_timeout_enter(&to, 15 * MS);
+	r = urt_recv(m->pair[0], b, sizeof(b), MSG_PEEK);
+	(void)urt_timeout_leave(&to);
+	if (r == -ETIMEDOUT)
+		m->timed++;
+	else
+		m->other++;
+	return 0;
+}
+
+static void test_deadline_full_sq(void **state)
+{
+	struct urt_loop_opts o = { .ring_entries = 8 };
+	struct many m = { 0 };
+	urt_loop *loop = loop_new(&o);
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, m.pair), 0);
+	for (int i = 0; i < 37; i++)
+		spawn_ok(loop, NULL, many_waiter, &m);
+	run_and_destroy(loop);
+	assert_int_equal(m.timed, 37);
+	assert_int_equal(m.other, 0);
+	close(m.pair[0]);
+	close(m.pair[1]);
+}
+
+/* ---- acceptors ---- */
+
+struct acc {
+	int lfd;
+	struct sockaddr_in addr;
+	urt_acceptor *a;
+	int n, want;
+	uint64_t nap_ms;
+	int fds[200];
+	int errs;
+	int parked_res, closed_res, timed_res, cancel_res;
+	urt_task *victim;
+};
+
+/* Takes want connections (after a nap, when asked). */
+static int acc_taker(void *arg)
+{
+	struct acc *c = arg;
+
+	if (c->nap_ms)
+		urt_sleep_ns(c->nap_ms * MS);
+	while (c->n < c->want) {
+		int fd = urt_acceptor_next(c->a);
+
+		if (fd < 0) {
+			c->errs++;
+			break;
+		}
+		c->fds[c->n++] = fd;
+	}
+	return 0;
+}
+
+static int acc_connector(void *arg)
+{
+	struct acc *c = arg;
+
+	for (int i = 0; i < c->want; i++) {
+		int fd = tcp_socket();
+
+		if (urt_connect(fd, (struct sockaddr *)&c->addr, sizeof(c->addr)) != 0)
+			c->errs++;
+		/* The server side keeps the connection; close ours. */
+		close(fd);
+	}
+	return 0;
+}
+
+static void close_all(struct acc *c)
+{
+	for (int i = 0; i < c->n; i++)
+		assert_int_equal(close(c->fds[i]), 0);
+}
+
+static void test_acceptor_parked(void **state)
+{
+	struct acc c = { .want = 10 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	c.lfd = listener(&c.addr);
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, SOCK_CLOEXEC), 0);
+	spawn_ok(loop, NULL, acc_taker, &c);     /* parks first */
+	spawn_ok(loop, NULL, acc_connector, &c);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_acceptor_close(c.a), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(c.errs, 0);
+	assert_int_equal(c.n, 10);
+	for (int i = 0; i < c.n; i++)
+		assert_true(fcntl(c.fds[i], F_GETFD) & FD_CLOEXEC);
+	close_all(&c);
+	close(c.lfd);
+}
+
+/* 150 connections wait before anyone takes one: the queue of 64 fills, the
+ * multishot accept pauses, and is armed again as the queue drains. */
+static void test_acceptor_backlog(void **state)
+{
+	struct acc c = { .want = 150, .nap_ms = 30 };
+	urt_loop *loop = loop_new(NULL);
+	int cl[150];
+
+	(void)state;
+	c.lfd = listener(&c.addr);
+	for (int i = 0; i < 150; i++) {
+		cl[i] = tcp_socket();
+		assert_int_equal(connect(cl[i], (struct sockaddr *)&c.addr, sizeof(c.addr)), 0);
+	}
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
+	/* The taker naps first, while the accepts queue up. */
+	spawn_ok(loop, NULL, acc_taker, &c);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_acceptor_close(c.a), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(c.errs, 0);
+	assert_int_equal(c.n, 150);
+	close_all(&c);
+	for (int i = 0; i < 150; i++)
+		close(cl[i]);
+	close(c.lfd);
+}
+
+static int acc_parked(void *arg)
+{
+	struct acc *c = arg;
+
+	c->parked_res = urt_acceptor_next(c->a);
+	return 0;
+}
+
+static int acc_closer(void *arg)
+{
+	struct acc *c = arg;
+
+	urt_sleep_ns(5 * MS);
+	c->closed_res = urt_acceptor_close(c->a);
+	return 0;
+}
+
+static int acc_timed(void *arg)
+{
+	struct acc *c = arg;
+	struct urt_timeout to;
+
+	(void)urt_timeout_enter(&to, 5 * MS);
+	c->timed_res = urt_acceptor_next(c->a);
+	(void)urt_timeout_leave(&to);
+	return 0;
+}
+
+static int acc_cancelled(void *arg)
+{
+	struct acc *c = arg;
+
+	c->cancel_res = urt_acceptor_next(c->a);
+	return 0;
+}
+
+static int acc_cancel(void *arg)
+{
+	struct acc *c = arg;
+
+	urt_sleep_ns(2 * MS);
+	return urt_cancel(c->victim);
+}
+
+/* Close wakes a parked taker with -EBADF; a deadline and a cancel take a
+ * taker off the queue. */
+static void test_acceptor_close_deadline_cancel(void **state)
+{
+	struct acc c = { 0 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	c.lfd = listener(&c.addr);
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
+	spawn_ok(loop, NULL, acc_timed, &c);
+	spawn_ok(loop, &c.victim, acc_cancelled, &c);
+	spawn_ok(loop, NULL, acc_cancel, &c);
+	spawn_ok(loop, NULL, acc_parked, &c);
+	spawn_ok(loop, NULL, acc_closer, &c);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_join(c.victim, NULL), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(c.timed_res, -ETIMEDOUT);
+	assert_int_equal(c.cancel_res, -ECANCELED);
+	assert_int_equal(c.parked_res, -EBADF);
+	assert_int_equal(c.closed_res, 0);
+	close(c.lfd);
+}
+
+static int napper(void *arg)
+{
+	(void)arg;
+	return urt_sleep_ns(20 * MS);
+}
+
+/* Connections queued and never taken are closed with the acceptor; an
+ * acceptor left open is closed by the loop's destroy. */
+static void test_acceptor_untaken(void **state)
+{
+	struct sockaddr_in addr;
+	int lfd = listener(&addr);
+	int cl[3];
+	char b;
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		cl[i] = tcp_socket();
+		assert_int_equal(connect(cl[i], (struct sockaddr *)&addr, sizeof(addr)), 0);
+	}
+	{
+		urt_loop *loop = loop_new(NULL);
+		urt_acceptor *a;
+
+		assert_int_equal(urt_acceptor_create(loop, &a, lfd, 0), 0);
+		spawn_ok(loop, NULL, napper, NULL); /* the accepts come meanwhile */
+		assert_int_equal(urt_loop_run(loop), 0);
+		urt_loop_destroy(loop); /* closes a and its queued sockets */
+	}
+	/* The server ends were closed: each client reads end of file (or a
+	 * reset when the server closed before the kernel saw the accept). */
+	for (int i = 0; i < 3; i++) {
+		ssize_t r = read(cl[i], &b, 1);
+
+		assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
+		close(cl[i]);
+	}
+	close(lfd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_conversation),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_outside_task),
+		cmocka_unit_test(test_poll),
+		cmocka_unit_test(test_cancel_parked),
+		cmocka_unit_test(test_io_deadline),
+		cmocka_unit_test(test_deadline_full_sq),
+		cmocka_unit_test(test_acceptor_parked),
+		cmocka_unit_test(test_acceptor_backlog),
+		cmocka_unit_test(test_acceptor_close_deadline_cancel),
+		cmocka_unit_test(test_acceptor_untaken),
+	};
+
+	signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would kill the test: none may come */
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
