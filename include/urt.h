@@ -361,8 +361,9 @@ URT_API int urt_close(int fd);
  * Accept a connection on the listening socket fd (IORING_OP_ACCEPT, as
  * accept4(2); flags SOCK_NONBLOCK, SOCK_CLOEXEC). addr and addrlen may be
  * NULL. Returns the new socket, owned by the caller. When the task is
- * cancelled (or its deadline passes) while the accept is in flight and the
- * kernel accepted anyway, urt closes that socket: none leaks.
+ * cancelled while the accept is in flight and the kernel accepted anyway,
+ * urt closes that socket and returns -ECANCELED: none leaks. (An accept
+ * that completes before its deadline returns the socket.)
  */
 URT_API int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 

@@ -152,6 +152,18 @@ static struct io_uring_sqe *rw_start(struct urt__iop *iop, size_t *len, int *err
 	return op_start(iop, err);
 }
 
+/* A cancelled open or accept that the kernel completed anyway (the cancel
+ * came too late to stop it): the task is cancelled, so it is told
+ * -ECANCELED and never sees the fd; close it here, or it leaks. */
+static int fd_result(struct urt__iop *iop, int res)
+{
+	if (res >= 0 && iop->cancel_sent) {
+		close(res);
+		return -ECANCELED;
+	}
+	return res;
+}
+
 ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
 {
 	struct urt__iop iop;
@@ -254,14 +266,7 @@ int urt_openat(int dirfd, const char *path, int flags, mode_t mode)
 	if (!sqe)
 		return res;
 	io_uring_prep_openat(sqe, dirfd, path, flags, mode);
-	res = iop_wait(&iop, sqe);
-	/* Cancelled, but the kernel opened it anyway: the caller was told
-	 * -ECANCELED and will never close this fd, so close it here. */
-	if (res >= 0 && iop.cancel_sent) {
-		close(res);
-		res = -ECANCELED;
-	}
-	return res;
+	return fd_result(&iop, iop_wait(&iop, sqe));
 }
 
 int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
@@ -300,18 +305,6 @@ int urt_close(int fd)
 }
 
 /* ---- sockets ---- */
-
-/* An fd the kernel made although the caller will be told -ECANCELED or
- * -ETIMEDOUT (a cancel or deadline that came too late to stop it): close
- * it, since the caller never sees it. */
-static int fd_result(struct urt__iop *iop, int res)
-{
-	if (res >= 0 && iop->cancel_sent) {
-		close(res);
-		return -ECANCELED;
-	}
-	return res;
-}
 
 int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {

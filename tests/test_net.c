@@ -311,6 +311,50 @@ static void test_cancel_parked(void **state)
 	close(c.pair[1]);
 }
 
+/* An accept with a connection waiting completes in the submit that carries
+ * it, before the cancel queued behind it: urt closes the socket. */
+struct acc_cancel {
+	int lfd, res;
+};
+
+static int accept_then_cancelled(void *arg)
+{
+	struct acc_cancel *c = arg;
+
+	c->res = urt_accept(c->lfd, NULL, NULL, SOCK_CLOEXEC);
+	return 0;
+}
+
+static void test_cancelled_accept_no_leak(void **state)
+{
+	struct sockaddr_in addr;
+	struct acc_cancel c = { .res = 1 };
+	int before, cl[20];
+
+	(void)state;
+	c.lfd = listener(&addr);
+	for (int i = 0; i < 20; i++) {
+		cl[i] = tcp_socket();
+		assert_int_equal(connect(cl[i], (struct sockaddr *)&addr, sizeof(addr)), 0);
+	}
+	before = open_fds();
+	for (int i = 0; i < 20; i++) {
+		urt_loop *loop = loop_new(NULL);
+		urt_task *t;
+
+		spawn_ok(loop, &t, accept_then_cancelled, &c);
+		spawn_ok(loop, NULL, cancel_target, &t);
+		assert_int_equal(urt_loop_run(loop), 0);
+		assert_int_equal(urt_join(t, NULL), 0);
+		urt_loop_destroy(loop);
+		assert_int_equal(c.res, -ECANCELED);
+	}
+	assert_int_equal(open_fds(), before);
+	for (int i = 0; i < 20; i++)
+		close(cl[i]);
+	close(c.lfd);
+}
+
 /* ---- deadlines on I/O: IORING_OP_LINK_TIMEOUT ---- */
 
 struct dl {
@@ -654,6 +698,7 @@ int main(void)
 		cmocka_unit_test(test_outside_task),
 		cmocka_unit_test(test_poll),
 		cmocka_unit_test(test_cancel_parked),
+		cmocka_unit_test(test_cancelled_accept_no_leak),
 		cmocka_unit_test(test_io_deadline),
 		cmocka_unit_test(test_deadline_full_sq),
 		cmocka_unit_test(test_acceptor_parked),

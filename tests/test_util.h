@@ -106,6 +106,29 @@ static inline int temp_file(const void *data, size_t len)
 	return fd;
 }
 
+/* Open file descriptors of the process, from /proc/self/fd (the
+ * directory's own fd not counted). */
+#include <dirent.h>
+static inline int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n - 3; /* ".", ".." and d's own fd */
+}
+
+/* A task that cancels the task *arg points to: spawned right after it,
+ * it runs in the same pass, after that task has parked with its SQE
+ * queued, so the cancel goes to the kernel in the same submit. */
+static inline int cancel_target(void *arg)
+{
+	return urt_cancel(*(urt_task **)arg);
+}
+
 static inline uint64_t ms_since(uint64_t start_ns)
 {
 	return (urt_now_ns() - start_ns) / MS;

@@ -264,6 +264,37 @@ static void test_vectors_outside_task(void **state)
 	assert_int_equal(urt_statx(AT_FDCWD, "/", 0, STATX_SIZE, &st), -EPERM);
 }
 
+/* An open cancelled in the submit that carries it: the kernel opens the
+ * file at once (a cached lookup), before the cancel reaches it. The task is
+ * told -ECANCELED and never sees the fd, so urt must close it. */
+static int open_then_cancelled(void *arg)
+{
+	int *res = arg;
+
+	*res = urt_openat(AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC, 0);
+	return 0;
+}
+
+static void test_cancelled_open_no_leak(void **state)
+{
+	int before = open_fds();
+
+	(void)state;
+	for (int i = 0; i < 50; i++) {
+		urt_loop *loop = loop_new(NULL);
+		urt_task *t;
+		int res = 1;
+
+		spawn_ok(loop, &t, open_then_cancelled, &res);
+		spawn_ok(loop, NULL, cancel_target, &t);
+		assert_int_equal(urt_loop_run(loop), 0);
+		assert_int_equal(urt_join(t, NULL), 0);
+		urt_loop_destroy(loop);
+		assert_int_equal(res, -ECANCELED);
+	}
+	assert_int_equal(open_fds(), before);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -274,6 +305,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_blocked_write),
 		cmocka_unit_test(test_vectors_open_statx),
 		cmocka_unit_test(test_vectors_outside_task),
+		cmocka_unit_test(test_cancelled_open_no_leak),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
