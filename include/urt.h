@@ -405,10 +405,15 @@ URT_API int urt_poll(int fd, unsigned events);
  */
 typedef struct urt_acceptor urt_acceptor;
 
+/* urt_acceptor_create: no multishot accept, one plain accept per
+ * urt_acceptor_next (a bit apart from SOCK_NONBLOCK and SOCK_CLOEXEC). */
+#define URT_ACCEPTOR_ONESHOT (1 << 0)
+
 /*
  * Make an acceptor for the listening socket fd on loop (NULL: the current
- * loop); flags (SOCK_NONBLOCK, SOCK_CLOEXEC) apply to every accepted
- * socket. fd stays the caller's; close it after the acceptor. Returns 0,
+ * loop); flags SOCK_NONBLOCK and SOCK_CLOEXEC apply to every accepted
+ * socket, and URT_ACCEPTOR_ONESHOT makes the acceptor accept one by one,
+ * as it does on kernels without multishot accept. fd stays the caller's; close it after the acceptor. Returns 0,
  * -EINVAL (NULL out, bad flags, no loop), -EPERM (not the loop's thread),
  * -ESHUTDOWN (the loop is being destroyed), -ENOMEM. Callable inside a task
  * and outside one; the accept is submitted at the loop's next turn.

@@ -538,7 +538,7 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 	*out = NULL;
 	if (!loop)
 		loop = urt__cur_loop;
-	if (!loop || fd < 0 || (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)))
+	if (!loop || fd < 0 || (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC | URT_ACCEPTOR_ONESHOT)))
 		return -EINVAL;
 	if (!pthread_equal(loop->owner, pthread_self()))
 		return -EPERM;
@@ -550,13 +550,14 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 	a->op.done = acceptor_done;
 	a->loop = loop;
 	a->fd = fd;
-	a->flags = flags;
-	a->multishot = true;
+	a->flags = flags & ~URT_ACCEPTOR_ONESHOT;
+	a->multishot = !(flags & URT_ACCEPTOR_ONESHOT);
 	a->next = loop->acceptors;
 	if (a->next)
 		a->next->prev = a;
 	loop->acceptors = a;
-	acceptor_arm(a);
+	if (a->multishot)
+		acceptor_arm(a);
 	*out = a;
 	return 0;
 }

@@ -487,6 +487,7 @@ struct acc {
 	int errs;
 	int parked_res, closed_res, timed_res, cancel_res;
 	urt_task *victim;
+	struct urt_loop_stats st;
 };
 
 /* Takes want connections (after a nap, when asked). */
@@ -540,6 +541,8 @@ static void test_acceptor_parked(void **state)
 	spawn_ok(loop, NULL, acc_taker, &c);     /* parks first */
 	spawn_ok(loop, NULL, acc_connector, &c);
 	assert_int_equal(urt_loop_run(loop), 0);
+	/* One multishot accept for the 10 connections, still armed. */
+	assert_int_equal(urt_loop_stats(loop, &c.st), 0);
 	assert_int_equal(urt_acceptor_close(c.a), 0);
 	urt_loop_destroy(loop);
 	check_tasks();
@@ -547,6 +550,34 @@ static void test_acceptor_parked(void **state)
 	assert_int_equal(c.n, 10);
 	for (int i = 0; i < c.n; i++)
 		assert_true(fcntl(c.fds[i], F_GETFD) & FD_CLOEXEC);
+	assert_int_equal(c.st.sqes, 11);
+	assert_int_equal(c.st.inflight, 1);
+	close_all(&c);
+	close(c.lfd);
+}
+
+/* The one-by-one mode, as on kernels without multishot accept. */
+static void test_acceptor_oneshot(void **state)
+{
+	struct acc c = { .want = 10 };
+	urt_loop *loop = loop_new(NULL);
+	struct urt_loop_stats st;
+
+	(void)state;
+	c.lfd = listener(&c.addr);
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, URT_ACCEPTOR_ONESHOT), 0);
+	spawn_ok(loop, NULL, acc_taker, &c);
+	spawn_ok(loop, NULL, acc_connector, &c);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_loop_stats(loop, &st), 0);
+	assert_int_equal(urt_acceptor_close(c.a), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(c.errs, 0);
+	assert_int_equal(c.n, 10);
+	/* One accept SQE per connection, one connect SQE per connection. */
+	assert_int_equal(st.sqes, 20);
+	assert_int_equal(st.inflight, 0);
 	close_all(&c);
 	close(c.lfd);
 }
@@ -702,6 +733,7 @@ int main(void)
 		cmocka_unit_test(test_io_deadline),
 		cmocka_unit_test(test_deadline_full_sq),
 		cmocka_unit_test(test_acceptor_parked),
+		cmocka_unit_test(test_acceptor_oneshot),
 		cmocka_unit_test(test_acceptor_backlog),
 		cmocka_unit_test(test_acceptor_close_deadline_cancel),
 		cmocka_unit_test(test_acceptor_untaken),
