@@ -106,6 +106,10 @@ int urt__park(struct urt_task *t, enum urt__wait why)
 
 void urt__wake(struct urt_task *t, int res)
 {
+	/* Whatever ended the wait, its deadline's timer goes with it: a
+	 * timer left behind would interrupt a wait that is over. */
+	if (t->heap_idx != SIZE_MAX)
+		urt__timer_del(t->loop, t);
 	t->wake_res = res;
 	urt__ready(t);
 }

@@ -105,6 +105,53 @@ static void test_scopes(void **state)
 	assert_int_equal(s.cancel_res, -ECANCELED);
 }
 
+/* A wait that ended just before its deadline, in the same turn in which
+ * the deadline passes: the child ends (waking its joiner) only once the
+ * joiner's deadline is past, before the loop looks at the timers. The
+ * joiner's timer must have gone with the wake-up: the join succeeded. */
+struct race {
+	uint64_t deadline;
+	int join_res, result;
+};
+
+static int late_child(void *arg)
+{
+	struct race *r = arg;
+
+	urt_sleep_ns(2 * MS);
+	while (urt_now_ns() <= r->deadline + 1 * MS)
+		; /* past the joiner's deadline, without a wait */
+	return 3;
+}
+
+static int racing_joiner(void *arg)
+{
+	struct race *r = arg;
+	struct urt_timeout to;
+	urt_task *child;
+
+	TASK_CHECK(urt_spawn(NULL, &child, late_child, r) == 0);
+	TASK_CHECK(urt_timeout_enter(&to, 5 * MS) == 0);
+	r->deadline = to.at;
+	r->join_res = urt_join(child, &r->result);
+	(void)urt_timeout_leave(&to);
+	if (r->join_res)
+		TASK_CHECK(urt_join(child, &r->result) == 0);
+	return 0;
+}
+
+static void test_wake_beats_deadline(void **state)
+{
+	struct race r = { 0 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	spawn_ok(loop, NULL, racing_joiner, &r);
+	run_and_destroy(loop);
+	assert_int_equal(r.join_res, 0);
+	assert_int_equal(r.result, 3);
+}
+
 static void test_outside_task(void **state)
 {
 	struct urt_timeout a;
@@ -175,6 +222,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_scopes),
+		cmocka_unit_test(test_wake_beats_deadline),
 		cmocka_unit_test(test_outside_task),
 		cmocka_unit_test(test_offload),
 	};
