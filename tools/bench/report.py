@@ -277,6 +277,15 @@ def w6_rows():
         target("≤ 2.5× jump_fcontext", [("", r, None if r is None else r <= 2.5)]))
 
 
+def echo_rows():
+    # No target: the figures and the ratios are printed, nothing is judged.
+    u, e, uv = (med("ECHO", i, "rtps") for i in ("urt", "epoll", "libuv"))
+    row("ECHO", "round trips/s, 100 connections x 64 B ping-pong on loopback, one event loop "
+        "each, server and client pinned to two CPUs (to one, if that is all) (higher is better)",
+        rate(u), f"{rate(e)} (plain epoll server)", rate(uv), "—", "", ratio(u, e), ratio(u, uv),
+        "no target")
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -306,6 +315,7 @@ def main():
     w4_rows()
     w5_rows()
     w6_rows()
+    echo_rows()
 
     now = datetime.datetime.now().astimezone()
     print(f"## urt against its peers — {now:%Y-%m-%d %H:%M %Z}\n")
@@ -327,7 +337,7 @@ def main():
     print(f"\nTargets: {met} of {len(verdicts)} met.")
     # Maxima and p90s are left out: they always spread.
     judged = {"cold_ms", "warm_ms", "ms", "p50_ns", "p99_ns", "jobs_per_s", "iops", "p99_us",
-              "ns_per_switch"}
+              "ns_per_switch", "rtps"}
     spread = [(k, v) for k, v in sorted(values.items())
               if k[2] in judged and len(v) > 1 and statistics.median(v) and
               (max(v) - min(v)) / abs(statistics.median(v)) > 0.3]
@@ -353,7 +363,11 @@ Notes:
 - W5: lateness = (t_k − t_{k−1}) − 1 ms; offload = 2 blocking 5 ms usleep jobs always in
   flight; inline = a task spinning 5 ms between yields (asyncio: sleep(0)).
 - asyncio is Debian's python3; W3 and W6 on asyncio run fewer jobs (see sizes): per-job
-  figures, so comparable.""")
+  figures, so comparable.
+- ECHO: urt-bench-echo-client (plain epoll, one thread, every byte checked) against
+  examples/urt-echo-server, urt-bench-epoll-echo (level-triggered epoll) and
+  urt-bench-uv-echo, each server on the first allowed CPU and the client on the second
+  (unpinned when there is only one); urt/floor is urt over the epoll server.""")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# urt against its peers on the six workloads of the benchmark plan, in one
-# run on this machine: builds urt and every benchmark program, runs them all
-# interleaved R times, and prints one markdown table of medians and ratios,
-# with the performance targets marked met or missed.
+# urt against its peers on the six workloads of the benchmark plan and on
+# ECHO (loopback echo servers), in one run on this machine: builds urt and
+# every benchmark program, runs them all interleaved R times, and prints one
+# markdown table of medians and ratios, with the performance targets marked
+# met or missed.
 #
 # From a fresh clone on Debian 12, as root:   bash tools/bench/run.sh
 # (installs the Debian packages it needs first; see --help).
@@ -15,7 +16,8 @@ usage: tools/bench/run.sh [--runs N] [--quick] [--build-dir DIR] [--file-mib M]
 
 Builds urt and the benchmarks (tools/bench/) in DIR (default build-bench/ in
 the checkout), runs every workload's programs -- urt, the raw liburing
-floor, libuv, Python asyncio, boost.context -- interleaved, N rounds
+floor, libuv, Python asyncio, boost.context; for ECHO, echo servers on
+urt, plain epoll and libuv under one epoll client -- interleaved, N rounds
 (default 3), and prints one markdown table of medians and of urt's ratio to
 each peer, with the performance targets marked met or missed.
 
@@ -66,6 +68,7 @@ if [ "$quick" = 1 ]; then
 	w4_reads=200000
 	w5_secs=1
 	w6_rounds=2000000
+	echo_secs=1
 	py_w3_jobs=10000
 	py_w6_rounds=100000
 	[ "$file_mib" = 256 ] && file_mib=64
@@ -74,12 +77,15 @@ else
 	w4_reads=1000000
 	w5_secs=3
 	w6_rounds=10000000
+	echo_secs=3
 	py_w3_jobs=20000
 	py_w6_rounds=200000
 fi
 runs=${runs:-3}
 w1_sizes="10000 100000"
 w3_jobs=$((w2_jobs * 50))	# what urt-bench-offload runs for W3: libuv the same
+echo_conns=100
+echo_msg=64
 
 # ---- packages ----
 need="cmake pkg-config liburing-dev libcmocka-dev libuv1-dev libboost-context-dev g++ python3"
@@ -113,20 +119,46 @@ cmake -S "$src" -B "$build" -DURT_BUILD_TESTS=OFF >"$build/configure.log" 2>&1 |
 cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 ||
 	{ tail -50 "$build/build.log" >&2; exit 1; }
 bin="$build/tools/bench"
-for b in urt-bench-uv-sleepers urt-bench-fcontext; do
+for b in urt-bench-uv-sleepers urt-bench-uv-echo urt-bench-fcontext; do
 	[ -x "$bin/$b" ] || { echo "run.sh: $b was not built (see $build/configure.log)" >&2; exit 1; }
 done
+# ECHO's urt server is an example program, with the peers' command line.
+echo_urt_server="$build/examples/urt-echo-server"
+[ -x "$echo_urt_server" ] ||
+	{ echo "run.sh: $echo_urt_server was not built (see $build/build.log)" >&2; exit 1; }
 
 logs="$build/bench-logs/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$logs"
 log="$logs/results.log"
 : >"$log"
 w4_file="$build/urt-bench-w4-${file_mib}mib.dat"
+echo_pid=""	# ECHO's server while it runs
 # W4's file is made again in a second by the next run: do not leave it
-# taking its hundreds of MiB in the checkout.
-trap 'rm -f "$w4_file"' EXIT
-# The first CPU this process may use: the "one CPU" placement of W2's peers.
-cpu0=$(taskset -pc $$ | sed 's/.*: *//; s/[,-].*//')
+# taking its hundreds of MiB in the checkout. Nor a server listening when a
+# check failed or the run was cut short.
+cleanup() {
+	rm -f "$w4_file"
+	if [ -n "$echo_pid" ]; then
+		kill -KILL "$echo_pid" 2>/dev/null || true
+	fi
+}
+trap cleanup EXIT
+# The CPUs this process may use, one a line, from taskset's list ("0-3,6").
+allowed_cpus() {
+	local part list
+	list=$(taskset -pc $$ | sed 's/.*: *//')
+	for part in ${list//,/ }; do
+		case "$part" in
+		*-*) seq "${part%-*}" "${part#*-}" ;;
+		*) echo "$part" ;;
+		esac
+	done
+}
+# The first: the "one CPU" placement of W2's peers, and ECHO's servers.
+cpu0=$(allowed_cpus | sed -n 1p)
+# The second: ECHO's client, so that client and server do not take turns
+# on one CPU. Empty when there is one CPU: the client then runs unpinned.
+cpu1=$(allowed_cpus | sed -n 2p)
 
 # Run one program, its output kept in the log under a header saying what it
 # was. A failed check in any program fails the whole run: a figure whose work
@@ -189,6 +221,61 @@ w6_urt() { bench urt-yield "$bin/urt-bench-yield" "$w6_rounds"; }
 w6_boost() { bench boost-fcontext "$bin/urt-bench-fcontext" "$w6_rounds"; }
 w6_py() { bench asyncio-yield "$py" "$here/bench_asyncio.py" yield "$py_w6_rounds"; }
 
+# ECHO: start the server on cpu0, take its port from its first line, run
+# the client (which checks every byte) on cpu1 through bench, then stop the
+# server with SIGINT: it must exit 0 within 5 s. A server that cannot start,
+# dies or hangs fails the run like a failed check.
+echo_run() {
+	local name=$1 impl=$2 server=$3 line="" port rc=0 i
+	local sout="$logs/echo-server.out" serr="$logs/echo-server.err"
+	local -a pin=()
+	[ -z "$cpu1" ] || pin=(taskset -c "$cpu1")
+	# bash starts a background job with SIGINT ignored; every server
+	# catches it itself (signalfd, uv_signal, urt), which undoes that.
+	taskset -c "$cpu0" "$server" --port 0 >"$sout" 2>"$serr" &
+	echo_pid=$!
+	for ((i = 0; i < 100; i++)); do
+		# A whole line only: the newline comes with the port.
+		if [ "$(head -c 64 "$sout" | wc -l)" -ge 1 ]; then
+			line=$(head -n 1 "$sout")
+			break
+		fi
+		kill -0 "$echo_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	port=${line#port }
+	case "$line" in
+	"port "*) case "$port" in ''|*[!0-9]*) port="" ;; esac ;;
+	*) port="" ;;
+	esac
+	if [ -z "$port" ] || [ "$port" = 0 ] || [ "$port" -gt 65535 ]; then
+		echo "run.sh: $name: $server printed no \"port N\" line in 5 s; it said:" >&2
+		cat "$sout" "$serr" >&2
+		exit 1
+	fi
+	bench "$name" "${pin[@]}" "$bin/urt-bench-echo-client" --port "$port" \
+		--conns "$echo_conns" --msg-size "$echo_msg" --seconds "$echo_secs" --impl "$impl"
+	kill -INT "$echo_pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$echo_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	if kill -0 "$echo_pid" 2>/dev/null; then
+		echo "run.sh: $name: $server did not exit within 5 s of SIGINT" >&2
+		exit 1	# cleanup kills it
+	fi
+	wait "$echo_pid" || rc=$?
+	echo_pid=""
+	if [ "$rc" != 0 ]; then
+		echo "run.sh: $name: $server exited $rc after SIGINT, not 0; it said:" >&2
+		cat "$serr" >&2
+		exit 1
+	fi
+}
+echo_urt() { echo_run urt-echo urt "$echo_urt_server"; }
+echo_epoll() { echo_run epoll-echo epoll "$bin/urt-bench-epoll-echo"; }
+echo_uv() { echo_run uv-echo libuv "$bin/urt-bench-uv-echo"; }
+
 # Make W4's file (and fill the page cache) before anything is timed.
 "$bin/urt-bench-raw-reads" --file "$w4_file" --file-mib "$file_mib" --reads 1000 >/dev/null
 
@@ -209,6 +296,7 @@ for ((round = 1; round <= runs; round++)); do
 		fi
 	done
 	rotate w6_urt w6_boost w6_py
+	rotate echo_urt echo_epoll echo_uv
 done
 
 t_end=$(date +%s)
@@ -217,7 +305,8 @@ t_end=$(date +%s)
 	--wall-s "$((t_end - t_start))" --file-mib "$file_mib" \
 	--sizes "W2 $w2_jobs jobs (+1,000 warm-up), W3 urt/raw/libuv $w3_jobs jobs, \
 asyncio $py_w3_jobs; W4 $w4_reads reads; W5 ${w5_secs} s per load; \
-W6 $w6_rounds ping-pongs (asyncio $py_w6_rounds)" \
+W6 $w6_rounds ping-pongs (asyncio $py_w6_rounds); \
+ECHO $echo_conns connections x $echo_msg B for $echo_secs s (+0.5 s warm-up)" \
 	--build-type "$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt")" \
 	--commit "$(git -C "$src" describe --always --dirty 2>/dev/null || echo "not a git checkout")" |
 	tee "$logs/table.md"
