@@ -458,7 +458,7 @@ typedef struct urt_chan urt_chan;
 
 /* Create a channel of capacity elements (at least 1) of elem_size bytes
  * each (at least 1). Returns 0, -EINVAL (NULL out, a zero size or
- * capacity, or a buffer that would not fit in memory), -ENOMEM. Callable
+ * capacity, or a size times capacity past SIZE_MAX), -ENOMEM. Callable
  * anywhere; the caller owns the channel. */
 URT_API int urt_chan_create(urt_chan **out, size_t elem_size, size_t capacity);
 

@@ -2,7 +2,9 @@
  * libFuzzer target: the public API driven by byte-coded programs. The
  * input is split into up to 8 task programs; each byte of a program is one
  * call (sleep, yield, read a pipe or a file, write the pipe, cancel, join or
- * detach a sibling, offload, an owned job with a deadline, spawn a child).
+ * detach a sibling, offload, an owned job with a deadline, spawn a child;
+ * and, after an escape byte, channels, timeout scopes, task groups and
+ * socket calls).
  * The loop runs a bounded number of turns (urt_loop_stop), then is
  * destroyed with whatever is left parked. Any crash, sanitizer report or
  * unbalanced counter (every SQE and message gives one completion) is a
@@ -13,6 +15,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +32,9 @@ struct world {
 	const uint8_t *prog[TASKS];
 	size_t len[TASKS];
 	int pipe[2];
+	int pair[2];
 	int file;
+	urt_chan *chan;
 };
 
 struct slot {
@@ -52,11 +58,55 @@ static int leaf(void *arg)
 	return urt_sleep_ns(1000);
 }
 
+#define SCOPES 4
+
+/* The escape byte's calls: v picks one. */
+static void extended(struct world *w, uint8_t v, struct urt_timeout *scope, int *depth,
+		     urt_group **g)
+{
+	int x = v;
+	char buf[8];
+
+	switch (v) {
+	case 0: urt_chan_send(w->chan, &x); break;
+	case 1: urt_chan_recv(w->chan, &x); break;
+	case 2: urt_chan_try_send(w->chan, &x); break;
+	case 3: urt_chan_try_recv(w->chan, &x); break;
+	case 4: urt_chan_close(w->chan); break;
+	case 5:
+	case 12:
+		if (*depth < SCOPES && urt_timeout_enter(&scope[*depth], v == 5 ? 20000 : 0) == 0)
+			(*depth)++;
+		break;
+	case 6:
+		if (*depth > 0)
+			urt_timeout_leave(&scope[--(*depth)]);
+		break;
+	case 7:
+		if (*g || urt_group_create(g) == 0)
+			urt_group_spawn(*g, leaf, NULL);
+		break;
+	case 8:
+		if (*g) {
+			urt_group_wait(*g);
+			*g = NULL;
+		}
+		break;
+	case 9: urt_recv(w->pair[0], buf, sizeof(buf), 0); break;
+	case 10: urt_send(w->pair[1], buf, sizeof(buf), MSG_DONTWAIT); break;
+	case 11: urt_poll(w->pair[0], POLLIN); break;
+	default: break;
+	}
+}
+
 static int program(void *arg)
 {
 	struct slot *sl = arg;
 	struct world *w = sl->w;
 	const uint8_t *p = w->prog[sl->i];
+	struct urt_timeout scope[SCOPES];
+	urt_group *g = NULL;
+	int depth = 0;
 	char buf[64];
 
 	for (size_t k = 0; k < w->len[sl->i]; k++) {
@@ -102,9 +152,15 @@ static int program(void *arg)
 		case 12: urt_read(-1 - (int)v, buf, 1, 0); break;
 		case 13: urt_read(w->file, NULL, 0, 0); break;
 		case 14: urt_cancel(urt_current_task()); break;
+		case 15: extended(w, v, scope, &depth, &g); break;
 		default: break;
 		}
 	}
+	while (depth > 0)
+		urt_timeout_leave(&scope[--depth]);
+	/* A group left unwaited on odd lengths: the loop's destroy frees it. */
+	if (g && !(w->len[sl->i] & 1))
+		urt_group_wait(g);
 	return 0;
 }
 
@@ -127,6 +183,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pipe(w.pipe))
 		abort();
 	fcntl(w.pipe[1], F_SETFL, O_NONBLOCK);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, w.pair) ||
+	    urt_chan_create(&w.chan, sizeof(int), 2))
+		abort();
 	w.file = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
 	per = (size + TASKS - 1) / TASKS;
 	for (int i = 0; i < TASKS && (size_t)i * per < size; i++) {
@@ -146,6 +205,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (st.sqes + st.messages != st.cqes + st.settled + st.inflight)
 		abort();
 	urt_loop_destroy(loop);
+	if (urt_chan_destroy(w.chan)) /* no task waits on it any more */
+		abort();
+	close(w.pair[0]);
+	close(w.pair[1]);
 	close(w.pipe[0]);
 	close(w.pipe[1]);
 	close(w.file);
