@@ -664,7 +664,6 @@ static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 	}
 	if (t) {
 		t->job = NULL;
-		urt__timer_del(t->loop, t);
 		urt__wake(t, res);
 	}
 	free(job);
@@ -674,7 +673,6 @@ void urt__job_abandon(struct urt_task *t, int res)
 {
 	t->job->waiter = NULL;
 	t->job = NULL;
-	urt__timer_del(t->loop, t);
 	urt__wake(t, res);
 }
 

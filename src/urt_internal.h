@@ -105,18 +105,25 @@ enum urt__wait {
 };
 
 struct urt_task {
+	/* What every switch, park and wake-up touches: the first cache line. */
 	void *sp;                 /* saved stack pointer while not running */
 	struct urt_loop *loop;
+	struct urt_task *next;    /* run queue */
+	uint64_t *canary;         /* the zero window at the bottom of the stack */
+	size_t heap_idx;          /* on the timer heap: its index, else SIZE_MAX */
+	uint64_t deadline;        /* urt_timeout_enter; UINT64_MAX: none */
+	int wake_res;             /* what the current wait returns */
+	int result;               /* fn's return value */
+	uint8_t state;
+	uint8_t wait;
+	bool detached;
+	bool cancelled;
+	bool guarded;
+	/* The rest, by the wait or event that needs it. */
 	urt_task_fn fn;
 	void *arg;
-	struct urt_task *next;    /* run queue */
-	struct urt_task *all_prev, *all_next; /* the loop's list of tasks */
-	void *map;                /* the stack mapping (guard page included) */
-	size_t map_len;
-	uint64_t *canary;         /* the zero window at the bottom of the stack */
-	size_t heap_idx;          /* sleeping: index in the loop's timer heap */
 	struct urt_task *joiner;  /* the task parked joining this one */
-	struct urt_task *joining; /* parked in join: the task it waits for */
+	struct urt_group *group;  /* the group the task is a member of */
 	struct urt__iop *iop;     /* parked in I/O: the operation */
 	struct urt__job *job;     /* parked in urt_job_run: the job */
 	/* URT__WAIT_HOOK: undoes the wait when a cancel (res -ECANCELED) or
@@ -124,18 +131,13 @@ struct urt_task {
 	 * parked (a group waits for its members first). */
 	void (*interrupt)(struct urt_task *t, int res);
 	void *wait_obj;           /* URT__WAIT_HOOK: what it waits on */
-	uint64_t deadline;        /* urt_timeout_enter; UINT64_MAX: none */
+	struct urt_task *joining; /* parked in join: the task it waits for */
 	struct urt_timeout *scope; /* the innermost timeout scope */
-	struct urt_group *group;  /* the group the task is a member of */
 	struct urt_task *gprev, *gnext; /* the group's members */
+	struct urt_task *all_prev, *all_next; /* the loop's list of tasks */
+	void *map;                /* the stack mapping (guard page included) */
+	size_t map_len;
 	char name[32];            /* urt_task_set_name; empty: unnamed */
-	int result;               /* fn's return value */
-	int wake_res;             /* what the current wait returns */
-	uint8_t state;
-	uint8_t wait;
-	bool detached;
-	bool cancelled;
-	bool guarded;
 #if URT__ASAN
 	const void *asan_bottom;
 	size_t asan_size;
