@@ -475,6 +475,140 @@ static void test_deadline_full_sq(void **state)
 	close(m.pair[1]);
 }
 
+/* ---- connect and send that park: cancel and deadline ---- */
+
+/* A listener whose accept queue is full: the kernel drops further SYNs, so
+ * a connect to it stays in flight (the SYN is retransmitted after 1 s). */
+static int full_listener(struct sockaddr_in *addr, int *fillers, int n)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	socklen_t len = sizeof(*addr);
+
+	assert_true(lfd >= 0);
+	memset(addr, 0, sizeof(*addr));
+	addr->sin_family = AF_INET;
+	addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)addr, sizeof(*addr)), 0);
+	assert_int_equal(listen(lfd, 0), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)addr, &len), 0);
+	for (int i = 0; i < n; i++) {
+		fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		assert_true(fillers[i] >= 0);
+		(void)connect(fillers[i], (struct sockaddr *)addr, sizeof(*addr));
+	}
+	usleep(50 * 1000); /* the handshakes that can complete have */
+	return lfd;
+}
+
+/* A connected pair whose sender's buffer is full: a send parks. */
+static void full_pair(int pair[2])
+{
+	int small = 4096;
+	char junk[4096] = { 0 };
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+	assert_int_equal(setsockopt(pair[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	assert_int_equal(setsockopt(pair[0], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	while (send(pair[1], junk, sizeof(junk), MSG_DONTWAIT) > 0)
+		;
+	assert_int_equal(errno, EAGAIN);
+}
+
+struct parked {
+	struct sockaddr_in addr;
+	int pair[2], pipe[2];
+	int connect_cancel, connect_timed;
+	ssize_t send_cancel, send_timed, write_timed;
+	int leave;
+	urt_task *victim[2];
+	char big[65536];
+};
+
+static int connect_cancelled(void *arg)
+{
+	struct parked *p = arg;
+	int fd = tcp_socket();
+
+	p->connect_cancel = urt_connect(fd, (struct sockaddr *)&p->addr, sizeof(p->addr));
+	close(fd);
+	return 0;
+}
+
+static int send_cancelled(void *arg)
+{
+	struct parked *p = arg;
+
+	p->send_cancel = urt_send(p->pair[1], p->big, sizeof(p->big), 0);
+	return 0;
+}
+
+static int cancel_both(void *arg)
+{
+	struct parked *p = arg;
+
+	urt_sleep_ns(20 * MS);
+	for (int i = 0; i < 2; i++)
+		TASK_CHECK(urt_cancel(p->victim[i]) == 0);
+	return 0;
+}
+
+static int timed_waits(void *arg)
+{
+	struct parked *p = arg;
+	struct urt_timeout to;
+	int fd = tcp_socket();
+
+	TASK_CHECK(urt_timeout_enter(&to, 20 * MS) == 0);
+	p->connect_timed = urt_connect(fd, (struct sockaddr *)&p->addr, sizeof(p->addr));
+	p->leave = urt_timeout_leave(&to);
+	close(fd);
+	TASK_CHECK(urt_timeout_enter(&to, 20 * MS) == 0);
+	p->send_timed = urt_send(p->pair[1], p->big, sizeof(p->big), 0);
+	(void)urt_timeout_leave(&to);
+	TASK_CHECK(urt_timeout_enter(&to, 20 * MS) == 0);
+	p->write_timed = urt_write(p->pipe[1], p->big, sizeof(p->big), -1);
+	(void)urt_timeout_leave(&to);
+	return 0;
+}
+
+static void test_connect_send_parked(void **state)
+{
+	static struct parked p;
+	int fill[4], lfd;
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	lfd = full_listener(&p.addr, fill, 4);
+	full_pair(p.pair);
+	make_pipe(p.pipe);
+	/* Fill the pipe: a write of 64 KiB more parks. */
+	assert_int_equal(fcntl(p.pipe[1], F_SETFL, O_NONBLOCK), 0);
+	while (write(p.pipe[1], p.big, sizeof(p.big)) > 0)
+		;
+	assert_int_equal(fcntl(p.pipe[1], F_SETFL, 0), 0);
+	spawn_ok(loop, &p.victim[0], connect_cancelled, &p);
+	spawn_ok(loop, &p.victim[1], send_cancelled, &p);
+	spawn_ok(loop, NULL, cancel_both, &p);
+	spawn_ok(loop, NULL, timed_waits, &p);
+	assert_int_equal(urt_loop_run(loop), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(urt_join(p.victim[i], NULL), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(p.connect_cancel, -ECANCELED);
+	assert_int_equal(p.send_cancel, -ECANCELED);
+	assert_int_equal(p.connect_timed, -ETIMEDOUT);
+	assert_int_equal(p.leave, -ETIMEDOUT);
+	assert_int_equal(p.send_timed, -ETIMEDOUT);
+	assert_int_equal(p.write_timed, -ETIMEDOUT);
+	for (int i = 0; i < 4; i++)
+		close(fill[i]);
+	close(lfd);
+	close(p.pair[0]);
+	close(p.pair[1]);
+	close_pipe(p.pipe);
+}
+
 /* ---- acceptors ---- */
 
 struct acc {
@@ -611,6 +745,38 @@ static void test_acceptor_backlog(void **state)
 	close(c.lfd);
 }
 
+/* The same with a completion queue of 16: the multishot accept overflows
+ * it, the kernel ends the multishot (a CQE without IORING_CQE_F_MORE),
+ * and the acceptor arms it again. */
+static void test_acceptor_small_cq(void **state)
+{
+	struct urt_loop_opts o = { .ring_entries = 8, .cq_entries = 16 };
+	struct acc c = { .want = 150, .nap_ms = 30 };
+	urt_loop *loop = loop_new(&o);
+	int cl[150];
+
+	(void)state;
+	c.lfd = listener(&c.addr);
+	for (int i = 0; i < 150; i++) {
+		cl[i] = tcp_socket();
+		assert_int_equal(connect(cl[i], (struct sockaddr *)&c.addr, sizeof(c.addr)), 0);
+	}
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
+	spawn_ok(loop, NULL, acc_taker, &c);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_loop_stats(loop, &c.st), 0);
+	assert_int_equal(urt_acceptor_close(c.a), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(c.errs, 0);
+	assert_int_equal(c.n, 150);
+	assert_true(c.st.sqes > 2); /* armed again at least once */
+	close_all(&c);
+	for (int i = 0; i < 150; i++)
+		close(cl[i]);
+	close(c.lfd);
+}
+
 static int acc_parked(void *arg)
 {
 	struct acc *c = arg;
@@ -730,11 +896,13 @@ int main(void)
 		cmocka_unit_test(test_poll),
 		cmocka_unit_test(test_cancel_parked),
 		cmocka_unit_test(test_cancelled_accept_no_leak),
+		cmocka_unit_test(test_connect_send_parked),
 		cmocka_unit_test(test_io_deadline),
 		cmocka_unit_test(test_deadline_full_sq),
 		cmocka_unit_test(test_acceptor_parked),
 		cmocka_unit_test(test_acceptor_oneshot),
 		cmocka_unit_test(test_acceptor_backlog),
+		cmocka_unit_test(test_acceptor_small_cq),
 		cmocka_unit_test(test_acceptor_close_deadline_cancel),
 		cmocka_unit_test(test_acceptor_untaken),
 	};
