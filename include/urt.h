@@ -425,8 +425,8 @@ URT_API int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int 
  * one arrives. Returns the socket or -errno: an accept error the kernel
  * reported (-EMFILE, ...; the acceptor arms again at the next call),
  * -EBADF (the acceptor was closed meanwhile), -ECANCELED, -ETIMEDOUT,
- * -EPERM (outside a task), -EINVAL (NULL). Several tasks may wait; they
- * are served in order.
+ * -EPERM (outside a task), -EXDEV (a task of another loop), -EINVAL
+ * (NULL, or closed). Several tasks may wait; they are served in order.
  */
 URT_API int urt_acceptor_next(urt_acceptor *a);
 
@@ -434,7 +434,8 @@ URT_API int urt_acceptor_next(urt_acceptor *a);
  * Close an acceptor: the multishot accept is cancelled, connections queued
  * and not taken are closed, tasks waiting in urt_acceptor_next get -EBADF.
  * The acceptor is freed once the kernel has answered the cancel; do not use
- * it after this call. Returns 0 or -EINVAL (NULL). An acceptor not closed
+ * it after this call. Returns 0, -EINVAL (NULL), -EPERM (not the loop's
+ * thread). An acceptor not closed
  * is closed by urt_loop_destroy. From the loop's thread, inside a task or
  * outside one.
  */

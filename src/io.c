@@ -605,6 +605,8 @@ int urt_acceptor_close(urt_acceptor *a)
 {
 	if (!a || a->closed)
 		return -EINVAL;
+	if (!pthread_equal(a->loop->owner, pthread_self()))
+		return -EPERM;
 	a->closed = true;
 	while (a->len)
 		close(acceptor_take(a));
