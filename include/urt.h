@@ -303,6 +303,37 @@ URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset);
 URT_API ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset);
 
 /*
+ * Registered files and buffers: the kernel takes a reference to each file
+ * and pins each buffer once, instead of at every operation.
+ * urt_loop_register_files makes fds[i] the loop's fixed file i;
+ * urt_loop_register_buffers makes iov[i] its fixed buffer i (the memory
+ * stays the caller's and must outlive the loop or a later unregister, which
+ * happens with urt_loop_destroy). Each may be done once per loop. Returns
+ * 0, -EINVAL (NULL loop or array, n 0), -EPERM (not the loop's thread),
+ * or the kernel's error (-EBUSY: registered already; -ENOMEM, -EFAULT,
+ * -EBADF, ...). Callable inside a task and outside one.
+ */
+URT_API int urt_loop_register_files(urt_loop *loop, const int *fds, unsigned n);
+URT_API int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, unsigned n);
+
+/* urt_read_fixed / urt_write_fixed flag: fd is an index into the loop's
+ * registered files, not a file descriptor. */
+#define URT_FIXED_FILE (1u << 0)
+
+/*
+ * As urt_read and urt_write, with IORING_OP_READ_FIXED and WRITE_FIXED:
+ * buf..buf+len must lie in the loop's registered buffer buf_index. flags:
+ * URT_FIXED_FILE or 0. Returns the bytes moved or -errno (the kernel's:
+ * -EFAULT for a range outside the buffer or an index past the last one;
+ * -EINVAL for unknown flags or len above SSIZE_MAX; -ECANCELED,
+ * -ETIMEDOUT, -EPERM outside a task).
+ */
+URT_API ssize_t urt_read_fixed(int fd, void *buf, size_t len, int64_t offset,
+			       unsigned buf_index, unsigned flags);
+URT_API ssize_t urt_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
+				unsigned buf_index, unsigned flags);
+
+/*
  * Vectored read and write (IORING_OP_READV, IORING_OP_WRITEV): as urt_read
  * and urt_write over iovcnt buffers, filled or taken in order. Returns the
  * bytes moved or -errno (the kernel's; -EINVAL for a negative iovcnt or

@@ -194,6 +194,66 @@ ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset)
 	return iop_wait(&iop, sqe);
 }
 
+/* ---- registered files and buffers ---- */
+
+int urt_loop_register_files(urt_loop *loop, const int *fds, unsigned n)
+{
+	if (!loop || !fds || !n)
+		return -EINVAL;
+	if (!pthread_equal(loop->owner, pthread_self()))
+		return -EPERM;
+	return io_uring_register_files(&loop->ring.ring, fds, n);
+}
+
+int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, unsigned n)
+{
+	if (!loop || !iov || !n)
+		return -EINVAL;
+	if (!pthread_equal(loop->owner, pthread_self()))
+		return -EPERM;
+	return io_uring_register_buffers(&loop->ring.ring, iov, n);
+}
+
+static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned buf_index,
+			unsigned flags, bool write)
+{
+	struct urt__iop iop;
+	int res = 0;
+	struct io_uring_sqe *sqe;
+
+	if (urt__cur_task && (flags & ~URT_FIXED_FILE))
+		return -EINVAL;
+	sqe = rw_start(&iop, &len, &res);
+	if (!sqe)
+		return res;
+	if (write)
+		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned)len, rw_offset(offset),
+					  (int)buf_index);
+	else
+		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)len, rw_offset(offset),
+					 (int)buf_index);
+	if (flags & URT_FIXED_FILE)
+		sqe->flags |= IOSQE_FIXED_FILE;
+	res = iop_wait(&iop, sqe);
+#if URT__VALGRIND
+	if (!write && res > 0)
+		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
+#endif
+	return res;
+}
+
+ssize_t urt_read_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned buf_index,
+		       unsigned flags)
+{
+	return rw_fixed(fd, buf, len, offset, buf_index, flags, false);
+}
+
+ssize_t urt_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
+			unsigned buf_index, unsigned flags)
+{
+	return rw_fixed(fd, (void *)(uintptr_t)buf, len, offset, buf_index, flags, true);
+}
+
 int urt_fsync(int fd, unsigned flags)
 {
 	struct io_uring_sqe *sqe;

@@ -295,6 +295,62 @@ static void test_cancelled_open_no_leak(void **state)
 	assert_int_equal(open_fds(), before);
 }
 
+/* Registered files and buffers: READ_FIXED and WRITE_FIXED, by fd and by
+ * fixed-file index; the kernel's range and index checks. */
+struct fixed_case {
+	int fd;
+	char *region;
+	ssize_t w_fd, w_idx, r_fd, r_idx, outside, bad_index, bad_flag;
+};
+
+static int fixed_task(void *arg)
+{
+	struct fixed_case *c = arg;
+	char outside[16];
+
+	memcpy(c->region, "fixed-data", 10);
+	c->w_fd = urt_write_fixed(c->fd, c->region, 10, 0, 0, 0);
+	memcpy(c->region + 100, "INDEX", 5);
+	c->w_idx = urt_write_fixed(0, c->region + 100, 5, 10, 0, URT_FIXED_FILE);
+	memset(c->region, 0, 4096);
+	c->r_fd = urt_read_fixed(c->fd, c->region + 4000, 15, 0, 0, 0);
+	c->r_idx = urt_read_fixed(0, c->region + 2000, 5, 10, 0, URT_FIXED_FILE);
+	c->outside = urt_read_fixed(c->fd, outside, sizeof(outside), 0, 0, 0);
+	c->bad_index = urt_read_fixed(c->fd, c->region, 4, 0, 7, 0);
+	c->bad_flag = urt_read_fixed(c->fd, c->region, 4, 0, 0, 1u << 5);
+	return 0;
+}
+
+static void test_fixed(void **state)
+{
+	struct fixed_case c = { .fd = temp_file("", 0) };
+	static char region[4096] __attribute__((aligned(4096)));
+	struct iovec iov = { region, sizeof(region) };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	c.region = region;
+	assert_int_equal(urt_loop_register_files(NULL, &c.fd, 1), -EINVAL);
+	assert_int_equal(urt_loop_register_files(loop, NULL, 1), -EINVAL);
+	assert_int_equal(urt_loop_register_buffers(loop, &iov, 0), -EINVAL);
+	assert_int_equal(urt_loop_register_files(loop, &c.fd, 1), 0);
+	assert_int_equal(urt_loop_register_buffers(loop, &iov, 1), 0);
+	assert_int_equal(urt_loop_register_buffers(loop, &iov, 1), -EBUSY);
+	spawn_ok(loop, NULL, fixed_task, &c);
+	run_and_destroy(loop);
+	assert_int_equal(c.w_fd, 10);
+	assert_int_equal(c.w_idx, 5);
+	assert_int_equal(c.r_fd, 15);
+	assert_memory_equal(region + 4000, "fixed-dataINDEX", 15);
+	assert_int_equal(c.r_idx, 5);
+	assert_memory_equal(region + 2000, "INDEX", 5);
+	assert_int_equal(c.outside, -EFAULT);
+	assert_int_equal(c.bad_index, -EFAULT);
+	assert_int_equal(c.bad_flag, -EINVAL);
+	assert_int_equal(urt_read_fixed(c.fd, region, 1, 0, 0, 0), -EPERM);
+	assert_int_equal(close(c.fd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,6 +362,7 @@ int main(void)
 		cmocka_unit_test(test_vectors_open_statx),
 		cmocka_unit_test(test_vectors_outside_task),
 		cmocka_unit_test(test_cancelled_open_no_leak),
+		cmocka_unit_test(test_fixed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -239,9 +239,15 @@ def w4_rows():
     r = ratio(u, f)
     row("W4", "IOPS, 4 KiB random reads, QD 32 (higher is better)", rate(u),
         f"{rate(f)} (READ)", rate(uv), "—",
-        f"raw READ_FIXED, registered file + buffers: {rate(fx)} (urt {rx(ratio(u, fx))})",
-        r, ratio(u, uv),
+        "", r, ratio(u, uv),
         target("≥ 0.9× raw READ", [("", r, None if r is None else r >= 0.9)]))
+    # The option: a registered file and buffers on both sides.
+    ufx = med("W4", "urt-fixed", "iops")
+    r = ratio(ufx, fx)
+    row("W4 fixed", "IOPS, the same with a registered file and buffers: urt_read_fixed, raw "
+        "READ_FIXED (higher is better)", rate(ufx), f"{rate(fx)} (READ_FIXED)", "—", "—", "",
+        r, None,
+        target("≥ 0.9× raw READ_FIXED", [("", r, None if r is None else r >= 0.9)]))
 
 
 def w5_rows():

@@ -211,6 +211,7 @@ w2_py1() {
 w3_py() { bench asyncio-tp "$py" "$here/bench_asyncio.py" tp "$py_w3_jobs"; }
 w4_opts=(--file "$w4_file" --file-mib "$file_mib" --reads "$w4_reads")
 w4_urt() { bench urt-reads "$bin/urt-bench-reads" "${w4_opts[@]}"; }
+w4_urt_fixed() { bench urt-reads-fixed "$bin/urt-bench-reads" --fixed "${w4_opts[@]}"; }
 w4_raw() { bench raw-reads "$bin/urt-bench-raw-reads" "${w4_opts[@]}"; }
 w4_uv() { bench uv-reads "$bin/urt-bench-uv-reads" "${w4_opts[@]}"; }
 w5_urt() { bench "urt-timer-$load" "$bin/urt-bench-timer" --load "$load" --seconds "$w5_secs"; }
@@ -286,7 +287,7 @@ for ((round = 1; round <= runs; round++)); do
 		rotate w1_urt w1_raw w1_uv w1_py
 	done
 	rotate w23_urt w2_uv w2_uv1 w3_uv w2_py w2_py1 w3_py
-	rotate w4_urt w4_raw w4_uv
+	rotate w4_urt w4_urt_fixed w4_raw w4_uv
 	for load in idle offload inline; do
 		if [ "$load" = inline ]; then
 			# libuv is compared on idle and offload only.
