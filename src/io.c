@@ -164,7 +164,10 @@ static int fd_result(struct urt__iop *iop, int res)
 	return res;
 }
 
-ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
+/* One buffer, one SQE: read, write, recv, send and their fixed forms share
+ * it. msg_flags goes to recv and send, buf_index to the fixed forms. */
+static ssize_t buf_op(int opcode, int fd, const void *buf, size_t len, uint64_t offset,
+		      int msg_flags, unsigned buf_index, unsigned sqe_flags)
 {
 	struct urt__iop iop;
 	int res = 0;
@@ -172,26 +175,28 @@ ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
 
 	if (!sqe)
 		return res;
-	io_uring_prep_read(sqe, fd, buf, (unsigned)len, rw_offset(offset));
+	io_uring_prep_rw(opcode, sqe, fd, buf, (unsigned)len, offset);
+	sqe->msg_flags = (uint32_t)msg_flags;
+	sqe->buf_index = (uint16_t)buf_index;
+	sqe->flags |= (uint8_t)sqe_flags;
 	res = iop_wait(&iop, sqe);
 #if URT__VALGRIND
 	/* The kernel filled the buffer behind valgrind's back. */
-	if (res > 0)
+	if (res > 0 && (opcode == IORING_OP_READ || opcode == IORING_OP_RECV ||
+			opcode == IORING_OP_READ_FIXED))
 		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
 #endif
 	return res;
 }
 
+ssize_t urt_read(int fd, void *buf, size_t len, int64_t offset)
+{
+	return buf_op(IORING_OP_READ, fd, buf, len, rw_offset(offset), 0, 0, 0);
+}
+
 ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset)
 {
-	struct urt__iop iop;
-	int res = 0;
-	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
-
-	if (!sqe)
-		return res;
-	io_uring_prep_write(sqe, fd, buf, (unsigned)len, rw_offset(offset));
-	return iop_wait(&iop, sqe);
+	return buf_op(IORING_OP_WRITE, fd, buf, len, rw_offset(offset), 0, 0, 0);
 }
 
 /* ---- registered files and buffers ---- */
@@ -214,44 +219,27 @@ int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, unsigned 
 	return io_uring_register_buffers(&loop->ring.ring, iov, n);
 }
 
-static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned buf_index,
-			unsigned flags, bool write)
+/* The fixed forms' own check: -EPERM outside a task comes first, as for
+ * every call, then the flags. */
+static ssize_t rw_fixed(int opcode, int fd, const void *buf, size_t len, int64_t offset,
+			unsigned buf_index, unsigned flags)
 {
-	struct urt__iop iop;
-	int res = 0;
-	struct io_uring_sqe *sqe;
-
 	if (urt__cur_task && (flags & ~URT_FIXED_FILE))
 		return -EINVAL;
-	sqe = rw_start(&iop, &len, &res);
-	if (!sqe)
-		return res;
-	if (write)
-		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned)len, rw_offset(offset),
-					  (int)buf_index);
-	else
-		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)len, rw_offset(offset),
-					 (int)buf_index);
-	if (flags & URT_FIXED_FILE)
-		sqe->flags |= IOSQE_FIXED_FILE;
-	res = iop_wait(&iop, sqe);
-#if URT__VALGRIND
-	if (!write && res > 0)
-		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
-#endif
-	return res;
+	return buf_op(opcode, fd, buf, len, rw_offset(offset), 0, buf_index,
+		      (flags & URT_FIXED_FILE) ? IOSQE_FIXED_FILE : 0);
 }
 
 ssize_t urt_read_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned buf_index,
 		       unsigned flags)
 {
-	return rw_fixed(fd, buf, len, offset, buf_index, flags, false);
+	return rw_fixed(IORING_OP_READ_FIXED, fd, buf, len, offset, buf_index, flags);
 }
 
 ssize_t urt_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
 			unsigned buf_index, unsigned flags)
 {
-	return rw_fixed(fd, (void *)(uintptr_t)buf, len, offset, buf_index, flags, true);
+	return rw_fixed(IORING_OP_WRITE_FIXED, fd, buf, len, offset, buf_index, flags);
 }
 
 int urt_fsync(int fd, unsigned flags)
@@ -399,31 +387,12 @@ int urt_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 
 ssize_t urt_recv(int fd, void *buf, size_t len, int flags)
 {
-	struct urt__iop iop;
-	int res = 0;
-	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
-
-	if (!sqe)
-		return res;
-	io_uring_prep_recv(sqe, fd, buf, len, flags);
-	res = iop_wait(&iop, sqe);
-#if URT__VALGRIND
-	if (res > 0)
-		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
-#endif
-	return res;
+	return buf_op(IORING_OP_RECV, fd, buf, len, 0, flags, 0, 0);
 }
 
 ssize_t urt_send(int fd, const void *buf, size_t len, int flags)
 {
-	struct urt__iop iop;
-	int res = 0;
-	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
-
-	if (!sqe)
-		return res;
-	io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
-	return iop_wait(&iop, sqe);
+	return buf_op(IORING_OP_SEND, fd, buf, len, 0, flags | MSG_NOSIGNAL, 0, 0);
 }
 
 int urt_shutdown(int fd, int how)

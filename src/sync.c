@@ -49,19 +49,25 @@ static void *slot(struct urt_chan *c, size_t i)
 	return c->buf + ((c->head + i) % c->cap) * c->size;
 }
 
+/* What send and receive check first: the arguments, then, for a call that
+ * may wait in a task, cancellation and the deadline. */
+static int chan_check(const struct urt_chan *c, const void *elem, size_t size, int wait)
+{
+	struct urt_task *t = urt__cur_task;
+
+	if (!c || !elem || size != c->size)
+		return -EINVAL;
+	return t && wait ? urt__wait_check(t) : 0;
+}
+
 int urt__chan_send(urt_chan *c, const void *elem, size_t size, int wait)
 {
 	struct urt_task *t = urt__cur_task;
 	struct urt__waiter w;
-	int ret;
+	int ret = chan_check(c, elem, size, wait);
 
-	if (!c || !elem || size != c->size)
-		return -EINVAL;
-	if (t && wait) {
-		ret = urt__wait_check(t);
-		if (ret)
-			return ret;
-	}
+	if (ret)
+		return ret;
 	if (c->closed)
 		return -EPIPE;
 	/* A receiver waits only while the channel is empty: hand it over. */
@@ -90,15 +96,10 @@ int urt__chan_recv(urt_chan *c, void *elem, size_t size, int wait)
 {
 	struct urt_task *t = urt__cur_task;
 	struct urt__waiter w;
-	int ret;
+	int ret = chan_check(c, elem, size, wait);
 
-	if (!c || !elem || size != c->size)
-		return -EINVAL;
-	if (t && wait) {
-		ret = urt__wait_check(t);
-		if (ret)
-			return ret;
-	}
+	if (ret)
+		return ret;
 	if (c->len) {
 		memcpy(elem, slot(c, 0), c->size);
 		c->head = (c->head + 1) % c->cap;
