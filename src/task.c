@@ -23,17 +23,17 @@
  * Stack mapping, low to high:
  *   [one page: PROT_NONE guard, or plain stack when unguarded]
  *   [canary window: URT__CANARY_WORDS words that must stay zero]
- *   [stack, growing down ...]
- *   [struct urt_task, the task's record]
+ *   [stack, growing down from the top of the mapping]
+ * The task's record lives apart, in a slab of records (see
+ * struct urt__rec_slab).
  *
  * The canary is a window of zeros rather than a written pattern: reading an
  * untouched page maps the shared zero page, so a sleeping task costs one
- * resident page (its top, holding the record and its frames), not two. An
+ * resident page (the top of its stack, holding its frames), not two. An
  * overflow that reaches the window writes frames into it (return addresses,
  * saved registers), which are not all zero.
  */
 #define URT__CANARY_WORDS 32
-#define URT__REC_SIZE ((sizeof(struct urt_task) + 63) & ~(size_t)63)
 
 static size_t page_size(void)
 {
@@ -75,9 +75,34 @@ static size_t map_len(const struct urt_loop *loop)
 	return page_size() + loop->stack_size;
 }
 
-static struct urt_task *rec_of(void *map, size_t len)
+/* A free record (with the stack it kept, if any), or a new one, without a
+ * stack, from the current slab. NULL when out of memory. */
+static struct urt_task *rec_get(struct urt_loop *loop)
 {
-	return (struct urt_task *)((char *)map + len - URT__REC_SIZE);
+	struct urt__rec_slab *s = loop->slabs;
+	struct urt_task *t = loop->rec_free;
+
+	if (t) {
+		loop->rec_free = t->next;
+		return t;
+	}
+	if (!s || s->used == URT__SLAB_RECS) {
+		s = aligned_alloc(64, sizeof(*s));
+		if (!s)
+			return NULL;
+		s->next = loop->slabs;
+		s->used = 0;
+		loop->slabs = s;
+	}
+	t = &s->rec[s->used++];
+	t->map = NULL;
+	return t;
+}
+
+static void rec_put(struct urt_loop *loop, struct urt_task *t)
+{
+	t->next = loop->rec_free;
+	loop->rec_free = t;
 }
 
 /* Stacks without a guard page are carved from chunks of this many, one
@@ -134,17 +159,18 @@ static void stack_unmap(void *map, size_t len, bool guarded)
 int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 {
 	size_t len = map_len(loop);
-	struct urt__stack_cache *c = &loop->stacks;
-	struct urt_task *t;
+	struct urt_task *t = rec_get(loop);
 	bool guarded;
 	void *map;
 #if URT__VALGRIND
 	unsigned vg_id;
 #endif
 
-	if (c->n) {
-		map = c->free[--c->n];
-		t = rec_of(map, len);
+	if (!t)
+		return -ENOMEM;
+	if (t->map) {
+		map = t->map;
+		loop->stacks.n--;
 #if URT__ASAN
 		/* Frames of the previous task may have left poisoned redzones. */
 		ASAN_UNPOISON_MEMORY_REGION((char *)map + page_size(), loop->stack_size);
@@ -155,11 +181,12 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 #endif
 	} else {
 		map = stack_map(loop, &guarded);
-		if (!map)
+		if (!map) {
+			rec_put(loop, t);
 			return -ENOMEM;
-		t = rec_of(map, len);
+		}
 #if URT__VALGRIND
-		vg_id = VALGRIND_STACK_REGISTER((char *)map + page_size(), (char *)t);
+		vg_id = VALGRIND_STACK_REGISTER((char *)map + page_size(), (char *)map + len);
 #endif
 	}
 	memset(t, 0, sizeof(*t));
@@ -175,7 +202,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 #endif
 #if URT__ASAN
 	t->asan_bottom = (char *)map + page_size();
-	t->asan_size = (size_t)((char *)t - (char *)t->asan_bottom);
+	t->asan_size = loop->stack_size;
 #endif
 #if URT__TSAN
 	t->tsan_fiber = __tsan_create_fiber(0);
@@ -184,57 +211,47 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	return 0;
 }
 
-static void stack_release(struct urt_loop *loop, void *map, size_t len, struct urt_task *t)
+static void stack_drop(struct urt_task *t)
 {
-	struct urt__stack_cache *c = &loop->stacks;
-
-	if (c->n < c->limit) {
-		if (c->n == c->cap) {
-			size_t cap = c->cap ? c->cap * 2 : 64;
-			void **f = realloc(c->free, cap * sizeof(*f));
-
-			if (f) {
-				c->free = f;
-				c->cap = cap;
-			}
-		}
-		if (c->n < c->cap) {
-			c->free[c->n++] = map;
-			return;
-		}
-	}
 #if URT__VALGRIND
 	VALGRIND_STACK_DEREGISTER(t->vg_id);
 #endif
-	stack_unmap(map, len, t->guarded);
+	stack_unmap(t->map, t->map_len, t->guarded);
+	t->map = NULL;
 }
 
 void urt__task_free(struct urt_task *t)
 {
+	struct urt_loop *loop = t->loop;
+
 #if URT__TSAN
 	__tsan_destroy_fiber(t->tsan_fiber);
 #endif
-	stack_release(t->loop, t->map, t->map_len, t);
+	if (loop->stacks.n < loop->stacks.limit)
+		loop->stacks.n++;
+	else
+		stack_drop(t);
+	rec_put(loop, t);
 }
 
 void urt__stack_cache_fini(struct urt_loop *loop)
 {
-	struct urt__stack_cache *c = &loop->stacks;
-	size_t len = map_len(loop);
+	struct urt__rec_slab *s, *next;
 
-	for (size_t i = 0; i < c->n; i++) {
-		struct urt_task *t = rec_of(c->free[i], len);
-
-#if URT__VALGRIND
-		VALGRIND_STACK_DEREGISTER(t->vg_id);
-#endif
-		stack_unmap(c->free[i], len, t->guarded);
+	/* Every task has been freed: each record is free, some with a
+	 * stack. */
+	for (s = loop->slabs; s; s = next) {
+		next = s->next;
+		for (size_t i = 0; i < s->used; i++)
+			if (s->rec[i].map)
+				stack_drop(&s->rec[i]);
+		free(s);
 	}
-	free(c->free);
-	c->free = NULL;
-	c->n = c->cap = 0;
+	loop->slabs = NULL;
+	loop->rec_free = NULL;
+	loop->stacks.n = 0;
 	if (loop->chunk_left)
-		munmap(loop->chunk, len * loop->chunk_left);
+		munmap(loop->chunk, map_len(loop) * loop->chunk_left);
 	loop->chunk_left = 0;
 }
 
@@ -353,7 +370,7 @@ static void task_entry(void *arg)
 
 void urt__task_start(struct urt_task *t)
 {
-	t->sp = urt__ctx_init(t, task_entry, t);
+	t->sp = urt__ctx_init((char *)t->map + t->map_len, task_entry, t);
 }
 
 /* Checked at every switch away from a task: the top and bottom words of

@@ -104,7 +104,7 @@ enum urt__wait {
 			   * (channels, acceptors, groups) */
 };
 
-struct urt_task {
+struct __attribute__((aligned(64))) urt_task {
 	/* What every switch, park and wake-up touches: the first cache line. */
 	void *sp;                 /* saved stack pointer while not running */
 	struct urt_loop *loop;
@@ -192,9 +192,20 @@ void urt__waitq_wake(struct urt__waiter *w, int res);
 /* Wake every waiter of q with res. */
 void urt__waitq_wake_all(struct urt__waitq *q, int res);
 
+/* Finished tasks' records wait for reuse on a free list, most with their
+ * stacks still mapped; n counts those stacks, limit caps them. */
 struct urt__stack_cache {
-	void **free;
-	size_t n, cap, limit;
+	size_t n, limit;
+};
+
+/* Task records come from slabs, dense and apart from the stacks: the
+ * scheduler's bookkeeping (run queue, timer heap, task list) then touches
+ * a few pages of records rather than a page per task. */
+#define URT__SLAB_RECS 256
+struct urt__rec_slab {
+	struct urt__rec_slab *next;
+	size_t used;
+	struct urt_task rec[URT__SLAB_RECS];
 };
 
 struct urt_group;
@@ -206,9 +217,11 @@ void urt__groups_free(struct urt_loop *loop);
  * every one left (once no CQE can come for them). */
 void urt__acceptors_close(struct urt_loop *loop, bool free_all);
 
-/* Allocate a task with its stack (from the cache when one is free). */
+/* Allocate a task with its stack (a free record, with its stack when it
+ * kept one, or a new record and a new stack). */
 int urt__task_new(struct urt_loop *loop, struct urt_task **out);
-/* Return a finished task's stack to the cache (or unmap it). */
+/* Put a finished task's record on the free list, its stack kept for the
+ * next task (or unmapped past the cache's limit). */
 void urt__task_free(struct urt_task *t);
 void urt__stack_cache_fini(struct urt_loop *loop);
 /* Prepare a new task's first frame: its first resume calls t->fn(t->arg). */
@@ -266,6 +279,8 @@ struct urt_loop {
 	struct __kernel_timespec timer_ts;
 	struct __kernel_timespec update_ts;
 	struct urt__stack_cache stacks;
+	struct urt__rec_slab *slabs;   /* every record, live or free */
+	struct urt_task *rec_free;     /* free records, linked by next */
 	void *chunk;                /* unguarded stacks not handed out yet */
 	unsigned chunk_left;
 	void *altstack;             /* the signal stack this loop set up */
