@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -781,9 +782,10 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 		dtor(arg);
 	if (ret)
 		return ret;
-	job = calloc(1, sizeof(*job));
+	job = aligned_alloc(_Alignof(struct urt__job), sizeof(*job));
 	if (!job)
 		return -ENOMEM;
+	memset(job, 0, sizeof(*job));
 	job->fn = fn;
 	job->arg = arg;
 	job->dtor = dtor;

@@ -619,7 +619,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 		o.stack_size = MIN_STACK;
 	o.stack_size = (o.stack_size + ps - 1) & ~(ps - 1);
 
-	loop = calloc(1, sizeof(*loop));
+	loop = urt__alloc_lines(sizeof(*loop));
 	if (!loop)
 		return -ENOMEM;
 	ret = urt__ring_init(&loop->ring, o.ring_entries, o.cq_entries);

@@ -32,7 +32,9 @@
 #define BATCH 16                 /* jobs a worker takes per lock */
 #define DEFAULT_SPIN_NS 20000u
 
-struct worker {
+/* Each worker's record on 128-byte blocks of its own (it writes its ring's
+ * fields), as are the pool's and the loop's. */
+struct __attribute__((aligned(128))) worker {
 	struct urt_pool *pool;
 	pthread_t thread;
 	struct io_uring ring;       /* sends batches (and lone messages too in
@@ -265,10 +267,10 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 
 		o.threads = n > 0 ? (unsigned)(n < MAX_THREADS ? n : MAX_THREADS) : 1;
 	}
-	p = calloc(1, sizeof(*p));
+	p = urt__alloc_lines(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->workers = calloc(o.threads, sizeof(*p->workers));
+	p->workers = urt__alloc_lines(o.threads * sizeof(*p->workers));
 	if (!p->workers) {
 		free(p);
 		return -ENOMEM;

@@ -75,6 +75,18 @@ static size_t map_len(const struct urt_loop *loop)
 	return page_size() + loop->stack_size;
 }
 
+/* Stacks without a guard page are carved from chunks of this many, one
+ * mmap per chunk instead of one per stack. */
+#define CHUNK_STACKS 64
+
+static void *map_anon(size_t len)
+{
+	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+
+	return map == MAP_FAILED ? NULL : map;
+}
+
 /* A free record (with the stack it kept, if any), or a new one, without a
  * stack, from the current slab. NULL when out of memory. */
 static struct urt_task *rec_get(struct urt_loop *loop)
@@ -87,8 +99,12 @@ static struct urt_task *rec_get(struct urt_loop *loop)
 		return t;
 	}
 	if (!s || s->used == URT__SLAB_RECS) {
-		s = aligned_alloc(64, sizeof(*s));
-		if (!s)
+		/* A mapping of its own, apart from the malloc heap: the
+		 * records must not share cache lines (or their prefetched
+		 * neighbours) with data other threads write. */
+		s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			 -1, 0);
+		if (s == MAP_FAILED)
 			return NULL;
 		s->next = loop->slabs;
 		s->used = 0;
@@ -103,18 +119,6 @@ static void rec_put(struct urt_loop *loop, struct urt_task *t)
 {
 	t->next = loop->rec_free;
 	loop->rec_free = t;
-}
-
-/* Stacks without a guard page are carved from chunks of this many, one
- * mmap per chunk instead of one per stack. */
-#define CHUNK_STACKS 64
-
-static void *map_anon(size_t len)
-{
-	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-
-	return map == MAP_FAILED ? NULL : map;
 }
 
 static void *stack_map(struct urt_loop *loop, bool *guarded)
@@ -245,7 +249,7 @@ void urt__stack_cache_fini(struct urt_loop *loop)
 		for (size_t i = 0; i < s->used; i++)
 			if (s->rec[i].map)
 				stack_drop(&s->rec[i]);
-		free(s);
+		munmap(s, sizeof(*s));
 	}
 	loop->slabs = NULL;
 	loop->rec_free = NULL;

@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "urt.h"
 
@@ -32,6 +34,21 @@
 #define URT__TSAN 1
 #endif
 #endif
+
+/* Zeroed memory of its own 128-byte blocks (a cache line and the line the
+ * hardware prefetches with it), for a structure that one thread writes while
+ * another thread writes a different one: allocated with calloc, a loop and
+ * its pool could share a block, and each write would move it between CPUs.
+ * NULL when out of memory; free with free(). */
+static inline void *urt__alloc_lines(size_t size)
+{
+	size_t len = (size + 127) & ~(size_t)127;
+	void *p = aligned_alloc(128, len);
+
+	if (p)
+		memset(p, 0, len);
+	return p;
+}
 
 /* ---- ring: io_uring setup, SQE acquisition, submit, reap, dispatch ---- */
 
@@ -365,7 +382,7 @@ enum urt__job_state {
 	URT__JOB_DROPPED,  /* the loop dropped it: it completes with -ECANCELED */
 };
 
-struct urt__job {
+struct __attribute__((aligned(128))) urt__job {
 	struct urt__op op;
 	void (*fn)(void *);
 	void *arg;
