@@ -71,8 +71,9 @@ typedef int (*urt_task_fn)(void *arg);
 
 /* Loop options. Zero in any field means its default. */
 struct urt_loop_opts {
-	/* Submission queue entries (default 256; rounded up to a power of two
-	 * by the kernel). A full SQ is flushed and refilled, never an error. */
+	/* Submission queue entries (default 256; at least 2, for an operation
+	 * and its linked timeout; rounded up to a power of two by the
+	 * kernel). A full SQ is flushed and refilled, never an error. */
 	unsigned ring_entries;
 	/* Completion queue entries (default 4 x ring_entries). */
 	unsigned cq_entries;

@@ -611,6 +611,8 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 		return -EINVAL;
 	if (!o.ring_entries)
 		o.ring_entries = DEFAULT_ENTRIES;
+	if (o.ring_entries < 2)
+		o.ring_entries = 2; /* an operation and its linked timeout */
 	if (!o.cq_entries)
 		o.cq_entries = 4 * o.ring_entries;
 	if (!o.stack_size)

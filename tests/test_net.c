@@ -471,6 +471,13 @@ static void test_deadline_full_sq(void **state)
 	run_and_destroy(loop);
 	assert_int_equal(m.timed, 37);
 	assert_int_equal(m.other, 0);
+	/* The smallest SQ asked for still holds a pair: 1 becomes 2. */
+	o.ring_entries = 1;
+	loop = loop_new(&o);
+	for (int i = 0; i < 3; i++)
+		spawn_ok(loop, NULL, many_waiter, &m);
+	run_and_destroy(loop);
+	assert_int_equal(m.timed, 40);
 	close(m.pair[0]);
 	close(m.pair[1]);
 }
