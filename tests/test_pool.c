@@ -304,10 +304,12 @@ static void test_owned_job_cancelled(void **state)
 struct queued {
 	int ret;
 	atomic_int *ran;
+	atomic_int *started;
 };
 
 static void busy_fn(struct queued *q)
 {
+	atomic_fetch_add(q->started, 1);
 	usleep(30000);
 	atomic_fetch_add(q->ran, 1);
 }
@@ -320,29 +322,42 @@ static int queued_task(void *arg)
 	return 0;
 }
 
-static int stop_after_10ms(void *arg)
+struct stopper {
+	urt_loop *loop;
+	atomic_int *started;
+	int errors;      /* calls that failed; asserted after the run */
+};
+
+/* Stop the loop once the worker has started a job (not after a fixed
+ * time: on a loaded machine the worker may not have run yet). */
+static int stop_once_started(void *arg)
 {
-	assert_int_equal(urt_sleep_ns(10 * MS), 0);
-	assert_int_equal(urt_loop_stop(arg), 0);
+	struct stopper *st = arg;
+
+	while (atomic_load(st->started) == 0)
+		st->errors += urt_sleep_ns(1 * MS) != 0;
+	st->errors += urt_loop_stop(st->loop) != 0;
 	return 0;
 }
 
 static void test_shutdown_queued_and_running(void **state)
 {
 	urt_loop *loop = new_loop(1);
-	atomic_int ran = 0;
+	atomic_int ran = 0, started = 0;
+	struct stopper st = { loop, &started, 0 };
 	struct queued q[6];
 	int ran_jobs = 0, dropped = 0;
 
 	(void)state;
 	for (int i = 0; i < 6; i++) {
-		q[i] = (struct queued){ .ret = 1, .ran = &ran };
+		q[i] = (struct queued){ .ret = 1, .ran = &ran, .started = &started };
 		assert_int_equal(urt_spawn(loop, NULL, queued_task, &q[i]), 0);
 	}
-	assert_int_equal(urt_spawn(loop, NULL, stop_after_10ms, loop), 0);
-	/* One worker: after 10 ms one job runs and five are queued. */
+	assert_int_equal(urt_spawn(loop, NULL, stop_once_started, &st), 0);
+	/* One worker: once it runs a job (30 ms), the other five are queued. */
 	assert_int_equal(urt_loop_run(loop), -EINTR);
 	urt_loop_destroy(loop);
+	assert_int_equal(st.errors, 0);
 	for (int i = 0; i < 6; i++) {
 		if (q[i].ret == 0)
 			ran_jobs++;
