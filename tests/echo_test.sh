@@ -46,6 +46,9 @@ wait "$cpid" || crc=$?
 summary=$(tail -1 "$dir/server.out")
 read -r word conns word2 bytes <<<"$summary"
 [ "$word" = connections ] && [ "$word2" = bytes ] || fail "no summary from the server: $summary"
-[ "$conns" = 150 ] || fail "the server counted $conns connections, not 150"
+# The second client's connections open while it starts: on a slow machine
+# (a sanitizer build) a few may still be in the backlog at the SIGINT.
+[ "$conns" -gt 100 ] && [ "$conns" -le 150 ] ||
+	fail "the server counted $conns connections, not 101 to 150"
 [ "$bytes" -gt 26214400 ] || fail "the server echoed $bytes bytes, at most the first client's"
-echo "echo_test: 100 connections moved 26214400 bytes; SIGINT closed 50 open ones; server: $summary"
+echo "echo_test: 100 connections moved 26214400 bytes; SIGINT closed $((conns - 100)) open ones; server: $summary"
