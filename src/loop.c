@@ -159,7 +159,6 @@ void urt__task_finished(struct urt_task *t)
 	if (t->joiner) {
 		/* t->joiner stays set: the handle is claimed until the joiner
 		 * runs and frees it, so no other join can take it meanwhile. */
-		t->joiner->joining = NULL;
 		urt__wake(t->joiner, 0);
 	}
 }
@@ -243,11 +242,6 @@ static bool wait_interrupt(struct urt_task *t, int res)
 	case URT__WAIT_SLEEP:
 		urt__wake(t, res);
 		return true;
-	case URT__WAIT_JOIN:
-		t->joining->joiner = NULL;
-		t->joining = NULL;
-		urt__wake(t, res);
-		return true;
 	case URT__WAIT_JOB:
 		urt__job_abandon(t, res);
 		return true;
@@ -295,14 +289,15 @@ int urt__wait_check(struct urt_task *t)
 	return 0;
 }
 
-int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int))
+int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
+		    uint64_t deadline)
 {
 	int ret;
 
 	t->interrupt = interrupt;
 	t->wait_obj = obj;
-	if (t->deadline != UINT64_MAX) {
-		ret = urt__timer_add(t->loop, t, t->deadline);
+	if (deadline != UINT64_MAX) {
+		ret = urt__timer_add(t->loop, t, deadline);
 		if (ret)
 			return ret;
 	}
@@ -334,7 +329,7 @@ int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task
 	else
 		q->head = w;
 	q->tail = w;
-	ret = urt__park_hook(t, w, waitq_interrupt);
+	ret = urt__park_hook(t, w, waitq_interrupt, t->deadline);
 	if (w->q) /* not parked after all (-ENOMEM arming the deadline) */
 		urt__waitq_wake(w, ret);
 	return ret;
@@ -776,6 +771,13 @@ int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
 	return 0;
 }
 
+/* A cancel or the deadline ends a join: the task joined stays unjoined. */
+static void join_interrupt(struct urt_task *self, int res)
+{
+	((struct urt_task *)self->wait_obj)->joiner = NULL;
+	urt__wake(self, res);
+}
+
 static void join_collect(struct urt_task *t, int *result)
 {
 	if (result)
@@ -805,16 +807,14 @@ int urt_join(urt_task *t, int *result)
 	ret = urt__wait_check(self);
 	if (ret)
 		return ret;
-	if (self->deadline != UINT64_MAX) {
-		ret = urt__timer_add(self->loop, self, self->deadline);
-		if (ret)
-			return ret;
-	}
 	t->joiner = self;
-	self->joining = t;
-	ret = urt__park(self, URT__WAIT_JOIN);
-	if (ret)
+	ret = urt__park_hook(self, t, join_interrupt, self->deadline);
+	if (ret) {
+		/* Interrupted (join_interrupt let go of t), or never parked
+		 * (-ENOMEM arming the deadline): t stays joinable. */
+		t->joiner = NULL;
 		return ret;
+	}
 	join_collect(t, result);
 	return 0;
 }

@@ -276,15 +276,8 @@ int urt_group_wait(urt_group *g)
 	while (g->running) {
 		/* Once cancelling, the deadline no longer applies: the wait
 		 * goes on until the members have returned. */
-		if (g->cancelling) {
-			uint64_t deadline = t->deadline;
-
-			t->deadline = UINT64_MAX;
-			ret = urt__park_hook(t, g, group_interrupt);
-			t->deadline = deadline;
-		} else {
-			ret = urt__park_hook(t, g, group_interrupt);
-		}
+		ret = urt__park_hook(t, g, group_interrupt,
+				     g->cancelling ? UINT64_MAX : t->deadline);
 		if (ret == -ENOMEM) /* no room for the deadline's timer */
 			group_cancel(g, ret);
 	}

@@ -114,11 +114,10 @@ enum urt__wait {
 	URT__WAIT_NONE,
 	URT__WAIT_SLEEP,
 	URT__WAIT_IO,
-	URT__WAIT_JOIN,
 	URT__WAIT_POOL,   /* urt_to_thread: woken only by the job's completion */
 	URT__WAIT_JOB,    /* urt_job_run: woken by completion, deadline or cancel */
 	URT__WAIT_HOOK,   /* a wait whose cancel or deadline calls t->interrupt
-			   * (channels, acceptors, groups) */
+			   * (joins, channels, acceptors, groups) */
 };
 
 struct __attribute__((aligned(64))) urt_task {
@@ -148,7 +147,6 @@ struct __attribute__((aligned(64))) urt_task {
 	 * parked (a group waits for its members first). */
 	void (*interrupt)(struct urt_task *t, int res);
 	void *wait_obj;           /* URT__WAIT_HOOK: what it waits on */
-	struct urt_task *joining; /* parked in join: the task it waits for */
 	struct urt_timeout *scope; /* the innermost timeout scope */
 	struct urt_task *gprev, *gnext; /* the group's members */
 	struct urt_task *all_prev, *all_next; /* the loop's list of tasks */
@@ -344,10 +342,12 @@ void urt__wake(struct urt_task *t, int res);
 void urt__task_finished(struct urt_task *t);
 
 /* Park t (the running task) in a hook wait on obj (see URT__WAIT_HOOK),
- * with t's deadline, if any, armed on the timer heap. Returns the wake
+ * with a timer at deadline on the heap (UINT64_MAX: none; usually
+ * t->deadline). Returns the wake
  * result: the waker's, or -ECANCELED / -ETIMEDOUT from interrupt. The
  * caller checks cancellation and the deadline first (urt__wait_check). */
-int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int));
+int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
+		    uint64_t deadline);
 /* Before a wait: -ECANCELED once t is cancelled, -ETIMEDOUT once its
  * deadline has passed, else 0. */
 int urt__wait_check(struct urt_task *t);
