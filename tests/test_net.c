@@ -671,18 +671,18 @@ static void close_all(struct acc *c)
 		assert_int_equal(close(c->fds[i]), 0);
 }
 
-static void test_acceptor_parked(void **state)
+/* A taker parks first, then a task makes 10 connections to an acceptor
+ * made with flags; returns the loop's stats once both have ended. */
+static struct urt_loop_stats ten_run(int flags)
 {
 	struct acc c = { .want = 10 };
 	urt_loop *loop = loop_new(NULL);
 
-	(void)state;
 	c.lfd = listener(&c.addr);
-	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, SOCK_CLOEXEC), 0);
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, flags), 0);
 	spawn_ok(loop, NULL, acc_taker, &c);     /* parks first */
 	spawn_ok(loop, NULL, acc_connector, &c);
 	assert_int_equal(urt_loop_run(loop), 0);
-	/* One multishot accept for the 10 connections, still armed. */
 	assert_int_equal(urt_loop_stats(loop, &c.st), 0);
 	assert_int_equal(urt_acceptor_close(c.a), 0);
 	urt_loop_destroy(loop);
@@ -690,79 +690,42 @@ static void test_acceptor_parked(void **state)
 	assert_int_equal(c.errs, 0);
 	assert_int_equal(c.n, 10);
 	for (int i = 0; i < c.n; i++)
-		assert_true(fcntl(c.fds[i], F_GETFD) & FD_CLOEXEC);
-	assert_int_equal(c.st.sqes, 11);
-	assert_int_equal(c.st.inflight, 1);
+		assert_int_equal(!!(fcntl(c.fds[i], F_GETFD) & FD_CLOEXEC), !!(flags & SOCK_CLOEXEC));
 	close_all(&c);
 	close(c.lfd);
+	return c.st;
+}
+
+static void test_acceptor_parked(void **state)
+{
+	struct urt_loop_stats st = ten_run(SOCK_CLOEXEC);
+
+	(void)state;
+	/* One multishot accept for the 10 connections, still armed, and the
+	 * 10 connects. */
+	assert_int_equal(st.sqes, 11);
+	assert_int_equal(st.inflight, 1);
 }
 
 /* The one-by-one mode, as on kernels without multishot accept. */
 static void test_acceptor_oneshot(void **state)
 {
-	struct acc c = { .want = 10 };
-	urt_loop *loop = loop_new(NULL);
-	struct urt_loop_stats st;
+	struct urt_loop_stats st = ten_run(URT_ACCEPTOR_ONESHOT);
 
 	(void)state;
-	c.lfd = listener(&c.addr);
-	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, URT_ACCEPTOR_ONESHOT), 0);
-	spawn_ok(loop, NULL, acc_taker, &c);
-	spawn_ok(loop, NULL, acc_connector, &c);
-	assert_int_equal(urt_loop_run(loop), 0);
-	assert_int_equal(urt_loop_stats(loop, &st), 0);
-	assert_int_equal(urt_acceptor_close(c.a), 0);
-	urt_loop_destroy(loop);
-	check_tasks();
-	assert_int_equal(c.errs, 0);
-	assert_int_equal(c.n, 10);
 	/* One accept SQE per connection, one connect SQE per connection. */
 	assert_int_equal(st.sqes, 20);
 	assert_int_equal(st.inflight, 0);
-	close_all(&c);
-	close(c.lfd);
 }
 
-/* 150 connections wait before anyone takes one: the queue of 64 fills, the
- * multishot accept pauses, and is armed again as the queue drains. */
-static void test_acceptor_backlog(void **state)
+/* 150 connections wait before a taker, napping first, takes them all on a
+ * loop made with o; returns the loop's stats as the last task ended. */
+static struct urt_loop_stats backlog_run(const struct urt_loop_opts *o)
 {
 	struct acc c = { .want = 150, .nap_ms = 30 };
-	urt_loop *loop = loop_new(NULL);
+	urt_loop *loop = loop_new(o);
 	int cl[150];
 
-	(void)state;
-	c.lfd = listener(&c.addr);
-	for (int i = 0; i < 150; i++) {
-		cl[i] = tcp_socket();
-		assert_int_equal(connect(cl[i], (struct sockaddr *)&c.addr, sizeof(c.addr)), 0);
-	}
-	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
-	/* The taker naps first, while the accepts queue up. */
-	spawn_ok(loop, NULL, acc_taker, &c);
-	assert_int_equal(urt_loop_run(loop), 0);
-	assert_int_equal(urt_acceptor_close(c.a), 0);
-	urt_loop_destroy(loop);
-	check_tasks();
-	assert_int_equal(c.errs, 0);
-	assert_int_equal(c.n, 150);
-	close_all(&c);
-	for (int i = 0; i < 150; i++)
-		close(cl[i]);
-	close(c.lfd);
-}
-
-/* The same with a completion queue of 16: the multishot accept overflows
- * it, the kernel ends the multishot (a CQE without IORING_CQE_F_MORE),
- * and the acceptor arms it again. */
-static void test_acceptor_small_cq(void **state)
-{
-	struct urt_loop_opts o = { .ring_entries = 8, .cq_entries = 16 };
-	struct acc c = { .want = 150, .nap_ms = 30 };
-	urt_loop *loop = loop_new(&o);
-	int cl[150];
-
-	(void)state;
 	c.lfd = listener(&c.addr);
 	for (int i = 0; i < 150; i++) {
 		cl[i] = tcp_socket();
@@ -777,11 +740,30 @@ static void test_acceptor_small_cq(void **state)
 	check_tasks();
 	assert_int_equal(c.errs, 0);
 	assert_int_equal(c.n, 150);
-	assert_true(c.st.sqes > 2); /* armed again at least once */
 	close_all(&c);
 	for (int i = 0; i < 150; i++)
 		close(cl[i]);
 	close(c.lfd);
+	return c.st;
+}
+
+/* The queue of 64 fills, the multishot accept pauses, and is armed again
+ * as the queue drains. */
+static void test_acceptor_backlog(void **state)
+{
+	(void)state;
+	(void)backlog_run(NULL);
+}
+
+/* With a completion queue of 16 the multishot accept overflows it, the
+ * kernel ends the multishot (a CQE without IORING_CQE_F_MORE), and the
+ * acceptor arms it again. */
+static void test_acceptor_small_cq(void **state)
+{
+	struct urt_loop_opts o = { .ring_entries = 8, .cq_entries = 16 };
+
+	(void)state;
+	assert_true(backlog_run(&o).sqes > 2); /* armed again at least once */
 }
 
 static int acc_parked(void *arg)
