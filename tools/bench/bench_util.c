@@ -257,3 +257,37 @@ void bench_w4_parse(int argc, char **argv, struct bench_w4_opts *o, void (*usage
 		exit(2);
 	}
 }
+
+unsigned bench_echo_parse(int argc, char **argv, void (*usage)(FILE *f))
+{
+	static const struct option lo[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	unsigned long port = 0;
+	char *end;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "p:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			errno = 0;
+			port = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || port > 65535)
+				bench_die("--port: want 0 to 65535, got '%s'", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		exit(2);
+	}
+	return (unsigned)port;
+}

@@ -80,6 +80,11 @@ struct bench_w4_opts {
  * the program's help. Exits 0 on --help, 2 on a bad argument. */
 void bench_w4_parse(int argc, char **argv, struct bench_w4_opts *o, void (*usage)(FILE *f));
 
+/* ECHO's servers' command line, the same for each: --port P (0 to 65535,
+ * default 0: any free port) and --help. Returns P; exits 0 on --help, 2
+ * on a bad argument (usage prints the program's help). */
+unsigned bench_echo_parse(int argc, char **argv, void (*usage)(FILE *f));
+
 /* Check a block read from W4's file: its first 8 bytes are want, LE. */
 static inline int bench_block_ok(const void *buf, uint64_t want)
 {

@@ -17,7 +17,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -158,41 +157,16 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{ "port", required_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct epoll_event evs[MAX_EVENTS];
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t salen = sizeof(sa);
-	unsigned long port = 0;
+	unsigned port;
 	bool stop = false;
 	sigset_t mask;
-	char *end;
-	int c, one = 1;
+	int one = 1;
 
 	bench_prog = "urt-bench-epoll-echo";
-	while ((c = getopt_long(argc, argv, "p:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'p':
-			errno = 0;
-			port = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || port > 65535)
-				bench_die("--port: want 0 to 65535, got '%s'", optarg);
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		return 2;
-	}
+	port = bench_echo_parse(argc, argv, usage);
 
 	/* Blocked, the signals queue for the signalfd; this also holds when
 	 * they arrive ignored, as a non-interactive shell's & leaves SIGINT. */
@@ -213,7 +187,7 @@ int main(int argc, char **argv)
 	sa.sin_port = htons((uint16_t)port);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (bind(st.lfd, (struct sockaddr *)&sa, sizeof(sa)))
-		bench_die("bind 127.0.0.1:%lu: %s", port, strerror(errno));
+		bench_die("bind 127.0.0.1:%u: %s", port, strerror(errno));
 	if (listen(st.lfd, SOMAXCONN))
 		bench_die("listen: %s", strerror(errno));
 	if (getsockname(st.lfd, (struct sockaddr *)&sa, &salen))

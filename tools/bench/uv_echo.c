@@ -16,7 +16,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -183,39 +182,14 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{ "port", required_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	static const int signums[2] = { SIGINT, SIGTERM };
 	struct sockaddr_storage ss;
 	struct sockaddr_in sa;
-	int c, ret, len = sizeof(ss);
-	unsigned long port = 0;
-	char *end;
+	int ret, len = sizeof(ss);
+	unsigned port;
 
 	bench_prog = "urt-bench-uv-echo";
-	while ((c = getopt_long(argc, argv, "p:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'p':
-			errno = 0;
-			port = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || port > 65535)
-				bench_die("--port: want 0 to 65535, got '%s'", optarg);
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		return 2;
-	}
+	port = bench_echo_parse(argc, argv, usage);
 
 	st.loop = uv_default_loop();
 	st.head.next = st.head.prev = &st.head;
@@ -238,7 +212,7 @@ int main(int argc, char **argv)
 	if (ret == 0)
 		ret = uv_tcp_getsockname(&st.server, (struct sockaddr *)&ss, &len);
 	if (ret < 0)
-		bench_die("listening on 127.0.0.1:%lu: %s", port, uv_strerror(ret));
+		bench_die("listening on 127.0.0.1:%u: %s", port, uv_strerror(ret));
 
 	/* Listening already: a client may connect as soon as it reads this. */
 	printf("port %u\n", ntohs(((struct sockaddr_in *)&ss)->sin_port));
