@@ -202,11 +202,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	/* The signals go to the signalfd only. A shell starts background
-	 * jobs with SIGINT ignored, and an ignored signal never becomes
-	 * pending: take the default back first. */
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
+	/* The signals go to the signalfd only. Blocked, they queue even when
+	 * they arrive ignored, as a shell's background job has SIGINT. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
