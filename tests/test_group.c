@@ -49,6 +49,13 @@ static void spawn_members(struct ctx *c, struct member *m, int n)
 		c->spawn_ret[i] = urt_group_spawn(c->g, member_fn, &m[i]);
 }
 
+/* Create c->g and spawn members m[0..n-1] into it. */
+static void group_start(struct ctx *c, struct member *m, int n)
+{
+	c->create_ret = urt_group_create(&c->g);
+	spawn_members(c, m, n);
+}
+
 static void wait_group(struct ctx *c)
 {
 	c->wait_ret = urt_group_wait(c->g);
@@ -82,8 +89,7 @@ static int all_ok_waiter(void *arg)
 {
 	struct all_ok *a = arg;
 
-	a->c.create_ret = urt_group_create(&a->c.g);
-	spawn_members(&a->c, a->m, 5);
+	group_start(&a->c, a->m, 5);
 	wait_group(&a->c);
 	return 0;
 }
@@ -126,8 +132,7 @@ static int fail_waiter(void *arg)
 {
 	struct fail_case *f = arg;
 
-	f->c.create_ret = urt_group_create(&f->c.g);
-	spawn_members(&f->c, f->m, 6);
+	group_start(&f->c, f->m, 6);
 	wait_group(&f->c);
 	return 0;
 }
@@ -398,8 +403,7 @@ static int cancel_waiter_fn(void *arg)
 {
 	struct waiter_case *w = arg;
 
-	w->c.create_ret = urt_group_create(&w->c.g);
-	spawn_members(&w->c, w->m, 3);
+	group_start(&w->c, w->m, 3);
 	wait_group(&w->c);
 	return 0;
 }
@@ -450,8 +454,7 @@ static int deadline_waiter_fn(void *arg)
 
 	w->c.start = urt_now_ns();
 	w->enter = urt_timeout_enter(&to, 20 * MS);
-	w->c.create_ret = urt_group_create(&w->c.g);
-	spawn_members(&w->c, w->m, 3);
+	group_start(&w->c, w->m, 3);
 	wait_group(&w->c);
 	w->leave = urt_timeout_leave(&to);
 	return 0;
@@ -486,8 +489,7 @@ static int precancelled_waiter_fn(void *arg)
 {
 	struct waiter_case *w = arg;
 
-	w->c.create_ret = urt_group_create(&w->c.g);
-	spawn_members(&w->c, w->m, 3);
+	group_start(&w->c, w->m, 3);
 	w->cancel_ret = urt_cancel(urt_current_task());
 	wait_group(&w->c);
 	return 0;
@@ -523,8 +525,7 @@ static int expired_waiter_fn(void *arg)
 
 	w->c.start = urt_now_ns();
 	w->enter = urt_timeout_enter(&to, 10 * MS);
-	w->c.create_ret = urt_group_create(&w->c.g);
-	spawn_members(&w->c, w->m, 3);
+	group_start(&w->c, w->m, 3);
 	w->cancel_ret = urt_sleep_ns(10 * SEC); /* ends at the deadline */
 	wait_group(&w->c);
 	w->leave = urt_timeout_leave(&to);
@@ -794,8 +795,7 @@ static int first_waiter(void *arg)
 {
 	struct twice_case *t = arg;
 
-	t->c.create_ret = urt_group_create(&t->c.g);
-	spawn_members(&t->c, &t->m, 1);
+	group_start(&t->c, &t->m, 1);
 	t->c.spawn_ret[1] = urt_spawn(NULL, NULL, second_waiter, t);
 	wait_group(&t->c);
 	return 0;
