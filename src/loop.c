@@ -810,9 +810,13 @@ int urt_join(urt_task *t, int *result)
 	t->joiner = self;
 	ret = urt__park_hook(self, t, join_interrupt, self->deadline);
 	if (ret) {
-		/* Interrupted (join_interrupt let go of t), or never parked
-		 * (-ENOMEM arming the deadline): t stays joinable. */
-		t->joiner = NULL;
+		/* Never parked (-ENOMEM arming the deadline, the one error
+		 * the wait itself returns): let go of t. Interrupted (a cancel,
+		 * the deadline): join_interrupt let go already, and since then
+		 * another task may have claimed t, or collected and freed it:
+		 * t is not ours to touch. */
+		if (ret == -ENOMEM)
+			t->joiner = NULL;
 		return ret;
 	}
 	join_collect(t, result);

@@ -87,6 +87,28 @@ static void *map_anon(size_t len)
 	return map == MAP_FAILED ? NULL : map;
 }
 
+#if URT__ASAN
+static void rec_poison(struct urt_task *t)
+{
+	ASAN_POISON_MEMORY_REGION(t, sizeof(*t));
+}
+
+static void rec_unpoison(struct urt_task *t)
+{
+	ASAN_UNPOISON_MEMORY_REGION(t, sizeof(*t));
+}
+#else
+static void rec_poison(struct urt_task *t)
+{
+	(void)t;
+}
+
+static void rec_unpoison(struct urt_task *t)
+{
+	(void)t;
+}
+#endif
+
 /* A free record (with the stack it kept, if any), or a new one, without a
  * stack, from the current slab. NULL when out of memory. */
 static struct urt_task *rec_get(struct urt_loop *loop)
@@ -95,6 +117,7 @@ static struct urt_task *rec_get(struct urt_loop *loop)
 	struct urt_task *t = loop->rec_free;
 
 	if (t) {
+		rec_unpoison(t);
 		loop->rec_free = t->next;
 		return t;
 	}
@@ -119,6 +142,10 @@ static void rec_put(struct urt_loop *loop, struct urt_task *t)
 {
 	t->next = loop->rec_free;
 	loop->rec_free = t;
+	/* A free record is out of bounds for everyone but rec_get: under
+	 * ASan, a stale handle's use (a second join, a cancel of a freed
+	 * task) is reported where it happens, as a freed malloc block's is. */
+	rec_poison(t);
 }
 
 static void *stack_map(struct urt_loop *loop, bool *guarded)
@@ -246,9 +273,11 @@ void urt__stack_cache_fini(struct urt_loop *loop)
 	 * stack. */
 	for (s = loop->slabs; s; s = next) {
 		next = s->next;
-		for (size_t i = 0; i < s->used; i++)
+		for (size_t i = 0; i < s->used; i++) {
+			rec_unpoison(&s->rec[i]);
 			if (s->rec[i].map)
 				stack_drop(&s->rec[i]);
+		}
 		munmap(s, sizeof(*s));
 	}
 	loop->slabs = NULL;

@@ -636,6 +636,100 @@ static void test_join_claimed_by_waiter(void **state)
 	assert_int_equal(c.second, -EINVAL);
 }
 
+/* Found by CI's fuzz run: J1 parks joining P and is cancelled; J2 then
+ * parks joining P; P returns and wakes J2. J1's join returns -ECANCELED
+ * and must leave J2's claim alone: J1's second join is refused, and J2
+ * collects P (a second collect freed P twice). */
+struct reclaim {
+	urt_task *p;
+	urt_task *j1;
+	int first, second, j2, result;
+};
+
+static int reclaim_j1(void *arg)
+{
+	struct reclaim *r = arg;
+
+	r->first = urt_join(r->p, NULL);
+	r->second = urt_join(r->p, NULL);
+	return 0;
+}
+
+static int reclaim_c(void *arg)
+{
+	struct reclaim *r = arg;
+
+	return urt_cancel(r->j1);
+}
+
+static int reclaim_j2(void *arg)
+{
+	struct reclaim *r = arg;
+
+	r->j2 = urt_join(r->p, &r->result);
+	return 0;
+}
+
+static int reclaim_p(void *arg)
+{
+	(void)arg;
+	return 7;
+}
+
+static void test_cancelled_join_keeps_other_claim(void **state)
+{
+	struct reclaim r = { .first = 1, .second = 1, .j2 = 1 };
+	urt_loop *loop = loop_new(NULL);
+	urt_task *a, *b;
+
+	(void)state;
+	spawn_ok(loop, &r.j1, reclaim_j1, &r);
+	spawn_ok(loop, NULL, reclaim_c, &r);
+	spawn_ok(loop, NULL, reclaim_j2, &r);
+	spawn_ok(loop, &r.p, reclaim_p, NULL);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(r.first, -ECANCELED);
+	assert_int_equal(r.second, -EINVAL);
+	assert_int_equal(r.j2, 0);
+	assert_int_equal(r.result, 7);
+	assert_int_equal(urt_join(r.j1, NULL), 0);
+	/* Two later spawns get two records: a record freed twice would be
+	 * handed out twice. */
+	spawn_ok(loop, &a, reclaim_p, NULL);
+	spawn_ok(loop, &b, reclaim_p, NULL);
+	assert_ptr_not_equal(a, b);
+	run_and_destroy(loop);
+}
+
+/* The same with P collected before J1 resumes: a task joins P after P has
+ * returned and frees it (reclaim_j2). J1's interrupted join must not touch P on its way
+ * out (ASan, which poisons freed records, reports it if it does). */
+static int reclaim_j1_once(void *arg)
+{
+	struct reclaim *r = arg;
+
+	r->first = urt_join(r->p, NULL);
+	return 0;
+}
+
+static void test_cancelled_join_target_collected(void **state)
+{
+	struct reclaim r = { .first = 1, .j2 = 1 };
+	urt_loop *loop = loop_new(NULL);
+
+	(void)state;
+	spawn_ok(loop, &r.j1, reclaim_j1_once, &r);
+	spawn_ok(loop, NULL, reclaim_c, &r);
+	spawn_ok(loop, &r.p, reclaim_p, NULL);
+	spawn_ok(loop, NULL, reclaim_j2, &r);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(r.first, -ECANCELED);
+	assert_int_equal(r.j2, 0);
+	assert_int_equal(r.result, 7);
+	assert_int_equal(urt_join(r.j1, NULL), 0);
+	run_and_destroy(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -648,6 +742,8 @@ int main(void)
 		cmocka_unit_test(test_run_again),
 		cmocka_unit_test(test_join_errors),
 		cmocka_unit_test(test_join_claimed_by_waiter),
+		cmocka_unit_test(test_cancelled_join_keeps_other_claim),
+		cmocka_unit_test(test_cancelled_join_target_collected),
 		cmocka_unit_test(test_current_loop),
 		cmocka_unit_test(test_spawn_errors),
 		cmocka_unit_test(test_loop_create_errors),
