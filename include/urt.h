@@ -464,9 +464,10 @@ URT_API int urt_acceptor_next(urt_acceptor *a);
 
 /*
  * Close an acceptor: the multishot accept is cancelled, connections queued
- * and not taken are closed, tasks waiting in urt_acceptor_next get -EBADF.
- * The acceptor is freed once the kernel has answered the cancel; do not use
- * it after this call. Returns 0, -EINVAL (NULL), -EPERM (not the loop's
+ * and not taken are closed, tasks waiting in urt_acceptor_next get -EBADF
+ * (in one-by-one mode their accepts are cancelled, and a connection one of
+ * them accepted meanwhile is closed). The acceptor is freed once the kernel
+ * has answered the cancels; do not use it after this call. Returns 0, -EINVAL (NULL), -EPERM (not the loop's
  * thread). An acceptor not closed
  * is closed by urt_loop_destroy. From the loop's thread, inside a task or
  * outside one.

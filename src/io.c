@@ -75,7 +75,7 @@ void urt__iop_cancel(struct urt_task *t)
 	struct urt__iop *iop = t->iop;
 	struct io_uring_sqe *sqe;
 
-	if (iop->cancel_sent)
+	if (iop->cancel_sent || iop->done)
 		return;
 	iop->cancel_sent = true;
 	sqe = urt__ring_sqe(&t->loop->ring, NULL);
@@ -435,10 +435,19 @@ struct urt_acceptor {
 	unsigned head, len, cap;
 	int err;                   /* an accept error for the next taker */
 	struct urt__waitq takers;
+	/* One-by-one mode: the takers parked in their own accept, which a
+	 * close cancels; the acceptor is freed when the last has returned. */
+	struct oneshot *oneshots;
 	bool armed;                /* the multishot accept is in flight */
 	bool pausing;              /* a cancel is on its way: the queue is full */
 	bool multishot;            /* false: the kernel has no multishot accept */
 	bool closed;               /* urt_acceptor_close: free once disarmed */
+};
+
+/* A taker's plain accept in one-by-one mode, on the taker's stack. */
+struct oneshot {
+	struct oneshot *prev, *next;
+	struct urt_task *task;
 };
 
 static void acceptor_free(struct urt_acceptor *a)
@@ -515,7 +524,7 @@ static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
 	if (a->closed) {
 		if (res >= 0)
 			close(res);
-		if (!a->armed)
+		if (!a->armed && !a->oneshots)
 			acceptor_free(a);
 		return;
 	}
@@ -592,6 +601,39 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 	return 0;
 }
 
+/* One-by-one mode: a plain accept of the taker's own, which
+ * urt_acceptor_close cancels. A connection accepted as the acceptor closes
+ * is closed: the taker gets -EBADF (or -ECANCELED, cancelled itself). The
+ * last taker to leave a closed acceptor frees it. */
+static int acceptor_accept_one(struct urt_acceptor *a, struct urt_task *t)
+{
+	struct oneshot os = { .next = a->oneshots, .task = t };
+	int fd;
+
+	if (os.next)
+		os.next->prev = &os;
+	a->oneshots = &os;
+	fd = urt_accept(a->fd, NULL, NULL, a->flags);
+	if (os.prev)
+		os.prev->next = os.next;
+	else
+		a->oneshots = os.next;
+	if (os.next)
+		os.next->prev = os.prev;
+	if (a->closed) {
+		/* The close's own cancel, or a connection that came first:
+		 * -EBADF. Another end (a deadline, an error) stays. */
+		if (fd >= 0 || (fd == -ECANCELED && !t->cancelled)) {
+			if (fd >= 0)
+				close(fd);
+			fd = -EBADF;
+		}
+		if (!a->armed && !a->oneshots)
+			acceptor_free(a);
+	}
+	return fd;
+}
+
 int urt_acceptor_next(urt_acceptor *a)
 {
 	struct urt_task *t = urt__cur_task;
@@ -614,7 +656,7 @@ int urt_acceptor_next(urt_acceptor *a)
 			ret = a->err;
 			a->err = 0;
 		} else if (!a->multishot) {
-			return urt_accept(a->fd, NULL, NULL, a->flags);
+			return acceptor_accept_one(a, t);
 		} else {
 			if (!a->armed)
 				acceptor_arm(a);
@@ -641,7 +683,9 @@ int urt_acceptor_close(urt_acceptor *a)
 	while (a->len)
 		close(acceptor_take(a));
 	urt__waitq_wake_all(&a->takers, -EBADF);
-	if (!a->armed)
+	for (struct oneshot *os = a->oneshots; os; os = os->next)
+		urt__iop_cancel(os->task);
+	if (!a->armed && !a->oneshots)
 		acceptor_free(a);
 	else if (!a->pausing)
 		acceptor_disarm(a);

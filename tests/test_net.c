@@ -778,7 +778,7 @@ static int acc_closer(void *arg)
 {
 	struct acc *c = arg;
 
-	urt_sleep_ns(5 * MS);
+	urt_sleep_ns(20 * MS); /* after the 5 ms deadline and the cancel */
 	c->closed_res = urt_acceptor_close(c->a);
 	return 0;
 }
@@ -811,15 +811,14 @@ static int acc_cancel(void *arg)
 }
 
 /* Close wakes a parked taker with -EBADF; a deadline and a cancel take a
- * taker off the queue. */
-static void test_acceptor_close_deadline_cancel(void **state)
+ * taker off the queue; with the acceptor made with flags. */
+static void close_deadline_cancel_run(int flags)
 {
 	struct acc c = { 0 };
 	urt_loop *loop = loop_new(NULL);
 
-	(void)state;
 	c.lfd = listener(&c.addr);
-	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, flags), 0);
 	spawn_ok(loop, NULL, acc_timed, &c);
 	spawn_ok(loop, &c.victim, acc_cancelled, &c);
 	spawn_ok(loop, NULL, acc_cancel, &c);
@@ -834,6 +833,20 @@ static void test_acceptor_close_deadline_cancel(void **state)
 	assert_int_equal(c.parked_res, -EBADF);
 	assert_int_equal(c.closed_res, 0);
 	close(c.lfd);
+}
+
+static void test_acceptor_close_deadline_cancel(void **state)
+{
+	(void)state;
+	close_deadline_cancel_run(0);
+}
+
+/* The same one by one (each taker parked in an accept of its own, the path
+ * of kernels before 5.19): the close used to leave the taker parked. */
+static void test_acceptor_oneshot_close_deadline_cancel(void **state)
+{
+	(void)state;
+	close_deadline_cancel_run(URT_ACCEPTOR_ONESHOT);
 }
 
 static int napper(void *arg)
@@ -893,6 +906,7 @@ int main(void)
 		cmocka_unit_test(test_acceptor_backlog),
 		cmocka_unit_test(test_acceptor_small_cq),
 		cmocka_unit_test(test_acceptor_close_deadline_cancel),
+		cmocka_unit_test(test_acceptor_oneshot_close_deadline_cancel),
 		cmocka_unit_test(test_acceptor_untaken),
 	};
 
