@@ -141,11 +141,14 @@ URT_API int urt_loop_run(urt_loop *loop);
  * for, so that sqes + messages == cqes + settled + inflight always. */
 struct urt_loop_stats {
 	uint64_t sqes;     /* SQEs prepared by the loop */
-	uint64_t messages; /* completions expected with no SQE of the loop's
-			    * (pool workers' MSG_RING messages) */
+	uint64_t messages; /* completions with no SQE of the loop's: offloaded
+			    * jobs (expected when offloaded, settled when
+			    * the pool hands them back) and the pool's
+			    * MSG_RING wake-ups (counted as they arrive) */
 	uint64_t cqes;     /* CQEs reaped */
-	uint64_t settled;  /* expected completions settled without a CQE (jobs
-			    * dropped before a worker took them) */
+	uint64_t settled;  /* expected completions settled without a CQE of
+			    * their own: every offloaded job, finished or
+			    * dropped */
 	uint64_t inflight; /* still to come */
 	uint64_t spawned;  /* tasks spawned */
 	uint64_t live;     /* tasks not yet returned */

@@ -15,12 +15,6 @@
 
 #include "urt_internal.h"
 
-#if URT__TSAN
-#include <sanitizer/tsan_interface.h>
-#define TSAN_ACQUIRE(p) __tsan_acquire(p)
-#else
-#define TSAN_ACQUIRE(p) ((void)0)
-#endif
 
 /* The most read(2) transfers in one call. */
 #define URT__MAX_RW 0x7ffff000u
@@ -121,7 +115,7 @@ static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 		return NULL;
 	if (t->deadline != UINT64_MAX)
 		urt__ring_reserve(&t->loop->ring, 2);
-	iop->op.done = iop_done;
+	iop->op = (struct urt__op){ .done = iop_done };
 	iop->task = t;
 	iop->res = 0;
 	iop->done = false;
@@ -707,19 +701,18 @@ void urt__acceptors_close(struct urt_loop *loop, bool free_all)
 
 /* ---- offloaded jobs ---- */
 
-static struct urt_loop *loop_of_ring(struct urt__ring *r)
+static struct urt_loop *loop_of_done(struct urt__done *d)
 {
-	return (struct urt_loop *)((char *)r - offsetof(struct urt_loop, ring));
+	return (struct urt_loop *)((char *)d - offsetof(struct urt_loop, done));
 }
 
 static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct urt__job *job = (struct urt__job *)((char *)op - offsetof(struct urt__job, op));
-	struct urt_loop *loop = loop_of_ring(job->ring);
+	struct urt_loop *loop = loop_of_done(job->done);
 	struct urt_task *t = job->waiter;
 
 	(void)flags;
-	TSAN_ACQUIRE(job);
 	loop->jobs_inflight--;
 	if (job->lprev)
 		job->lprev->lnext = job->lnext;
@@ -752,6 +745,22 @@ void urt__job_abandon(struct urt_task *t, int res)
 	urt__wake(t, res);
 }
 
+/* A wake-up from the pool: every job on the finished list completes, in
+ * the order the workers finished them. */
+static void done_wake(struct urt__op *op, int32_t res, uint32_t flags)
+{
+	struct urt__done *d = (struct urt__done *)((char *)op - offsetof(struct urt__done, wake));
+	struct urt_loop *loop = loop_of_done(d);
+	struct urt__job *j, *next;
+
+	(void)res;
+	(void)flags;
+	for (j = urt__done_take(d); j; j = next) {
+		next = j->next; /* an owned job is freed as it completes */
+		urt__ring_complete(&loop->ring, &j->op, j->res);
+	}
+}
+
 /* Queue a job for the loop's next turn, which hands every job queued in the
  * turn to the pool at once. */
 static int job_submit(struct urt_task *t, struct urt__job *job)
@@ -764,10 +773,14 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	pool = urt_loop_pool(loop);
 	if (!pool)
 		return loop->pool_err;
-	job->op.done = job_done;
+	if (!loop->done.wake.done) {
+		loop->done.wake.done = done_wake;
+		loop->done.wake.unsolicited = true;
+		loop->done.ring_fd = loop->ring.ring.ring_fd;
+	}
+	job->op = (struct urt__op){ .done = job_done };
 	job->waiter = t;
-	job->ring = &loop->ring;
-	job->ring_fd = loop->ring.ring.ring_fd;
+	job->done = &loop->done;
 	job->next = NULL;
 	job->res = 0;
 	atomic_init(&job->state, URT__JOB_QUEUED);
@@ -870,6 +883,12 @@ void urt__jobs_drop(struct urt_loop *loop)
 	loop->jq_tail = NULL;
 	loop->jq_n = 0;
 	/* Jobs still in the pool's queue are taken back and complete here. */
-	if (loop->pool)
-		urt__pool_drop(loop->pool, &loop->ring);
+	if (loop->pool) {
+		struct urt__job *next;
+
+		for (j = urt__pool_drop(loop->pool, &loop->done); j; j = next) {
+			next = j->next;
+			urt__ring_complete(&loop->ring, &j->op, -ECANCELED);
+		}
+	}
 }

@@ -1,6 +1,7 @@
-/* pool: threads that run blocking jobs and complete them into the owning
- * loop's ring with IORING_OP_MSG_RING. No eventfd, and no lock on the way
- * back: a worker's message is a CQE the loop reaps with the others.
+/* pool: threads that run blocking jobs and hand them back to the owning
+ * loop: a lock-free list of finished jobs, and an IORING_OP_MSG_RING that
+ * wakes the loop when that list was empty. No eventfd, and no lock on the
+ * way back: the loop reaps the wake-up with its other CQEs.
  *
  * Lock order: pool->mu is the only lock, held for the job queue only.
  */
@@ -15,13 +16,6 @@
 
 #include "urt_internal.h"
 
-#if URT__TSAN
-#include <sanitizer/tsan_interface.h>
-#define TSAN_RELEASE(p) __tsan_release(p)
-#else
-#define TSAN_RELEASE(p) ((void)0)
-#endif
-
 /* Kernel 6.13+: a MSG_RING sent with no source ring (liburing 2.3 has no
  * helper for it). */
 #ifndef IORING_REGISTER_SEND_MSG_RING
@@ -29,16 +23,16 @@
 #endif
 
 #define MAX_THREADS 1024
-#define BATCH 16                 /* jobs a worker takes per lock */
 #define DEFAULT_SPIN_NS 20000u
+#define WAKE_RETRY_MAX_US 10000u
 
 /* Each worker's record on 128-byte blocks of its own (it writes its ring's
  * fields), as are the pool's and the loop's. */
 struct __attribute__((aligned(128))) worker {
 	struct urt_pool *pool;
 	pthread_t thread;
-	struct io_uring ring;       /* sends batches (and lone messages too in
-				     * worker-ring mode) */
+	struct io_uring ring;       /* sends wake-ups where the kernel has no
+				     * ring-less MSG_RING */
 	bool has_ring;
 };
 
@@ -91,73 +85,122 @@ static bool probe_ringless(void)
 	return ok;
 }
 
-/* Post the completions of a batch. Every message is prepared before the
- * first goes: the moment the loop sees a CQE, that job's memory may be gone.
- * A message the kernel refuses (the target's CQ cannot take it) is sent
- * again until it goes: a lost completion would park its task forever. */
-static void post(struct worker *w, struct urt__job **jobs, unsigned n)
+/* The wake-up from the worker's own ring. An SQE that a failed submit left
+ * in the SQ goes again as it is: preparing another would send the message
+ * twice. Returns the message's result or the submit's error. */
+static int send_from_ring(struct worker *w, int fd, uint64_t ud)
 {
-	struct io_uring_sqe msgs[BATCH];
-	bool sent[BATCH] = { false };
-	unsigned left = n;
+	struct io_uring_cqe *cqe;
+	int ret;
 
-	for (unsigned i = 0; i < n; i++) {
-		memset(&msgs[i], 0, sizeof(msgs[i]));
-		io_uring_prep_msg_ring(&msgs[i], jobs[i]->ring_fd, (unsigned)jobs[i]->res,
-				       (uint64_t)(uintptr_t)&jobs[i]->op, 0);
-		io_uring_sqe_set_data64(&msgs[i], i);
-		TSAN_RELEASE(jobs[i]);
+	if (!io_uring_sq_ready(&w->ring)) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+		/* Every message's CQE is consumed before the next one. */
+		if (!sqe)
+			return -EBUSY;
+		io_uring_prep_msg_ring(sqe, fd, 0, ud, 0);
 	}
-	while (left) {
-		/* One message: one ring-less syscall where the kernel has it.
-		 * Several: one io_uring_enter from the worker's ring for all
-		 * (W3 in urt-bench-offload: 1.07 M jobs/s with a syscall per
-		 * message, 1.46 M batched). */
-		if (n == 1 && !w->pool->worker_rings) {
-			for (unsigned i = 0; i < n; i++)
-				if (!sent[i] && send_ringless(&msgs[i]) == 0) {
-					sent[i] = true;
-					left--;
-				}
+	ret = io_uring_submit(&w->ring);
+	if (ret < 0)
+		return ret;
+	while ((ret = io_uring_wait_cqe(&w->ring, &cqe)) == -EINTR)
+		;
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(&w->ring, cqe);
+	return ret;
+}
+
+/* Errors after which the same message may go through: the target's CQ
+ * cannot take it yet (-EOVERFLOW), memory or the ring is short for now
+ * (-EAGAIN, -EBUSY, -ENOMEM), a signal (-EINTR). */
+static bool transient(int err)
+{
+	return err == -EAGAIN || err == -EBUSY || err == -EINTR || err == -EOVERFLOW ||
+	       err == -ENOMEM;
+}
+
+/*
+ * Wake the loop whose finished list this worker made non-empty. A
+ * transient failure is retried after a pause that doubles up to 10 ms (a
+ * lost wake-up would leave the loop's tasks parked for good); any other
+ * (the loop's ring is gone: its fd closed behind urt's back, its thread
+ * dead) is given up at once: that loop can no longer run, and its own next
+ * io_uring_enter reports why.
+ */
+static void send_wake(struct worker *w, int fd, uint64_t ud)
+{
+	unsigned pause_us = 50;
+
+	for (;;) {
+		int ret;
+
+		if (w->pool->worker_rings) {
+			ret = send_from_ring(w, fd, ud);
 		} else {
-			unsigned queued = 0;
+			struct io_uring_sqe sqe;
 
-			for (unsigned i = 0; i < n; i++) {
-				if (!sent[i]) {
-					*io_uring_get_sqe(&w->ring) = msgs[i];
-					queued++;
-				}
-			}
-			/* One enter for the whole batch; then every CQE,
-			 * so that nothing is sent twice. */
-			io_uring_submit_and_wait(&w->ring, queued);
-			while (queued) {
-				struct io_uring_cqe *cqe;
-
-				if (io_uring_wait_cqe(&w->ring, &cqe) < 0)
-					continue;
-				if (cqe->res >= 0) {
-					sent[cqe->user_data] = true;
-					left--;
-				}
-				io_uring_cqe_seen(&w->ring, cqe);
-				queued--;
-			}
+			memset(&sqe, 0, sizeof(sqe));
+			io_uring_prep_msg_ring(&sqe, fd, 0, ud, 0);
+			ret = send_ringless(&sqe);
 		}
-		if (left)
-			usleep(50);
+		if (ret >= 0 || !transient(ret))
+			return;
+		usleep(pause_us);
+		if (pause_us < WAKE_RETRY_MAX_US)
+			pause_us *= 2;
 	}
 }
 
+/* A job has ended (res 0) or was dropped before it started (-ECANCELED):
+ * push it onto its loop's finished list, and wake the loop when the list
+ * was empty. What the wake-up needs is read before the push, since the
+ * loop may take the job and go away as soon as it is on the list. */
+static void finish(struct worker *w, struct urt__job *job, int32_t res)
+{
+	struct urt__done *d = job->done;
+	int fd = d->ring_fd;
+	uint64_t ud = (uint64_t)(uintptr_t)&d->wake;
+	struct urt__job *old = atomic_load_explicit(&d->head, memory_order_relaxed);
+
+	job->res = res;
+	do
+		job->next = old;
+	while (!atomic_compare_exchange_weak_explicit(&d->head, &old, job, memory_order_release,
+						      memory_order_relaxed));
+	if (!old)
+		send_wake(w, fd, ud);
+}
+
+struct urt__job *urt__done_take(struct urt__done *d)
+{
+	struct urt__job *j = atomic_exchange_explicit(&d->head, NULL, memory_order_acquire);
+	struct urt__job *fifo = NULL;
+
+	while (j) {
+		struct urt__job *next = j->next;
+
+		j->next = fifo;
+		fifo = j;
+		j = next;
+	}
+	return fifo;
+}
+
+/* Workers take one job per lock, so that no job waits in one worker's
+ * hands behind a long one while another worker idles, and each job's
+ * completion goes out as the job ends. */
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct urt_pool *p = w->pool;
-	struct urt__job *batch[BATCH];
 
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		unsigned n = 0, take;
+		struct urt__job *job;
+		int queued = URT__JOB_QUEUED;
 
 		while (!p->head && !p->stopping) {
 			if (p->spin_ns) {
@@ -177,60 +220,47 @@ static void *worker_main(void *arg)
 		}
 		if (!p->head)
 			break;
-		/* Batches cut the lock traffic of short jobs, but a worker
-		 * that took several long jobs would run them one after the
-		 * other while its peers idle: take a fair share only. */
-		take = atomic_load_explicit(&p->queued, memory_order_relaxed) / p->nthreads;
-		if (take < 1)
-			take = 1;
-		if (take > BATCH)
-			take = BATCH;
-		while (p->head && n < take) {
-			batch[n++] = p->head;
-			p->head = p->head->next;
-		}
+		job = p->head;
+		p->head = job->next;
 		if (!p->head)
 			p->tail = NULL;
-		atomic_fetch_sub_explicit(&p->queued, n, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
 		pthread_mutex_unlock(&p->mu);
 
-		for (unsigned i = 0; i < n; i++) {
-			int queued = URT__JOB_QUEUED;
-
-			/* The loop may have dropped it since we took it. */
-			if (atomic_compare_exchange_strong(&batch[i]->state, &queued,
-							   URT__JOB_RUNNING)) {
-				batch[i]->fn(batch[i]->arg);
-				batch[i]->res = 0;
-			} else {
-				batch[i]->res = -ECANCELED;
-			}
+		/* The loop may have dropped it since it was queued. */
+		if (atomic_compare_exchange_strong(&job->state, &queued, URT__JOB_RUNNING)) {
+			job->fn(job->arg);
+			finish(w, job, 0);
+		} else {
+			finish(w, job, -ECANCELED);
 		}
-		post(w, batch, n);
 		pthread_mutex_lock(&p->mu);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
 }
 
-/* Whether a worker's ring can send a MSG_RING (5.18+): send one to a
- * scratch ring. Without it no job could ever complete. */
-static bool probe_msg_ring(struct io_uring *from)
+/* Whether a ring can send a MSG_RING (5.18+): send one between two scratch
+ * rings. Without it no job could ever complete. */
+static bool probe_msg_ring(void)
 {
-	struct io_uring to;
+	struct io_uring from, to;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
 	bool ok = false;
 
-	if (io_uring_queue_init(2, &to, 0) < 0)
+	if (io_uring_queue_init(2, &from, 0) < 0)
 		return false;
-	sqe = io_uring_get_sqe(from);
-	io_uring_prep_msg_ring(sqe, to.ring_fd, 0, 0x75727421, 0);
-	if (io_uring_submit_and_wait(from, 1) == 1 && io_uring_peek_cqe(from, &cqe) == 0) {
-		ok = cqe->res == 0;
-		io_uring_cqe_seen(from, cqe);
+	if (io_uring_queue_init(2, &to, 0) < 0) {
+		io_uring_queue_exit(&from);
+		return false;
 	}
+	sqe = io_uring_get_sqe(&from);
+	io_uring_prep_msg_ring(sqe, to.ring_fd, 0, 0x75727421, 0);
+	if (io_uring_submit_and_wait(&from, 1) == 1 && io_uring_peek_cqe(&from, &cqe) == 0)
+		ok = cqe->res == 0;
 	io_uring_queue_exit(&to);
+	io_uring_queue_exit(&from);
 	return ok;
 }
 
@@ -282,15 +312,13 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 	if (urt__cpus_allowed() < 2)
 		p->spin_ns = 0; /* the loop could not run while we spin */
 	p->worker_rings = (o.flags & URT_POOL_WORKER_RINGS) || !probe_ringless();
-	for (i = 0; i < o.threads; i++) {
-		ret = io_uring_queue_init(BATCH, &p->workers[i].ring, 0);
+	if (!probe_msg_ring())
+		ret = -EOPNOTSUPP;
+	for (i = 0; ret == 0 && p->worker_rings && i < o.threads; i++) {
+		ret = io_uring_queue_init(2, &p->workers[i].ring, 0);
 		if (ret < 0)
 			break;
 		p->workers[i].has_ring = true;
-		if (i == 0 && !probe_msg_ring(&p->workers[0].ring)) {
-			ret = -EOPNOTSUPP;
-			break;
-		}
 	}
 	if (ret < 0) {
 		pool_free(p, 0);
@@ -375,10 +403,9 @@ void urt__pool_push(struct urt_pool *p, struct urt__job *head, struct urt__job *
 		p->head = head;
 	p->tail = tail;
 	atomic_fetch_add_explicit(&p->queued, n, memory_order_relaxed);
-	/* A worker takes up to BATCH jobs: wake as many as the jobs need. */
-	wake = (n + BATCH - 1) / BATCH;
-	if (wake > p->sleepers)
-		wake = p->sleepers;
+	/* A worker takes one job at a time: every sleeping worker that has a
+	 * job to take is woken (spinning ones see the queue themselves). */
+	wake = n < p->sleepers ? n : p->sleepers;
 	if (wake == p->sleepers && wake > 1)
 		pthread_cond_broadcast(&p->cv);
 	else
@@ -387,7 +414,7 @@ void urt__pool_push(struct urt_pool *p, struct urt__job *head, struct urt__job *
 	pthread_mutex_unlock(&p->mu);
 }
 
-void urt__pool_drop(struct urt_pool *p, struct urt__ring *ring)
+struct urt__job *urt__pool_drop(struct urt_pool *p, const struct urt__done *done)
 {
 	struct urt__job *dropped = NULL, **pp, *j;
 	unsigned n = 0;
@@ -395,7 +422,7 @@ void urt__pool_drop(struct urt_pool *p, struct urt__ring *ring)
 	pthread_mutex_lock(&p->mu);
 	p->tail = NULL;
 	for (pp = &p->head; (j = *pp);) {
-		if (j->ring == ring) {
+		if (j->done == done) {
 			*pp = j->next;
 			j->next = dropped;
 			dropped = j;
@@ -407,8 +434,5 @@ void urt__pool_drop(struct urt_pool *p, struct urt__ring *ring)
 	}
 	atomic_fetch_sub_explicit(&p->queued, n, memory_order_relaxed);
 	pthread_mutex_unlock(&p->mu);
-	while ((j = dropped)) {
-		dropped = j->next;
-		urt__ring_complete(ring, &j->op, -ECANCELED);
-	}
+	return dropped;
 }

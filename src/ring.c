@@ -83,7 +83,9 @@ static void dispatch(struct urt__ring *r, struct io_uring_cqe *cqe)
 	uint32_t flags = cqe->flags;
 
 	r->cqes++;
-	if (!(flags & IORING_CQE_F_MORE))
+	if (op && op->unsolicited)
+		r->expected++;
+	else if (!(flags & IORING_CQE_F_MORE))
 		r->inflight--;
 	if (op)
 		op->done(op, res, flags);

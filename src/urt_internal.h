@@ -59,6 +59,10 @@ static inline void *urt__alloc_lines(size_t size)
  */
 struct urt__op {
 	void (*done)(struct urt__op *op, int32_t res, uint32_t cqe_flags);
+	/* Its CQEs come with no SQE of ours and nobody waits for them (the
+	 * pool's wake-up messages): each is counted as a message when it
+	 * arrives, not as an SQE's completion. */
+	bool unsolicited;
 };
 
 /* user_data of SQEs whose CQE nobody waits for (ASYNC_CANCEL, timeout update). */
@@ -268,6 +272,52 @@ void urt__ctx_switch(void **save, void *load);
  * urt__ctx_init. entry must not return. */
 void *urt__ctx_init(void *stack_top, void (*entry)(void *), void *arg);
 
+/* ---- pool: the records a job and its way back are made of ---- */
+
+/*
+ * One offloaded job. For urt_to_thread it lives on the parked task's stack;
+ * for urt_job_run it is allocated, since the caller may leave before it ends.
+ * A worker reads what it needs, runs fn, then pushes the job onto its
+ * loop's finished list (struct urt__done): after the push it never touches
+ * the job again.
+ */
+enum urt__job_state {
+	URT__JOB_QUEUED,   /* not started; the loop may still drop it */
+	URT__JOB_RUNNING,  /* a worker claimed it: it runs to its end */
+	URT__JOB_DROPPED,  /* the loop dropped it: it completes with -ECANCELED */
+};
+
+struct urt__done;
+
+struct __attribute__((aligned(128))) urt__job {
+	struct urt__op op;
+	void (*fn)(void *);
+	void *arg;
+	struct urt__job *next;      /* the pool's queue, then the finished list */
+	struct urt__job *lprev, *lnext; /* the loop's jobs in flight */
+	_Atomic int state;          /* enum urt__job_state */
+	struct urt__done *done;     /* where the finished job goes */
+	int32_t res;                /* 0: fn ran; -ECANCELED: dropped unstarted */
+	struct urt_task *waiter;    /* NULL once an owned job is abandoned */
+	void (*dtor)(void *);       /* owned jobs */
+	bool owned;
+};
+
+/*
+ * Where pool workers put a loop's finished jobs: a lock-free stack that the
+ * loop takes whole. The worker whose push finds it empty wakes the loop
+ * with one IORING_OP_MSG_RING (user_data: wake); the others push and go
+ * on, so that a loop busy with many completions gets one message for all.
+ * The loop takes the stack only when a wake-up arrives: every wake-up
+ * then finds the stack its sender made non-empty, and none is in flight
+ * once the loop's last job has come back (the loop may be destroyed).
+ */
+struct __attribute__((aligned(128))) urt__done {
+	_Atomic(struct urt__job *) head; /* newest first */
+	int ring_fd;                     /* the loop's ring */
+	struct urt__op wake;
+};
+
 /* ---- loop ---- */
 
 struct urt_loop {
@@ -307,6 +357,7 @@ struct urt_loop {
 	struct urt__job *jq_head, *jq_tail; /* jobs to hand over this turn */
 	unsigned jq_n;
 	struct urt__job *jobs;      /* jobs submitted, completion not reaped */
+	struct urt__done done;      /* finished jobs, from the pool */
 	struct urt_group *groups;   /* groups not yet waited for */
 	struct urt_acceptor *acceptors; /* acceptors not yet freed */
 	uint64_t jobs_inflight;
@@ -369,34 +420,6 @@ void urt__iop_cancel(struct urt_task *t);
 
 /* ---- pool ---- */
 
-/*
- * One offloaded job. For urt_to_thread it lives on the parked task's stack;
- * for urt_job_run it is allocated, since the caller may leave before it ends.
- * A worker reads what it needs, runs fn, then posts a MSG_RING whose CQE on
- * the loop's ring carries op's address: after posting it never touches the
- * job again.
- */
-enum urt__job_state {
-	URT__JOB_QUEUED,   /* not started; the loop may still drop it */
-	URT__JOB_RUNNING,  /* a worker claimed it: it runs to its end */
-	URT__JOB_DROPPED,  /* the loop dropped it: it completes with -ECANCELED */
-};
-
-struct __attribute__((aligned(128))) urt__job {
-	struct urt__op op;
-	void (*fn)(void *);
-	void *arg;
-	struct urt__job *next;      /* the pool's queue */
-	struct urt__job *lprev, *lnext; /* the loop's jobs in flight */
-	_Atomic int state;          /* enum urt__job_state */
-	struct urt__ring *ring;     /* the ring the completion returns to */
-	int ring_fd;
-	int32_t res;                /* 0: fn ran; -ECANCELED: dropped unstarted */
-	struct urt_task *waiter;    /* NULL once an owned job is abandoned */
-	void (*dtor)(void *);       /* owned jobs */
-	bool owned;
-};
-
 struct urt_pool;
 int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts);
 void urt__pool_attach(struct urt_pool *pool);
@@ -405,9 +428,12 @@ void urt__pool_detach(struct urt_pool *pool);
  * sleeping worker). */
 void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__job *tail,
 		    unsigned n);
-/* Take back the jobs queued for ring that no worker has started, and
- * complete them with -ECANCELED. Called by the loop that owns ring. */
-void urt__pool_drop(struct urt_pool *pool, struct urt__ring *ring);
+/* Take back the jobs bound for done that no worker has started: returned
+ * as a list linked by next, for the caller to complete. */
+struct urt__job *urt__pool_drop(struct urt_pool *pool, const struct urt__done *done);
+/* The finished jobs on done, oldest first, linked by next (the loop's
+ * side, when a wake-up arrives). */
+struct urt__job *urt__done_take(struct urt__done *done);
 /* Drop every job of the loop that no worker has started (loop destroy). */
 void urt__jobs_drop(struct urt_loop *loop);
 /* CPUs the process may run on: spinning for another thread only helps

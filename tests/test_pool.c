@@ -2,12 +2,15 @@
  * both completion paths (ring-less MSG_RING, and workers' own rings). */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -543,7 +546,7 @@ static void test_owned_jobs_under_pressure(void **state)
 	assert_int_equal(atomic_load(&pressure_dtor_total), 8);
 }
 
-/* ---- a tiny CQ under sleeps, reads and MSG_RING messages at once ---- */
+/* ---- a tiny CQ under sleeps, reads and offloaded jobs at once ---- */
 
 struct flood {
 	int fds[2];
@@ -602,7 +605,8 @@ static void test_tiny_cq_mixed(void **state)
 		assert_int_equal(urt_spawn(loop, NULL, flood_sleeper, &f[i]), 0);
 	}
 	/* Every reader's byte is there before the loop runs: 300 reads, 300
-	 * messages and the sleepers' timeout complete together into 8 CQEs. */
+	 * jobs (their wake-up messages) and the sleepers' timeout complete
+	 * together into 8 CQEs. */
 	for (int i = 0; i < 300; i++)
 		assert_int_equal(write(f[i].fds[1], "f", 1), 1);
 	assert_int_equal(urt_loop_run(loop), 0);
@@ -618,6 +622,157 @@ static void test_tiny_cq_mixed(void **state)
 	assert_int_equal(done, 900);
 	assert_true(st.messages >= 300);
 	assert_int_equal(st.sqes + st.messages, st.cqes + st.settled + st.inflight);
+}
+
+/* ---- jobs offloaded in one turn: every idle worker takes one ---- */
+
+/* A loop whose own pool of threads has started and gone to sleep. */
+static urt_loop *idle_pool_loop(unsigned threads)
+{
+	urt_loop *loop = new_loop(threads);
+
+	assert_non_null(urt_loop_pool(loop));
+	usleep(50 * 1000); /* past the workers' spin: they sleep */
+	return loop;
+}
+
+struct spread {
+	_Atomic unsigned running, most;
+	unsigned ms;
+	int errs;
+};
+
+static void spread_job(struct spread *s)
+{
+	unsigned now = atomic_fetch_add(&s->running, 1) + 1, most = atomic_load(&s->most);
+
+	while (now > most && !atomic_compare_exchange_weak(&s->most, &most, now))
+		;
+	usleep(s->ms * 1000u);
+	atomic_fetch_sub(&s->running, 1);
+}
+
+static int spread_task(void *arg)
+{
+	struct spread *s = arg;
+
+	if (urt_to_thread(spread_job, s) != 0)
+		s->errs++;
+	return 0;
+}
+
+/* Eight 50 ms jobs offloaded in one turn to four sleeping workers: four run
+ * at once (it was one: a push woke one worker per 16 jobs). */
+static void test_same_turn_jobs_spread(void **state)
+{
+	struct spread s = { .ms = 50 };
+	urt_loop *loop = idle_pool_loop(4);
+
+	(void)state;
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(urt_spawn(loop, NULL, spread_task, &s), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(s.errs, 0);
+	assert_int_equal(atomic_load(&s.most), 4);
+}
+
+struct pair {
+	sem_t posted;
+	int waited;
+	atomic_bool long_done;
+	bool long_done_seen;
+};
+
+static void pair_wait(struct pair *p)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 2;
+	while ((p->waited = sem_timedwait(&p->posted, &ts)) != 0 && errno == EINTR)
+		;
+}
+
+static void pair_post(struct pair *p)
+{
+	sem_post(&p->posted);
+}
+
+static int pair_a(void *arg)
+{
+	return urt_to_thread(pair_wait, (struct pair *)arg);
+}
+
+static int pair_b(void *arg)
+{
+	return urt_to_thread(pair_post, (struct pair *)arg);
+}
+
+/* A job that waits (up to 2 s) for a second job offloaded in the same
+ * turn sees it start: it used to time out, the second job queued behind
+ * it while the other workers slept. */
+static void test_job_sees_sibling_start(void **state)
+{
+	struct pair p = { .waited = 1 };
+	urt_loop *loop = idle_pool_loop(2);
+
+	(void)state;
+	assert_int_equal(sem_init(&p.posted, 0, 0), 0);
+	assert_int_equal(urt_spawn(loop, NULL, pair_a, &p), 0);
+	assert_int_equal(urt_spawn(loop, NULL, pair_b, &p), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(p.waited, 0);
+	sem_destroy(&p.posted);
+}
+
+static void short_job(struct pair *p)
+{
+	(void)p;
+}
+
+static void long_job(struct pair *p)
+{
+	usleep(200 * 1000);
+	atomic_store(&p->long_done, true);
+}
+
+static int short_task(void *arg)
+{
+	struct pair *p = arg;
+	int ret = urt_to_thread(short_job, p);
+
+	p->long_done_seen = atomic_load(&p->long_done);
+	return ret;
+}
+
+static int long_task(void *arg)
+{
+	return urt_to_thread(long_job, (struct pair *)arg);
+}
+
+/* One worker, a short job and a 200 ms one offloaded in one turn: the short
+ * job's waiter resumes as soon as its job ends, not when the long one
+ * behind it does (completions used to go out per batch of jobs). */
+static void test_completion_as_job_ends(void **state)
+{
+	struct pair p = { 0 };
+	urt_loop *loop = idle_pool_loop(1);
+	urt_task *a, *b;
+	int ra = 1, rb = 1;
+
+	(void)state;
+	assert_int_equal(urt_spawn(loop, &a, short_task, &p), 0);
+	assert_int_equal(urt_spawn(loop, &b, long_task, &p), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_join(a, &ra), 0);
+	assert_int_equal(urt_join(b, &rb), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(ra, 0);
+	assert_int_equal(rb, 0);
+	assert_false(p.long_done_seen);
+	assert_true(atomic_load(&p.long_done));
 }
 
 static int set_ringless(void **state)
@@ -644,7 +799,10 @@ static int set_worker_rings(void **state)
 	cmocka_unit_test(test_shutdown_queued_and_running),          \
 	cmocka_unit_test(test_shared_pool),                          \
 	cmocka_unit_test(test_owned_jobs_under_pressure),            \
-	cmocka_unit_test(test_tiny_cq_mixed)
+	cmocka_unit_test(test_tiny_cq_mixed),                        \
+	cmocka_unit_test(test_same_turn_jobs_spread),                \
+	cmocka_unit_test(test_job_sees_sibling_start),               \
+	cmocka_unit_test(test_completion_as_job_ends)
 
 int main(void)
 {
