@@ -622,7 +622,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	ret = urt__ring_init(&loop->ring, o.ring_entries, o.cq_entries);
 	if (ret)
 		goto out_free;
-	ret = urt__overflow_report_install(&loop->altstack, &loop->altstack_len);
+	ret = urt__overflow_report_install();
 	if (ret)
 		goto out_ring;
 	loop->owner = pthread_self();
@@ -694,7 +694,7 @@ void urt_loop_destroy(urt_loop *loop)
 		free_task(t);
 	}
 	urt__stack_cache_fini(loop);
-	urt__overflow_report_remove(loop->altstack, loop->altstack_len);
+	urt__overflow_report_remove();
 	free(loop->heap);
 	urt__ring_fini(&loop->ring);
 	free(loop);

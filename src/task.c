@@ -296,15 +296,59 @@ bool urt__task_stack_ok(struct urt_task *t)
 	return true;
 }
 
+/* ---- naming an overflowing task, from a signal handler too ---- */
+
+/* Appends to a message without the C library's formatting, which is not
+ * async-signal-safe. */
+struct msg {
+	char buf[192];
+	size_t len;
+};
+
+static void msg_str(struct msg *m, const char *s)
+{
+	while (*s && m->len < sizeof(m->buf))
+		m->buf[m->len++] = *s++;
+}
+
+static void msg_num(struct msg *m, uintptr_t v, unsigned base)
+{
+	char digits[2 * sizeof(v) + 1];
+	size_t n = sizeof(digits) - 1;
+
+	digits[n] = '\0';
+	do
+		digits[--n] = "0123456789abcdef"[v % base];
+	while ((v /= base) && n);
+	msg_str(m, &digits[n]);
+}
+
+/* "urt: task "name" overflowed its stack of N bytes (why)\n", or
+ * "urt: task@0x..." for an unnamed task, written to stderr with one
+ * write(2). */
+static void report_overflow(const struct urt_task *t, const char *why)
+{
+	struct msg m = { .len = 0 };
+
+	if (t->name[0]) {
+		msg_str(&m, "urt: task \"");
+		msg_str(&m, t->name);
+		msg_str(&m, "\"");
+	} else {
+		msg_str(&m, "urt: task@0x");
+		msg_num(&m, (uintptr_t)t, 16);
+	}
+	msg_str(&m, " overflowed its stack of ");
+	msg_num(&m, t->loop->stack_size, 10);
+	msg_str(&m, " bytes (");
+	msg_str(&m, why);
+	msg_str(&m, ")\n");
+	(void)!write(STDERR_FILENO, m.buf, m.len);
+}
+
 static void stack_overflowed(struct urt_task *t)
 {
-	char msg[160];
-	int n = snprintf(msg, sizeof(msg),
-			 "urt: task %p overflowed its stack of %zu bytes (canary overwritten)\n",
-			 (void *)t, t->loop->stack_size);
-
-	if (n > 0)
-		(void)!write(STDERR_FILENO, msg, (size_t)n);
+	report_overflow(t, "canary overwritten");
 	/* The stack of another task may be corrupted too: going on would be
 	 * undefined behaviour, so the process stops here, loudly. */
 	__builtin_trap();
@@ -312,72 +356,125 @@ static void stack_overflowed(struct urt_task *t)
 
 /*
  * A task that runs into its guard page gets SIGSEGV on a stack it no longer
- * has room on. When the process has no SIGSEGV handler of its own, the loop
- * installs one that runs on an alternate signal stack, names the task, and
- * lets the fault kill the process as it would have (SA_RESETHAND).
+ * has room on. When the process has no SIGSEGV handler of its own, urt
+ * installs one (once for all loops, removed with the last) that runs on an
+ * alternate signal stack, names the task, and lets the fault kill the
+ * process as it would have: the handler puts the default action back and
+ * returns, and the access faults again.
  */
 static void segv_handler(int sig, siginfo_t *si, void *uc)
 {
 	struct urt_task *t = urt__cur_task;
 	char *addr = si->si_addr;
+	struct sigaction dfl;
 
 	(void)uc;
-	if (t && t->guarded && addr >= (char *)t->map && addr < (char *)t->map + page_size()) {
-		char msg[160];
-		int n = t->name[0] ?
-			snprintf(msg, sizeof(msg), "urt: task \"%s\" overflowed its stack of %zu bytes (guard page hit)\n",
-				 t->name, t->loop->stack_size) :
-			snprintf(msg, sizeof(msg), "urt: task@%p overflowed its stack of %zu bytes (guard page hit)\n",
-				 (void *)t, t->loop->stack_size);
-
-		if (n > 0)
-			(void)!write(STDERR_FILENO, msg, (size_t)n);
-	}
-	/* Returning retries the access, which now takes the default action. */
-	signal(sig, SIG_DFL);
+	if (t && t->guarded && addr >= (char *)t->map && addr < (char *)t->map + page_size())
+		report_overflow(t, "guard page hit");
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigaction(sig, &dfl, NULL);
 }
 
-int urt__overflow_report_install(void **altstack, size_t *altlen)
+static pthread_mutex_t segv_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned segv_users;  /* loops counting on the handler below */
+static bool segv_ours;       /* the handler is urt's */
+
+/* Each thread that runs a loop's tasks needs an alternate signal stack:
+ * the thread's own when it had one, else one urt sets up with its first
+ * loop and takes down with its last. */
+static URT__TLS struct {
+	unsigned loops;  /* this thread's loops */
+	void *mine;      /* the stack urt set up, NULL: the thread had one */
+	size_t len;
+} alt;
+
+#define ALTSTACK_LEN (64 * 1024)
+
+static int altstack_get(void)
 {
-	struct sigaction old, sa;
 	stack_t ss;
 
-	*altstack = NULL;
-	if (sigaction(SIGSEGV, NULL, &old) || old.sa_handler != SIG_DFL ||
-	    (old.sa_flags & SA_SIGINFO))
-		return 0; /* the application handles SIGSEGV: leave it alone */
-	if (sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
-		size_t len = 64 * 1024;
-		void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-		if (p == MAP_FAILED)
-			return -ENOMEM;
-		ss.ss_sp = p;
-		ss.ss_size = len;
-		ss.ss_flags = 0;
-		if (sigaltstack(&ss, NULL)) {
-			munmap(p, len);
-			return 0;
-		}
-		*altstack = p;
-		*altlen = len;
+	if (alt.loops++)
+		return 0;
+	alt.mine = NULL;
+	if (sigaltstack(NULL, &ss) || !(ss.ss_flags & SS_DISABLE))
+		return 0; /* the thread's own */
+	ss.ss_sp = mmap(NULL, ALTSTACK_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			-1, 0);
+	if (ss.ss_sp == MAP_FAILED) {
+		alt.loops--;
+		return -ENOMEM;
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = segv_handler;
-	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, NULL);
+	ss.ss_size = ALTSTACK_LEN;
+	ss.ss_flags = 0;
+	if (sigaltstack(&ss, NULL)) {
+		munmap(ss.ss_sp, ALTSTACK_LEN);
+		return 0; /* no report then, but the loop works */
+	}
+	alt.mine = ss.ss_sp;
+	alt.len = ALTSTACK_LEN;
 	return 0;
 }
 
-void urt__overflow_report_remove(void *altstack, size_t altlen)
+/* The thread's last loop is gone: take urt's stack down, unless the
+ * application has put one of its own in its place since (which stays). */
+static void altstack_put(void)
 {
-	stack_t ss = { .ss_flags = SS_DISABLE };
+	stack_t ss;
 
-	if (!altstack)
+	if (--alt.loops || !alt.mine)
 		return;
-	sigaltstack(&ss, NULL);
-	munmap(altstack, altlen);
+	if (sigaltstack(NULL, &ss) == 0 && ss.ss_sp == alt.mine && !(ss.ss_flags & SS_DISABLE)) {
+		stack_t off = { .ss_flags = SS_DISABLE };
+
+		if (ss.ss_flags & SS_ONSTACK)
+			return; /* cannot happen outside the handler: keep it */
+		sigaltstack(&off, NULL);
+	}
+	munmap(alt.mine, alt.len);
+	alt.mine = NULL;
+}
+
+int urt__overflow_report_install(void)
+{
+	struct sigaction old, sa;
+	int ret = altstack_get();
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&segv_mu);
+	if (!segv_users++ &&
+	    sigaction(SIGSEGV, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+	    !(old.sa_flags & SA_SIGINFO)) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = segv_handler;
+		sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+		sigemptyset(&sa.sa_mask);
+		segv_ours = sigaction(SIGSEGV, &sa, NULL) == 0;
+	}
+	pthread_mutex_unlock(&segv_mu);
+	return 0;
+}
+
+void urt__overflow_report_remove(void)
+{
+	struct sigaction cur, dfl;
+
+	pthread_mutex_lock(&segv_mu);
+	/* The last loop: put back the default action urt found, unless the
+	 * application has installed a handler of its own since. */
+	if (!--segv_users && segv_ours) {
+		segv_ours = false;
+		if (sigaction(SIGSEGV, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+		    cur.sa_sigaction == segv_handler) {
+			memset(&dfl, 0, sizeof(dfl));
+			dfl.sa_handler = SIG_DFL;
+			sigaction(SIGSEGV, &dfl, NULL);
+		}
+	}
+	pthread_mutex_unlock(&segv_mu);
+	altstack_put();
 }
 
 static void task_entry(void *arg)

@@ -257,11 +257,13 @@ void urt__task_switch(struct urt_task *from, struct urt_task *to);
 #endif
 /* Switch from the running task back to the scheduler. */
 void urt__task_suspend(struct urt_task *t);
-/* Name the task that hits its guard page, where the application has no
- * SIGSEGV handler: a handler on an alternate signal stack (allocated into
- * *altstack for this thread when it has none). */
-int urt__overflow_report_install(void **altstack, size_t *altlen);
-void urt__overflow_report_remove(void *altstack, size_t altlen);
+/* Name the task that hits its guard page: while a loop exists, a SIGSEGV
+ * handler of urt's (where the application has none), and an alternate
+ * signal stack on each thread that has a loop (its own, or one urt sets
+ * up). Each loop's create installs, its destroy removes; what the
+ * application set up, before or since, is left as it is. */
+int urt__overflow_report_install(void);
+void urt__overflow_report_remove(void);
 /* Verify a task's stack canary; reports and returns false when it is gone. */
 bool urt__task_stack_ok(struct urt_task *t);
 
@@ -348,8 +350,6 @@ struct urt_loop {
 	struct urt_task *rec_free;     /* free records, linked by next */
 	void *chunk;                /* unguarded stacks not handed out yet */
 	unsigned chunk_left;
-	void *altstack;             /* the signal stack this loop set up */
-	size_t altstack_len;
 	struct urt_pool *pool;
 	bool own_pool;
 	int pool_err;               /* why the own pool could not start */

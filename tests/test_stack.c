@@ -1,6 +1,7 @@
 /* Task stacks: an overflow never goes unnoticed. Each case runs in a child
  * process, which must die, loudly; the parent checks how. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -158,12 +159,198 @@ static void test_deep_use_is_fine(void **state)
 	assert_int_equal(sum, 300);
 }
 
+/* ---- the report in every loop, and the application's own set-up kept ---- */
+
+static int quick_task(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/* Two urt_run in a row: the second loop's overflowing task is named too
+ * (it used to die silently: the first loop's handler stayed, and the second
+ * loop, seeing a handler, set up no alternate stack). */
+static void overflow_second_run(void)
+{
+	int res;
+
+	if (urt_run(quick_task, NULL, &res) || res)
+		_exit(3);
+	if (urt_run(recursing_task, NULL, &res))
+		_exit(4);
+	_exit(0);
+}
+
+static void test_report_in_second_run(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(overflow_second_run, err, sizeof(err));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	assert_non_null(strstr(err, "urt: task \"deep-thought\" overflowed its stack of 65536 bytes (guard page hit)"));
+}
+
+static void *overflow_thread(void *arg)
+{
+	int res;
+
+	(void)arg;
+	urt_run(recursing_task, NULL, &res);
+	return NULL;
+}
+
+/* A loop on another thread while the main thread keeps one: the other
+ * thread gets an alternate stack of its own, and its task is named. */
+static void overflow_other_thread(void)
+{
+	urt_loop *loop;
+	pthread_t th;
+
+	if (urt_loop_create(&loop, NULL))
+		_exit(3);
+	if (pthread_create(&th, NULL, overflow_thread, NULL))
+		_exit(4);
+	pthread_join(th, NULL);
+	_exit(0);
+}
+
+static void test_report_on_other_thread(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(overflow_other_thread, err, sizeof(err));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	assert_non_null(strstr(err, "urt: task \"deep-thought\" overflowed its stack of 65536 bytes (guard page hit)"));
+}
+
+static int unnamed_recursing_task(void *arg)
+{
+	(void)arg;
+	return recurse(0);
+}
+
+static void overflow_unnamed(void)
+{
+	int res;
+
+	urt_run(unnamed_recursing_task, NULL, &res);
+	_exit(0);
+}
+
+/* An unnamed task is named by its address, formatted by hand (the handler
+ * may not call snprintf). */
+static void test_report_unnamed(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(overflow_unnamed, err, sizeof(err));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	assert_non_null(strstr(err, "urt: task@0x"));
+	assert_non_null(strstr(err, " overflowed its stack of 65536 bytes (guard page hit)\n"));
+}
+
+static void app_segv(int sig)
+{
+	(void)sig;
+}
+
+/* What the application sets up after creating a loop outlives the loop:
+ * its alternate signal stack stays enabled, its SIGSEGV handler stays.
+ * Exits 0 when both do, else with a code saying which did not. */
+static void app_setup_kept(void)
+{
+	static char app_stack[64 * 1024];
+	stack_t ss = { .ss_sp = app_stack, .ss_size = sizeof(app_stack) }, now;
+	struct sigaction sa = { .sa_handler = app_segv }, cur;
+	urt_loop *loop;
+	int res;
+
+	if (urt_loop_create(&loop, NULL))
+		_exit(3);
+	if (sigaltstack(&ss, NULL) || sigaction(SIGSEGV, &sa, NULL))
+		_exit(4);
+	urt_loop_destroy(loop);
+	if (sigaltstack(NULL, &now) || (now.ss_flags & SS_DISABLE) || now.ss_sp != app_stack)
+		_exit(5);
+	if (sigaction(SIGSEGV, NULL, &cur) || cur.sa_handler != app_segv)
+		_exit(6);
+	/* A loop made now uses them as they are, and leaves them so. */
+	if (urt_run(quick_task, NULL, &res))
+		_exit(7);
+	if (sigaltstack(NULL, &now) || (now.ss_flags & SS_DISABLE) || now.ss_sp != app_stack)
+		_exit(8);
+	if (sigaction(SIGSEGV, NULL, &cur) || cur.sa_handler != app_segv)
+		_exit(9);
+	_exit(0);
+}
+
+static void test_app_setup_kept(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(app_setup_kept, err, sizeof(err));
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* urt's own set-up goes with its last loop: the signal stack and the
+ * SIGSEGV action are what they were before the first (no stack and the
+ * default action, or a sanitizer's own). */
+static void own_setup_removed(void)
+{
+	stack_t before, now;
+	struct sigaction sa_before, cur;
+	urt_loop *a, *b;
+
+	if (sigaltstack(NULL, &before) || sigaction(SIGSEGV, NULL, &sa_before))
+		_exit(2);
+	if (urt_loop_create(&a, NULL) || urt_loop_create(&b, NULL))
+		_exit(3);
+	urt_loop_destroy(a);
+	if (sigaltstack(NULL, &now) || (now.ss_flags & SS_DISABLE))
+		_exit(4); /* b still needs one */
+	urt_loop_destroy(b);
+	if (sigaltstack(NULL, &now) || now.ss_flags != before.ss_flags ||
+	    (!(now.ss_flags & SS_DISABLE) && now.ss_sp != before.ss_sp))
+		_exit(5);
+	if (sigaction(SIGSEGV, NULL, &cur) || cur.sa_handler != sa_before.sa_handler)
+		_exit(6);
+	_exit(0);
+}
+
+static void test_own_setup_removed(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(own_setup_removed, err, sizeof(err));
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_guard_page_stops_recursion),
 		cmocka_unit_test(test_canary_catches_overflow),
 		cmocka_unit_test(test_deep_use_is_fine),
+		cmocka_unit_test(test_report_in_second_run),
+		cmocka_unit_test(test_report_on_other_thread),
+		cmocka_unit_test(test_report_unnamed),
+		cmocka_unit_test(test_app_setup_kept),
+		cmocka_unit_test(test_own_setup_removed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
