@@ -138,7 +138,9 @@ URT_API int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts);
 URT_API int urt_loop_run(urt_loop *loop);
 
 /* What a loop has done: every SQE and expected completion is accounted
- * for, so that sqes + messages == cqes + settled + inflight always. */
+ * for, so that sqes + more + messages == cqes + settled + inflight always.
+ * A multishot operation (an acceptor's accept) is one SQE whose CQEs but
+ * the last carry IORING_CQE_F_MORE: those are counted in more. */
 struct urt_loop_stats {
 	uint64_t sqes;     /* SQEs prepared by the loop */
 	uint64_t messages; /* completions with no SQE of the loop's: offloaded
@@ -152,6 +154,9 @@ struct urt_loop_stats {
 	uint64_t inflight; /* still to come */
 	uint64_t spawned;  /* tasks spawned */
 	uint64_t live;     /* tasks not yet returned */
+	uint64_t more;     /* CQEs of a multishot operation that stays armed
+			    * (IORING_CQE_F_MORE): one per connection an
+			    * acceptor's multishot accept brings */
 };
 
 /* Fill *out with the loop's counters. Returns 0 or -EINVAL (NULL).

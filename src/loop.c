@@ -537,6 +537,7 @@ int urt_loop_stats(urt_loop *loop, struct urt_loop_stats *out)
 		.inflight = loop->ring.inflight,
 		.spawned = loop->spawned,
 		.live = loop->live,
+		.more = loop->ring.more,
 	};
 	return 0;
 }

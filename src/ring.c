@@ -85,7 +85,9 @@ static void dispatch(struct urt__ring *r, struct io_uring_cqe *cqe)
 	r->cqes++;
 	if (op && op->unsolicited)
 		r->expected++;
-	else if (!(flags & IORING_CQE_F_MORE))
+	else if (flags & IORING_CQE_F_MORE)
+		r->more++;
+	else
 		r->inflight--;
 	if (op)
 		op->done(op, res, flags);

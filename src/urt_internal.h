@@ -76,6 +76,7 @@ struct urt__ring {
 	uint64_t sqes;        /* SQEs prepared, ever */
 	uint64_t expected;    /* CQEs expected without an SQE (urt__ring_expect) */
 	uint64_t cqes;        /* CQEs reaped, ever */
+	uint64_t more;        /* of which flagged IORING_CQE_F_MORE */
 	uint64_t settled;     /* expected CQEs settled by urt__ring_complete */
 };
 

@@ -689,6 +689,8 @@ static struct urt_loop_stats ten_run(int flags)
 	check_tasks();
 	assert_int_equal(c.errs, 0);
 	assert_int_equal(c.n, 10);
+	assert_int_equal(c.st.sqes + c.st.more + c.st.messages,
+			 c.st.cqes + c.st.settled + c.st.inflight);
 	for (int i = 0; i < c.n; i++)
 		assert_int_equal(!!(fcntl(c.fds[i], F_GETFD) & FD_CLOEXEC), !!(flags & SOCK_CLOEXEC));
 	close_all(&c);
@@ -702,9 +704,11 @@ static void test_acceptor_parked(void **state)
 
 	(void)state;
 	/* One multishot accept for the 10 connections, still armed, and the
-	 * 10 connects. */
+	 * 10 connects: 10 CQEs with F_MORE. */
 	assert_int_equal(st.sqes, 11);
 	assert_int_equal(st.inflight, 1);
+	assert_int_equal(st.more, 10);
+	assert_int_equal(st.cqes, 20);
 }
 
 /* The one-by-one mode, as on kernels without multishot accept. */
@@ -740,6 +744,8 @@ static struct urt_loop_stats backlog_run(const struct urt_loop_opts *o)
 	check_tasks();
 	assert_int_equal(c.errs, 0);
 	assert_int_equal(c.n, 150);
+	assert_int_equal(c.st.sqes + c.st.more + c.st.messages,
+			 c.st.cqes + c.st.settled + c.st.inflight);
 	close_all(&c);
 	for (int i = 0; i < 150; i++)
 		close(cl[i]);

@@ -229,7 +229,7 @@ static void soak_round(unsigned round_seed)
 	/* Every completion arrived exactly once, none is left. The loop's
 	 * own timeout may still be armed: it is the one SQE allowed out. */
 	assert_true(st.inflight <= 1);
-	assert_int_equal(st.sqes + st.messages, st.cqes + st.settled + st.inflight);
+	assert_int_equal(st.sqes + st.more + st.messages, st.cqes + st.settled + st.inflight);
 	print_message("soak: %ld tasks (%ld did all %d ops, %ld cancelled), %llu spawned in all; "
 		      "%llu SQEs + %llu messages = %llu CQEs + %llu settled + %llu in flight; "
 		      "ops sleep %ld yield %ld file %ld pipe %ld offload %ld owned %ld child %ld "

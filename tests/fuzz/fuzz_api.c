@@ -202,7 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Destroy cancels what is left and waits for every completion; the
 	 * handles left unjoined are freed with the loop. */
 	urt_loop_stats(loop, &st);
-	if (st.sqes + st.messages != st.cqes + st.settled + st.inflight)
+	if (st.sqes + st.more + st.messages != st.cqes + st.settled + st.inflight)
 		abort();
 	urt_loop_destroy(loop);
 	if (urt_chan_destroy(w.chan)) /* no task waits on it any more */
