@@ -174,15 +174,19 @@ URT_API int urt_loop_stop(urt_loop *loop);
  * Destroy a loop: every task left is cancelled and run until it returns,
  * every in-flight CQE is waited for, then stacks, unjoined task handles and
  * the ring are freed. A task that ignores -ECANCELED and keeps waiting keeps
- * destroy waiting. Call it outside the loop's tasks, from the owning thread;
- * NULL is ignored.
+ * destroy waiting. Call it from the owning thread: outside any task, or
+ * from a task of another loop of that thread (whose loop then waits while
+ * this one's tasks run to their end on the calling task's stack). Ignored:
+ * NULL, a call from another thread, and a loop that is running (from one
+ * of its own tasks): destroy it once urt_loop_run has returned.
  */
 URT_API void urt_loop_destroy(urt_loop *loop);
 
 /*
  * Create a loop with default options, spawn fn(arg), run, destroy. *result
  * (when result is not NULL) receives fn's return value. Returns 0 or -errno
- * (from urt_loop_create, urt_spawn or urt_loop_run). Outside a task only.
+ * (from urt_loop_create, urt_spawn or urt_loop_run); -EBUSY inside a task,
+ * before anything is created. Outside a task only.
  */
 URT_API int urt_run(urt_task_fn fn, void *arg, int *result);
 

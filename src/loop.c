@@ -655,10 +655,19 @@ out_free:
 
 void urt_loop_destroy(urt_loop *loop)
 {
-	struct urt_task *t, *next;
+	struct urt_loop *outer_loop = urt__cur_loop;
+	struct urt_task *outer_task = urt__cur_task, *t, *next;
 
-	if (!loop || enter(loop))
+	/* From a task of another loop of this thread, that task's loop waits:
+	 * this loop's tasks run on the task's stack until they have ended. A
+	 * loop that runs (the caller's own) cannot be destroyed. */
+	if (!loop || loop->running || !owned(loop))
 		return;
+	urt__cur_task = NULL;
+	if (enter(loop)) {
+		urt__cur_task = outer_task;
+		return;
+	}
 	loop->destroying = true;
 	loop->stop = false;
 	urt__acceptors_close(loop, false);
@@ -699,6 +708,8 @@ void urt_loop_destroy(urt_loop *loop)
 	free(loop->heap);
 	urt__ring_fini(&loop->ring);
 	free(loop);
+	urt__cur_loop = outer_loop;
+	urt__cur_task = outer_task;
 }
 
 urt_pool *urt_loop_pool(urt_loop *loop)
@@ -726,6 +737,8 @@ int urt_run(urt_task_fn fn, void *arg, int *result)
 
 	if (!fn)
 		return -EINVAL;
+	if (urt__cur_task)
+		return -EBUSY; /* before anything is made: a task cannot run a loop */
 	ret = urt_loop_create(&loop, NULL);
 	if (ret)
 		return ret;

@@ -730,6 +730,122 @@ static void test_cancelled_join_target_collected(void **state)
 	run_and_destroy(loop);
 }
 
+/* ---- loops used from another loop's task ---- */
+
+struct nested {
+	int run_res;
+	int fds_inside;        /* fds while B lives */
+	int sleep_res, read_res;
+	int pipe[2];
+	int spawn_res;
+	uint64_t slept_ms;
+};
+
+static int nested_quick(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/* urt_run inside a task: -EBUSY, and nothing made (a loop and its ring
+ * fd used to leak). */
+static int run_in_task(void *arg)
+{
+	struct nested *n = arg;
+	int res;
+
+	n->run_res = urt_run(nested_quick, NULL, &res);
+	return 0;
+}
+
+static void test_run_inside_task_makes_nothing(void **state)
+{
+	struct nested n = { .run_res = 1 };
+	int fds = open_fds();
+
+	(void)state;
+	assert_int_equal(urt_run(run_in_task, &n, NULL), 0);
+	assert_int_equal(n.run_res, -EBUSY);
+	assert_int_equal(open_fds(), fds);
+}
+
+static int b_sleeper(void *arg)
+{
+	struct nested *n = arg;
+
+	n->sleep_res = urt_sleep_ns(10 * SEC);
+	return 0;
+}
+
+static int b_reader(void *arg)
+{
+	struct nested *n = arg;
+	char c;
+
+	n->read_res = (int)urt_read(n->pipe[0], &c, 1, -1);
+	return 0;
+}
+
+/* A task of loop A creates loop B, starts tasks on it, and destroys it:
+ * B's tasks are cancelled and run to their end on this task's stack, and
+ * B's ring goes (destroy from a task used to do nothing). */
+static int destroy_other(void *arg)
+{
+	struct nested *n = arg;
+	uint64_t t0 = urt_now_ns();
+	urt_loop *b;
+
+	if (urt_loop_create(&b, NULL))
+		return -1;
+	n->spawn_res = urt_spawn(b, NULL, b_sleeper, n) | urt_spawn(b, NULL, b_reader, n);
+	n->fds_inside = open_fds();
+	urt_loop_destroy(b);
+	n->slept_ms = ms_since(t0);
+	/* A is still this task's loop. */
+	return urt_current_loop() && urt_sleep_ns(MS) == 0 ? 0 : -2;
+}
+
+static void test_destroy_other_loop_from_task(void **state)
+{
+	struct nested n = { .sleep_res = 1, .read_res = 1 };
+	int fds, res = 1;
+
+	(void)state;
+	make_pipe(n.pipe);
+	fds = open_fds();
+	assert_int_equal(urt_run(destroy_other, &n, &res), 0);
+	assert_int_equal(res, 0);
+	assert_int_equal(n.spawn_res, 0);
+	assert_true(n.fds_inside > fds); /* B's ring */
+	assert_int_equal(open_fds(), fds);
+	/* B's tasks ran before B went: started, then cancelled. */
+	assert_int_equal(n.sleep_res, -ECANCELED);
+	assert_int_equal(n.read_res, -ECANCELED);
+	assert_true(n.slept_ms < 5000);
+	close_pipe(n.pipe);
+}
+
+static int destroy_own(void *arg)
+{
+	(void)arg;
+	urt_loop_destroy(urt_current_loop()); /* running: ignored */
+	return urt_sleep_ns(MS);
+}
+
+static void test_destroy_own_loop_from_task_ignored(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+	urt_task *t;
+	int res = 1;
+
+	(void)state;
+	spawn_ok(loop, &t, destroy_own, NULL);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_join(t, &res), 0);
+	assert_int_equal(res, 0);
+	run_and_destroy(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -753,6 +869,9 @@ int main(void)
 		cmocka_unit_test(test_stop_does_not_outlive_its_run),
 		cmocka_unit_test(test_other_thread),
 		cmocka_unit_test(test_many_families),
+		cmocka_unit_test(test_run_inside_task_makes_nothing),
+		cmocka_unit_test(test_destroy_other_loop_from_task),
+		cmocka_unit_test(test_destroy_own_loop_from_task_ignored),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
