@@ -50,6 +50,7 @@ static int iop_wait(struct urt__iop *iop, struct io_uring_sqe *sqe)
 		sqe->flags |= IOSQE_IO_LINK;
 		ts_of(&iop->ts, t->deadline);
 		lt = urt__ring_sqe(&t->loop->ring, NULL);
+		assert(lt); /* op_start reserved it */
 		io_uring_prep_link_timeout(lt, &iop->ts, IORING_TIMEOUT_ABS);
 		iop->linked = true;
 	}
@@ -71,8 +72,10 @@ void urt__iop_cancel(struct urt_task *t)
 
 	if (iop->cancel_sent || iop->done)
 		return;
-	iop->cancel_sent = true;
 	sqe = urt__ring_sqe(&t->loop->ring, NULL);
+	if (!sqe)
+		return; /* the ring is unusable: the loop's run reports it */
+	iop->cancel_sent = true;
 	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&iop->op, 0);
 }
 
@@ -105,6 +108,7 @@ int urt_sleep_ns(uint64_t ns)
 static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 {
 	struct urt_task *t = urt__cur_task;
+	struct io_uring_sqe *sqe;
 
 	if (!t) {
 		*err = -EPERM;
@@ -113,15 +117,21 @@ static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 	*err = urt__wait_check(t);
 	if (*err)
 		return NULL;
-	if (t->deadline != UINT64_MAX)
-		urt__ring_reserve(&t->loop->ring, 2);
+	if (t->deadline != UINT64_MAX) {
+		*err = urt__ring_reserve(&t->loop->ring, 2);
+		if (*err)
+			return NULL;
+	}
 	iop->op = (struct urt__op){ .done = iop_done };
 	iop->task = t;
 	iop->res = 0;
 	iop->done = false;
 	iop->cancel_sent = false;
 	iop->linked = false;
-	return urt__ring_sqe(&t->loop->ring, &iop->op);
+	sqe = urt__ring_sqe(&t->loop->ring, &iop->op);
+	if (!sqe)
+		*err = t->loop->ring.error;
+	return sqe;
 }
 
 static uint64_t rw_offset(int64_t offset)
@@ -456,10 +466,17 @@ static void acceptor_free(struct urt_acceptor *a)
 	free(a);
 }
 
+/* Arm the multishot accept. Without an SQE (the ring is unusable) the
+ * next taker hears why. */
 static void acceptor_arm(struct urt_acceptor *a)
 {
 	struct io_uring_sqe *sqe = urt__ring_sqe(&a->loop->ring, &a->op);
 
+	if (!sqe) {
+		if (!a->err)
+			a->err = a->loop->ring.error;
+		return;
+	}
 	io_uring_prep_multishot_accept(sqe, a->fd, NULL, NULL, a->flags);
 	a->armed = true;
 }
@@ -470,6 +487,8 @@ static void acceptor_disarm(struct urt_acceptor *a)
 {
 	struct io_uring_sqe *sqe = urt__ring_sqe(&a->loop->ring, NULL);
 
+	if (!sqe)
+		return; /* stays armed: the ring is unusable anyway */
 	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&a->op, 0);
 	a->pausing = true;
 }
@@ -652,8 +671,11 @@ int urt_acceptor_next(urt_acceptor *a)
 		} else if (!a->multishot) {
 			return acceptor_accept_one(a, t);
 		} else {
-			if (!a->armed)
+			if (!a->armed) {
 				acceptor_arm(a);
+				if (!a->armed)
+					continue; /* no SQE: a->err says why */
+			}
 			ret = urt__waitq_park(&a->takers, &w, t);
 			if (ret == -EAGAIN)
 				continue; /* the kernel has no multishot: go on */

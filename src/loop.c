@@ -376,25 +376,27 @@ static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
 /* Keep one absolute timeout armed no later than the earliest deadline. An
  * armed timeout that is too late is moved with IORING_TIMEOUT_UPDATE; one
  * that is too early fires, finds nothing due and is armed again. */
-static void timer_arm(struct urt_loop *loop)
+static int timer_arm(struct urt_loop *loop)
 {
 	uint64_t at = loop->heap[0].deadline;
 	struct io_uring_sqe *sqe;
 
 	if (loop->timer_armed && at >= loop->timer_at)
-		return;
+		return 0;
+	sqe = urt__ring_sqe(&loop->ring, loop->timer_armed ? NULL : &loop->timer_op);
+	if (!sqe)
+		return loop->ring.error;
 	if (!loop->timer_armed) {
 		ts_of(&loop->timer_ts, at);
-		sqe = urt__ring_sqe(&loop->ring, &loop->timer_op);
 		io_uring_prep_timeout(sqe, &loop->timer_ts, 0, IORING_TIMEOUT_ABS);
 		loop->timer_armed = true;
 	} else {
 		ts_of(&loop->update_ts, at);
-		sqe = urt__ring_sqe(&loop->ring, NULL);
 		io_uring_prep_timeout_update(sqe, &loop->update_ts,
 					     (uint64_t)(uintptr_t)&loop->timer_op, IORING_TIMEOUT_ABS);
 	}
 	loop->timer_at = at;
+	return 0;
 }
 
 /* ---- the scheduler ---- */
@@ -506,10 +508,13 @@ static int run_loop(struct urt_loop *loop)
 		jobs_flush(loop);
 		wait = !loop->rq_head && !loop->yq_head && !loop->stop;
 		if (wait) {
-			if (loop->heap_n)
-				timer_arm(loop);
-			else if (loop->ring.inflight == (loop->timer_armed ? 1u : 0u))
+			if (loop->heap_n) {
+				ret = timer_arm(loop);
+				if (ret)
+					return ret;
+			} else if (loop->ring.inflight == (loop->timer_armed ? 1u : 0u)) {
 				return -EDEADLK; /* a stale timeout wakes no task */
+			}
 			if (spin_for_jobs(loop))
 				wait = false;
 		}

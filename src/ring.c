@@ -1,6 +1,9 @@
-/* ring: io_uring setup with feature fallback, SQE acquisition that never
- * fails, batched submit-and-wait, and dispatch of each CQE to its op. */
+/* ring: io_uring setup with feature fallback, SQE acquisition that flushes
+ * a full SQ, batched submit-and-wait, and dispatch of each CQE to its op,
+ * from the loop's turn only. */
+#include <assert.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "urt_internal.h"
@@ -59,6 +62,8 @@ int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries)
 void urt__ring_fini(struct urt__ring *r)
 {
 	io_uring_queue_exit(&r->ring);
+	free(r->held);
+	r->held = NULL;
 }
 
 void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res)
@@ -72,11 +77,11 @@ bool urt__ring_pending(struct urt__ring *r)
 {
 	unsigned sq_flags = IO_URING_READ_ONCE(*r->ring.sq.kflags);
 
-	return io_uring_cq_ready(&r->ring) ||
+	return r->held_n || io_uring_cq_ready(&r->ring) ||
 	       (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
-static void dispatch(struct urt__ring *r, struct io_uring_cqe *cqe)
+static void dispatch(struct urt__ring *r, const struct io_uring_cqe *cqe)
 {
 	struct urt__op *op = io_uring_cqe_get_data(cqe);
 	int32_t res = cqe->res;
@@ -93,19 +98,70 @@ static void dispatch(struct urt__ring *r, struct io_uring_cqe *cqe)
 		op->done(op, res, flags);
 }
 
-/* Dispatch every CQE in the ring. A done() callback only records results and
- * queues tasks, so it is safe to call from anywhere, also from a task. */
-static int reap(struct urt__ring *r)
+int urt__ring_hold(struct urt__ring *r)
 {
+	unsigned ready = io_uring_cq_ready(&r->ring), n = 0, head;
 	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
 
-	io_uring_for_each_cqe(&r->ring, head, cqe) {
-		dispatch(r, cqe);
-		n++;
+	if (r->held_n + ready > r->held_cap) {
+		size_t cap = r->held_cap ? r->held_cap : 64;
+		struct io_uring_cqe *h;
+
+		while (cap < r->held_n + ready)
+			cap *= 2;
+		/* Keep the held ones first: the queue is compacted on growth. */
+		h = malloc(cap * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		if (r->held_n)
+			memcpy(h, r->held + r->held_head, r->held_n * sizeof(*h));
+		free(r->held);
+		r->held = h;
+		r->held_head = 0;
+		r->held_cap = cap;
+	} else if (r->held_head + r->held_n + ready > r->held_cap) {
+		memmove(r->held, r->held + r->held_head, r->held_n * sizeof(*r->held));
+		r->held_head = 0;
 	}
+	io_uring_for_each_cqe(&r->ring, head, cqe) {
+		if (n == ready)
+			break;
+		r->held[r->held_head + r->held_n + n++] = *cqe;
+	}
+	r->held_n += n;
 	io_uring_cq_advance(&r->ring, n);
-	return (int)n;
+	return 0;
+}
+
+/* The kernel refused SQEs for now: make room in the CQ (without dispatching:
+ * this runs wherever an SQE is wanted, a task or a completion handler) and
+ * let the caller submit again. Other errors are for the caller. */
+static int make_room(struct urt__ring *r, int err)
+{
+	if (err != -EBUSY && err != -EAGAIN)
+		return err;
+	(void)io_uring_get_events(&r->ring);
+	return urt__ring_hold(r);
+}
+
+/* Submit what the SQ holds, so that its entries are free again. Retries a
+ * signal and, a bounded number of times, a kernel short of room. 0 or
+ * -errno (the ring is unusable, or stays short of memory). */
+#define SUBMIT_TRIES 64
+static int flush(struct urt__ring *r)
+{
+	for (int tries = 0; tries < SUBMIT_TRIES; tries++) {
+		int ret = io_uring_submit(&r->ring);
+
+		if (ret >= 0)
+			return 0;
+		if (ret == -EINTR)
+			continue;
+		ret = make_room(r, ret);
+		if (ret)
+			return ret;
+	}
+	return -EAGAIN;
 }
 
 struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op)
@@ -113,13 +169,11 @@ struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op)
 	struct io_uring_sqe *sqe;
 
 	while (!(sqe = io_uring_get_sqe(&r->ring))) {
-		int ret = io_uring_submit(&r->ring);
+		int ret = flush(r);
 
-		/* -EBUSY: the kernel holds overflowed CQEs and wants them
-		 * reaped first. Reaping only queues tasks, so it is safe here. */
-		if (ret == -EBUSY || ret == -EAGAIN) {
-			(void)io_uring_get_events(&r->ring);
-			reap(r);
+		if (ret) {
+			r->error = ret;
+			return NULL;
 		}
 	}
 	io_uring_sqe_set_data(sqe, op);
@@ -128,22 +182,64 @@ struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op)
 	return sqe;
 }
 
-void urt__ring_reserve(struct urt__ring *r, unsigned n)
+int urt__ring_reserve(struct urt__ring *r, unsigned n)
 {
 	while (io_uring_sq_space_left(&r->ring) < n) {
-		int ret = io_uring_submit(&r->ring);
+		int ret = flush(r);
 
-		if (ret == -EBUSY || ret == -EAGAIN) {
-			(void)io_uring_get_events(&r->ring);
-			reap(r);
-		}
+		if (ret)
+			return r->error = ret;
 	}
+	return 0;
+}
+
+/* The next CQE to dispatch, copied out: the held ones first (they are
+ * older), then the CQ's. A CQ entry is consumed before its handler runs,
+ * so that a handler that needs an SQE may hold the rest without either
+ * being dispatched twice. */
+static bool next_cqe(struct urt__ring *r, struct io_uring_cqe *out)
+{
+	struct io_uring_cqe *cqe;
+
+	if (r->held_n) {
+		*out = r->held[r->held_head++];
+		if (!--r->held_n)
+			r->held_head = 0;
+		return true;
+	}
+	if (io_uring_peek_cqe(&r->ring, &cqe))
+		return false;
+	*out = *cqe;
+	io_uring_cqe_seen(&r->ring, cqe);
+	return true;
+}
+
+/* Dispatch every CQE available. Only the loop's turn reaps, never a
+ * handler: reaping never nests, and a handler (a user's destructor among
+ * them) runs on the scheduler's stack, never on a task's. */
+static int reap(struct urt__ring *r)
+{
+	struct io_uring_cqe cqe;
+	int n = 0;
+
+	assert(!r->reaping);
+	r->reaping = true;
+	while (next_cqe(r, &cqe)) {
+		dispatch(r, &cqe);
+		n++;
+	}
+	r->reaping = false;
+	return n;
 }
 
 int urt__ring_turn(struct urt__ring *r, bool wait)
 {
-	int ret;
+	int ret, tries = 0;
 
+	/* CQEs held while an SQE was wanted are dispatched first; with some
+	 * to dispatch, the turn does not wait. */
+	if (r->held_n)
+		wait = false;
 	for (;;) {
 		if (wait)
 			ret = io_uring_submit_and_wait(&r->ring, 1);
@@ -153,12 +249,14 @@ int urt__ring_turn(struct urt__ring *r, bool wait)
 			break;
 		if (ret == -EINTR)
 			continue;
-		if (ret == -EBUSY || ret == -EAGAIN) {
-			/* Overflowed CQEs are waiting: reap, which frees room,
-			 * and come back for the rest. */
-			(void)io_uring_get_events(&r->ring);
-			if (reap(r) > 0)
-				return 1;
+		/* Short of room: dispatch what is there, which frees room,
+		 * and come back for the rest at the next turn. */
+		if ((ret == -EBUSY || ret == -EAGAIN) && tries++ < SUBMIT_TRIES) {
+			ret = make_room(r, ret);
+			if (ret)
+				return ret;
+			if (r->held_n)
+				break;
 			continue;
 		}
 		return ret;

@@ -895,6 +895,73 @@ static void test_acceptor_untaken(void **state)
 	close(lfd);
 }
 
+/* ---- every CQE dispatched exactly once, on the smallest rings ---- */
+
+struct filler {
+	int fd;      /* always writable */
+	int polls;   /* POLLOUT seen */
+};
+
+static int sq_filler(void *arg)
+{
+	struct filler *f = arg;
+
+	for (int i = 0; i < 20; i++)
+		if (urt_poll(f->fd, POLLOUT) & POLLOUT)
+			f->polls++;
+	return 0;
+}
+
+/* A 2-entry SQ and a 4-entry CQ: a multishot accept of 150 waiting
+ * connections overflows the CQ, the kernel ends it, the acceptor arms it
+ * again from its completion handler, while 50 tasks keep the SQ full with
+ * 1,000 polls. A CQE dispatched twice would show as a connection taken
+ * twice, a poll counted twice or a wake-up of a running task, and in the
+ * loop's counters. */
+static void test_smallest_rings_exactly_once(void **state)
+{
+	struct urt_loop_opts o = { .ring_entries = 2, .cq_entries = 4 };
+	struct acc c = { .want = 150 };
+	struct filler f[50];
+	int cl[150], pfd[2], sum = 0;
+	urt_loop *loop = loop_new(&o);
+
+	(void)state;
+	make_pipe(pfd);
+	c.lfd = listener(&c.addr);
+	for (int i = 0; i < 150; i++) {
+		cl[i] = tcp_socket();
+		assert_int_equal(connect(cl[i], (struct sockaddr *)&c.addr, sizeof(c.addr)), 0);
+	}
+	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
+	for (int i = 0; i < 50; i++) {
+		f[i] = (struct filler){ .fd = pfd[1] };
+		spawn_ok(loop, NULL, sq_filler, &f[i]);
+	}
+	spawn_ok(loop, NULL, acc_taker, &c);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_loop_stats(loop, &c.st), 0);
+	assert_int_equal(urt_acceptor_close(c.a), 0);
+	urt_loop_destroy(loop);
+	check_tasks();
+	assert_int_equal(c.errs, 0);
+	assert_int_equal(c.n, 150);
+	for (int i = 0; i < 150; i++) /* each connection once: distinct fds */
+		for (int j = i + 1; j < 150; j++)
+			assert_int_not_equal(c.fds[i], c.fds[j]);
+	for (int i = 0; i < 50; i++)
+		sum += f[i].polls;
+	assert_int_equal(sum, 1000);
+	assert_true(c.st.sqes > 1000 + 1); /* the accept was armed again */
+	assert_int_equal(c.st.sqes + c.st.more + c.st.messages,
+			 c.st.cqes + c.st.settled + c.st.inflight);
+	close_all(&c);
+	for (int i = 0; i < 150; i++)
+		close(cl[i]);
+	close(c.lfd);
+	close_pipe(pfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -914,6 +981,7 @@ int main(void)
 		cmocka_unit_test(test_acceptor_close_deadline_cancel),
 		cmocka_unit_test(test_acceptor_oneshot_close_deadline_cancel),
 		cmocka_unit_test(test_acceptor_untaken),
+		cmocka_unit_test(test_smallest_rings_exactly_once),
 	};
 
 	signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would kill the test: none may come */
