@@ -178,7 +178,11 @@ URT_API int urt_loop_stop(urt_loop *loop);
  * from a task of another loop of that thread (whose loop then waits while
  * this one's tasks run to their end on the calling task's stack). Ignored:
  * NULL, a call from another thread, and a loop that is running (from one
- * of its own tasks): destroy it once urt_loop_run has returned.
+ * of its own tasks): destroy it once urt_loop_run has returned. Should the
+ * ring fail while destroy waits for it (io_uring_enter refused), memory
+ * the kernel or a pool worker may still write (the tasks' stacks; with a
+ * shared pool's jobs in flight, the loop and its ring too) is left
+ * allocated rather than freed under them.
  */
 URT_API void urt_loop_destroy(urt_loop *loop);
 

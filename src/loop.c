@@ -658,10 +658,32 @@ out_free:
 	return ret;
 }
 
+/* Destroy's last wait: the armed timeout removed, every SQE's CQE in.
+ * 0, or the ring's error. */
+static int drain(struct urt_loop *loop)
+{
+	int ret;
+
+	if (loop->timer_armed) {
+		struct io_uring_sqe *sqe = urt__ring_sqe(&loop->ring, NULL);
+
+		if (!sqe)
+			return loop->ring.error;
+		io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&loop->timer_op, 0);
+	}
+	while (loop->ring.inflight) {
+		ret = urt__ring_turn(&loop->ring, true);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
 void urt_loop_destroy(urt_loop *loop)
 {
 	struct urt_loop *outer_loop = urt__cur_loop;
 	struct urt_task *outer_task = urt__cur_task, *t, *next;
+	bool drained, keep_loop;
 
 	/* From a task of another loop of this thread, that task's loop waits:
 	 * this loop's tasks run on the task's stack until they have ended. A
@@ -684,35 +706,39 @@ void urt_loop_destroy(urt_loop *loop)
 	urt__jobs_drop(loop);
 	/* Cancelled tasks run to their end: their waits return -ECANCELED
 	 * at once, or when the cancelled operation's CQE arrives. */
-	if (run_loop(loop) == 0) {
-		if (loop->timer_armed) {
-			struct io_uring_sqe *sqe = urt__ring_sqe(&loop->ring, NULL);
-
-			io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&loop->timer_op, 0);
-		}
-		/* Every SQE the kernel has must complete before its memory
-		 * (stacks, the loop) is freed. */
-		while (loop->ring.inflight)
-			if (urt__ring_turn(&loop->ring, true) < 0)
-				break;
-	}
+	drained = run_loop(loop) == 0 && drain(loop) == 0;
 	leave(loop);
 	urt__acceptors_close(loop, true);
 	urt__groups_free(loop);
 	if (loop->pool) {
 		urt__pool_detach(loop->pool);
+		/* Joins the workers: none touches this loop afterwards. */
 		if (loop->own_pool)
 			urt_pool_destroy(loop->pool);
 	}
-	for (t = loop->all; t; t = next) {
-		next = t->all_next;
-		free_task(t);
+	/*
+	 * Not drained (the ring failed): the kernel may still write into what
+	 * its operations target (buffers on the tasks' stacks) until it has
+	 * cancelled them, after the ring is gone; and a worker of a shared
+	 * pool may still finish a job of this loop, writing the job's record,
+	 * pushing it onto loop->done and messaging the ring. What they may
+	 * write is left allocated, deliberately: the stacks and records, and
+	 * with a shared pool's jobs in flight the loop and its ring too.
+	 */
+	keep_loop = !drained && loop->jobs_inflight && !loop->own_pool;
+	if (!keep_loop)
+		urt__ring_fini(&loop->ring); /* before a stack is unmapped */
+	if (drained) {
+		for (t = loop->all; t; t = next) {
+			next = t->all_next;
+			free_task(t);
+		}
+		urt__stack_cache_fini(loop);
 	}
-	urt__stack_cache_fini(loop);
 	urt__overflow_report_remove();
 	free(loop->heap);
-	urt__ring_fini(&loop->ring);
-	free(loop);
+	if (!keep_loop)
+		free(loop);
 	urt__cur_loop = outer_loop;
 	urt__cur_task = outer_task;
 }

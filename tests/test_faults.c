@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -57,13 +58,13 @@ static int open_fds(void)
 	return n;
 }
 
-/* A filter that answers io_uring_setup with EPERM, as a container's seccomp
- * profile does, and allows everything else. */
-static int deny_io_uring(void)
+/* A filter that answers the system call nr with EPERM, as a container's
+ * seccomp profile does for io_uring_setup, and allows everything else. */
+static int deny_syscall(long nr)
 {
 	struct sock_filter code[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
@@ -87,7 +88,7 @@ static int io_uring_denied(void)
 	int before, result = 0;
 	urt_loop *loop = (urt_loop *)&result;
 
-	if (deny_io_uring())
+	if (deny_syscall(__NR_io_uring_setup))
 		return 10;
 	before = open_fds();
 	if (urt_loop_create(&loop, NULL) != -EPERM)
@@ -171,11 +172,57 @@ static void test_spawn_enomem(void **state)
 #endif
 }
 
+/* ---- the ring fails while destroy drains it ---- */
+
+static char *volatile parked_buf; /* a buffer on a parked task's stack */
+
+static int parked_reader(void *arg)
+{
+	char buf[64];
+	int *fd = arg;
+
+	parked_buf = buf;
+	return (int)urt_read(*fd, buf, sizeof(buf), -1);
+}
+
+/* A task is parked in a read into its stack when io_uring_enter starts to
+ * fail (a filter installed after the loop was made): destroy cannot drain
+ * the ring, the read may still be written until the kernel has cancelled
+ * it, so destroy returns with the task's stack still mapped (it used to
+ * unmap it, and before the ring was gone). */
+static int drain_fails(void)
+{
+	int p[2], page = (int)sysconf(_SC_PAGESIZE);
+	urt_loop *loop;
+
+	if (pipe(p) || urt_loop_create(&loop, NULL))
+		return 30;
+	if (urt_spawn(loop, NULL, parked_reader, &p[0]))
+		return 31;
+	/* One turn: the task parks, its read goes to the kernel. */
+	if (urt_loop_stop(loop) || urt_loop_run(loop) != -EINTR || !parked_buf)
+		return 32;
+	if (deny_syscall(__NR_io_uring_enter))
+		return 33;
+	urt_loop_destroy(loop);
+	/* msync fails with ENOMEM on an address that is not mapped. */
+	if (msync((void *)((uintptr_t)parked_buf & ~(uintptr_t)(page - 1)), (size_t)page, MS_ASYNC))
+		return 34;
+	return 0;
+}
+
+static void test_destroy_drain_fails(void **state)
+{
+	(void)state;
+	assert_int_equal(in_child(drain_fails), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_io_uring_denied),
 		cmocka_unit_test(test_spawn_enomem),
+		cmocka_unit_test(test_destroy_drain_fails),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
