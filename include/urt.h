@@ -492,7 +492,9 @@ URT_API int urt_acceptor_close(urt_acceptor *a);
 
 /*
  * Channels: a bounded FIFO of fixed-size elements between the tasks of one
- * loop (no locks; use it from that loop's thread only). Elements are copied
+ * loop. There is no lock: a channel belongs to the thread that created it
+ * (its loop's thread), and every call below from another thread returns
+ * -EPERM (urt_chan_len: 0) without touching it. Elements are copied
  * in and out. A receive loop reads as iteration, a stream that ends when
  * the channel is closed and drained:
  *
@@ -509,7 +511,8 @@ typedef struct urt_chan urt_chan;
 /* Create a channel of capacity elements (at least 1) of elem_size bytes
  * each (at least 1). Returns 0, -EINVAL (NULL out, a zero size or
  * capacity, or a size times capacity past SIZE_MAX), -ENOMEM. Callable
- * anywhere; the caller owns the channel. */
+ * anywhere; the caller owns the channel, which belongs to the calling
+ * thread. */
 URT_API int urt_chan_create(urt_chan **out, size_t elem_size, size_t capacity);
 
 /* Implementations of the macros below, which pass sizeof(*elem). */
@@ -520,9 +523,9 @@ URT_API int urt__chan_recv(urt_chan *c, void *elem, size_t size, int wait);
  * urt_chan_send(c, elem): copy *elem into the channel, parking while it is
  * full. Returns 0; -EPIPE (closed, also while waiting: the element is not
  * sent); -EINVAL (NULL, or sizeof(*elem) is not the channel's element
- * size); -ECANCELED; -ETIMEDOUT; -EPERM (it would wait, outside a task).
- * urt_chan_try_send never waits: -EAGAIN when full. Both callable outside
- * a task (the try form never waits).
+ * size); -ECANCELED; -ETIMEDOUT; -EPERM (it would wait, outside a task;
+ * another thread). urt_chan_try_send never waits: -EAGAIN when full. Both
+ * callable outside a task (the try form never waits).
  */
 #define urt_chan_send(c, elem) urt__chan_send((c), (elem), urt__elem_size_(elem), 1)
 #define urt_chan_try_send(c, elem) urt__chan_send((c), (elem), urt__elem_size_(elem), 0)
@@ -532,7 +535,8 @@ URT_API int urt__chan_recv(urt_chan *c, void *elem, size_t size, int wait);
  * while the channel is empty. Returns 1 (an element), 0 (closed and
  * drained: the end of the stream), -EINVAL (NULL, or sizeof(*elem) is not
  * the element size), -ECANCELED, -ETIMEDOUT, -EPERM (it would wait,
- * outside a task). urt_chan_try_recv never waits: -EAGAIN when empty.
+ * outside a task; another thread). urt_chan_try_recv never waits: -EAGAIN
+ * when empty.
  */
 #define urt_chan_recv(c, elem) urt__chan_recv((c), (elem), urt__elem_size_(elem), 1)
 #define urt_chan_try_recv(c, elem) urt__chan_recv((c), (elem), urt__elem_size_(elem), 0)
@@ -544,15 +548,16 @@ URT_API int urt__chan_recv(urt_chan *c, void *elem, size_t size, int wait);
 
 /* Close a channel: later sends fail with -EPIPE, receivers drain what is
  * left and then get 0. Every waiting task is woken: senders with -EPIPE,
- * receivers with 0. Returns 0, -EINVAL (NULL), -EALREADY (closed before).
- * Callable anywhere on the loop's thread. */
+ * receivers with 0. Returns 0, -EINVAL (NULL), -EALREADY (closed before),
+ * -EPERM (another thread). Callable anywhere on the channel's thread. */
 URT_API int urt_chan_close(urt_chan *c);
 
-/* Elements in the channel now (0 for NULL). */
+/* Elements in the channel now (0 for NULL, or from another thread). */
 URT_API size_t urt_chan_len(const urt_chan *c);
 
 /* Free a channel and the elements left in it. Returns 0, -EINVAL (NULL),
- * -EBUSY while tasks wait on it (close it, let them run, then destroy). */
+ * -EPERM (another thread), -EBUSY while tasks wait on it (close it, let
+ * them run, then destroy). */
 URT_API int urt_chan_destroy(urt_chan *c);
 
 /*

@@ -18,8 +18,15 @@ struct urt_chan {
 	size_t head, len;          /* the oldest element; how many there are */
 	struct urt__waitq senders;   /* waiter->data: the element to send */
 	struct urt__waitq receivers; /* waiter->data: where to put one */
+	pthread_t owner;           /* the thread that made it: no lock, so
+				    * every call comes from there */
 	bool closed;
 };
+
+static bool chan_owned(const struct urt_chan *c)
+{
+	return pthread_equal(c->owner, pthread_self());
+}
 
 int urt_chan_create(urt_chan **out, size_t elem_size, size_t capacity)
 {
@@ -40,6 +47,7 @@ int urt_chan_create(urt_chan **out, size_t elem_size, size_t capacity)
 	}
 	c->size = elem_size;
 	c->cap = capacity;
+	c->owner = pthread_self();
 	*out = c;
 	return 0;
 }
@@ -57,6 +65,8 @@ static int chan_check(const struct urt_chan *c, const void *elem, size_t size, i
 
 	if (!c || !elem || size != c->size)
 		return -EINVAL;
+	if (!chan_owned(c))
+		return -EPERM;
 	return t && wait ? urt__wait_check(t) : 0;
 }
 
@@ -129,6 +139,8 @@ int urt_chan_close(urt_chan *c)
 {
 	if (!c)
 		return -EINVAL;
+	if (!chan_owned(c))
+		return -EPERM;
 	if (c->closed)
 		return -EALREADY;
 	c->closed = true;
@@ -139,13 +151,15 @@ int urt_chan_close(urt_chan *c)
 
 size_t urt_chan_len(const urt_chan *c)
 {
-	return c ? c->len : 0;
+	return c && chan_owned(c) ? c->len : 0;
 }
 
 int urt_chan_destroy(urt_chan *c)
 {
 	if (!c)
 		return -EINVAL;
+	if (!chan_owned(c))
+		return -EPERM;
 	if (c->senders.head || c->receivers.head)
 		return -EBUSY;
 	free(c->buf);

@@ -10,6 +10,8 @@
 
 #include "test_util.h"
 
+#include <pthread.h>
+
 /* ---- create ---- */
 
 static void test_create_errors(void **state)
@@ -1151,6 +1153,77 @@ static void test_struct_elements(void **state)
 	assert_int_equal(urt_chan_destroy(rc.c), 0);
 }
 
+/* ---- another thread: refused, the channel untouched ---- */
+
+struct foreign {
+	urt_chan *c;
+	int try_send, try_recv, send, close, destroy;
+	size_t len;
+	int got, recv_res;
+};
+
+static void *foreign_calls(void *arg)
+{
+	struct foreign *f = arg;
+	int x = 42;
+
+	f->try_send = urt_chan_try_send(f->c, &x);
+	f->try_recv = urt_chan_try_recv(f->c, &x);
+	f->send = urt_chan_send(f->c, &x);
+	f->close = urt_chan_close(f->c);
+	f->destroy = urt_chan_destroy(f->c);
+	f->len = urt_chan_len(f->c);
+	return NULL;
+}
+
+static int foreign_receiver(void *arg)
+{
+	struct foreign *f = arg;
+
+	f->recv_res = urt_chan_recv(f->c, &f->got);
+	return 0;
+}
+
+/* A channel has no lock: from another thread every call is refused
+ * (-EPERM) and changes nothing, here with a receiver parked on it (a
+ * try_send used to hand the element over and touch the loop's run queue
+ * from that thread). */
+static void test_other_thread_refused(void **state)
+{
+	struct foreign f = { .got = 0, .recv_res = 9 };
+	urt_loop *loop = loop_new(NULL);
+	pthread_t th;
+	int x = 7;
+
+	(void)state;
+	assert_int_equal(urt_chan_create(&f.c, sizeof(int), 1), 0);
+	assert_int_equal(urt_chan_try_send(f.c, &x), 0);
+	spawn_ok(loop, NULL, foreign_receiver, &f);
+	/* The receiver takes 7, then parks on the empty channel. */
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(f.recv_res, 1);
+	assert_int_equal(f.got, 7);
+	f.recv_res = 9;
+	spawn_ok(loop, NULL, foreign_receiver, &f);
+	assert_int_equal(urt_loop_stop(loop), 0);
+	assert_int_equal(urt_loop_run(loop), -EINTR);
+	assert_int_equal(pthread_create(&th, NULL, foreign_calls, &f), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(f.try_send, -EPERM);
+	assert_int_equal(f.try_recv, -EPERM);
+	assert_int_equal(f.send, -EPERM);
+	assert_int_equal(f.close, -EPERM);
+	assert_int_equal(f.destroy, -EPERM);
+	assert_int_equal(f.len, 0);
+	assert_int_equal(f.recv_res, 9); /* still parked */
+	x = 8;
+	assert_int_equal(urt_chan_try_send(f.c, &x), 0);
+	run_and_destroy(loop);
+	assert_int_equal(f.recv_res, 1);
+	assert_int_equal(f.got, 8);
+	assert_int_equal(urt_chan_destroy(f.c), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1175,6 +1248,7 @@ int main(void)
 		cmocka_unit_test(test_destroy_busy),
 		cmocka_unit_test(test_loop_destroy_cancels_waiter),
 		cmocka_unit_test(test_struct_elements),
+		cmocka_unit_test(test_other_thread_refused),
 		/* Last: on a library that crashes here, they end the run. */
 		cmocka_unit_test(test_handoff_at_deadline),
 		cmocka_unit_test(test_taken_at_deadline),
