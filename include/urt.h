@@ -119,7 +119,8 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
 
 /*
  * Create a loop. *out receives it; opts NULL means all defaults.
- * Returns 0, -EINVAL (NULL out, bad option), -ENOMEM, -EOPNOTSUPP (a kernel
+ * Returns 0, -EINVAL (NULL out, bad option, also in pool_opts: the pool
+ * starts later, its options are checked now), -ENOMEM, -EOPNOTSUPP (a kernel
  * before 5.11), or the kernel's error from io_uring_setup (-EPERM or -ENOSYS
  * where io_uring is disabled or filtered). The calling thread owns the loop.
  * Callable outside a task.
@@ -237,7 +238,9 @@ URT_API int urt_cancel(urt_task *task);
 
 /*
  * Let every other ready task run, then continue. Returns 0, -ECANCELED (the
- * task is cancelled), -EPERM (outside a task).
+ * task is cancelled), -ETIMEDOUT (the deadline of the task's timeout scope
+ * has passed: it returns at once, without yielding, as every wait then
+ * does), -EPERM (outside a task).
  */
 URT_API int urt_yield(void);
 

@@ -610,6 +610,10 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 		return -EINVAL;
 	if (o.stack_size > MAX_STACK)
 		return -EINVAL;
+	/* The own pool starts at the first offload: its options are checked
+	 * now, so that a bad one fails here rather than there. */
+	if (o.pool_opts && urt__pool_opts_check(o.pool_opts))
+		return -EINVAL;
 	if (!o.ring_entries)
 		o.ring_entries = DEFAULT_ENTRIES;
 	if (o.ring_entries < 2)

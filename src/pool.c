@@ -281,6 +281,13 @@ static void pool_free(struct urt_pool *p, unsigned started)
 	free(p);
 }
 
+int urt__pool_opts_check(const struct urt_pool_opts *o)
+{
+	if (o->flags & ~(URT_POOL_WORKER_RINGS | URT_POOL_NO_SPIN) || o->threads > MAX_THREADS)
+		return -EINVAL;
+	return 0;
+}
+
 int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 {
 	struct urt_pool_opts o = { 0 };
@@ -290,7 +297,7 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 
 	if (opts)
 		o = *opts;
-	if (o.flags & ~(URT_POOL_WORKER_RINGS | URT_POOL_NO_SPIN) || o.threads > MAX_THREADS)
+	if (urt__pool_opts_check(&o))
 		return -EINVAL;
 	if (!o.threads) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -437,6 +437,8 @@ void urt__iop_cancel(struct urt_task *t);
 /* ---- pool ---- */
 
 struct urt_pool;
+/* 0 for options urt_pool_create accepts, else -EINVAL. */
+int urt__pool_opts_check(const struct urt_pool_opts *o);
 int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts);
 void urt__pool_attach(struct urt_pool *pool);
 void urt__pool_detach(struct urt_pool *pool);

@@ -42,6 +42,19 @@ static long create_huge_stack(void)
 	return urt_loop_create(&l, &o);
 }
 
+/* The loop's own pool starts at its first offload; its options are
+ * refused at create all the same. */
+static long create_bad_pool_opts(unsigned threads, unsigned flags)
+{
+	struct urt_pool_opts po = { .threads = threads, .flags = flags };
+	struct urt_loop_opts o = { .pool_opts = &po };
+	urt_loop *l;
+
+	return urt_loop_create(&l, &o);
+}
+
+static long create_pool_5000_threads(void) { return create_bad_pool_opts(5000, 0); }
+static long create_pool_bad_flag(void) { return create_bad_pool_opts(0, 1u << 30); }
 static long run_null(void) { return urt_loop_run(NULL); }
 static long destroy_null(void) { urt_loop_destroy(NULL); return 0; }
 static long stop_null(void) { return urt_loop_stop(NULL); }
@@ -215,6 +228,8 @@ static const struct row rows[] = {
 	{ "urt_loop_create(NULL out)", create_null_out, false, -EINVAL },
 	{ "urt_loop_create, unknown flag", create_bad_flags, false, -EINVAL },
 	{ "urt_loop_create, 2 GiB stacks", create_huge_stack, false, -EINVAL },
+	{ "urt_loop_create, pool_opts of 5,000 threads", create_pool_5000_threads, false, -EINVAL },
+	{ "urt_loop_create, pool_opts with an unknown flag", create_pool_bad_flag, false, -EINVAL },
 	{ "urt_loop_run(NULL)", run_null, false, -EINVAL },
 	{ "urt_loop_destroy(NULL)", destroy_null, false, 0 },
 	{ "urt_loop_stop(NULL)", stop_null, false, -EINVAL },
