@@ -340,6 +340,50 @@ static void test_own_setup_removed(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---- a frame larger than the stack, built with -fstack-clash-protection ---- */
+
+static size_t big_frame = 68 * 1024; /* not a constant: a real VLA */
+
+static int big_frame_task(void *arg)
+{
+	(void)arg;
+	urt_task_set_name(NULL, "big-frame");
+	{
+		volatile char big[big_frame];
+
+		/* Without probes the array's allocation jumps over the guard
+		 * page and the canary; this store lands in the next mapping. */
+		big[0] = 1;
+		return big[0];
+	}
+}
+
+static void overflow_big_frame(void)
+{
+	struct urt_loop_opts o = { .stack_size = STACK };
+	urt_loop *loop;
+
+	if (urt_loop_create(&loop, &o) || urt_spawn(loop, NULL, big_frame_task, NULL))
+		_exit(3);
+	urt_loop_run(loop);
+	_exit(0); /* not reached: a probe hits the guard page */
+}
+
+/* A 68 KiB array on a 64 KiB stack: the probes that
+ * -fstack-clash-protection puts in the growing frame hit the guard page, and
+ * the task is named. */
+static void test_big_frame_caught(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	status = in_child(overflow_big_frame, err, sizeof(err));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	assert_non_null(strstr(err, "urt: task \"big-frame\" overflowed its stack of 65536 bytes (guard page hit)"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -351,6 +395,7 @@ int main(void)
 		cmocka_unit_test(test_report_unnamed),
 		cmocka_unit_test(test_app_setup_kept),
 		cmocka_unit_test(test_own_setup_removed),
+		cmocka_unit_test(test_big_frame_caught),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
