@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -76,8 +77,10 @@ static int accept_task(void *arg)
 		if (fd == -ECANCELED)
 			return 0;
 		if (fd < 0) {
-			/* -EMFILE and its kin pass; anything else ends the
-			 * server, as a failure of the group. */
+			/* -EMFILE and its kin pass (the acceptor says "out of
+			 * fds" once per episode, then waits and retries on its
+			 * own); anything else ends the server, as a failure of
+			 * the group. */
 			if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM ||
 			    fd == -ECONNABORTED) {
 				fprintf(stderr, "urt-echo-server: accept: %s\n", strerror(-fd));
@@ -174,6 +177,18 @@ static void usage(FILE *f)
 		   "prints \"port N\" first. SIGINT or SIGTERM shuts it down.\n");
 }
 
+/* A server holds an fd per connection: take the whole of the hard limit
+ * (Debian's soft one is 1,024), as Go does for every program. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct server srv = { 0 };
@@ -202,6 +217,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	raise_fd_limit();
 	/* The signals go to the signalfd only. Blocked, they queue even when
 	 * they arrive ignored, as a shell's background job has SIGINT. */
 	sigemptyset(&sigs);

@@ -474,7 +474,10 @@ URT_API int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int 
 /*
  * The next connection: a socket owned by the caller. Parks the task until
  * one arrives. Returns the socket or -errno: an accept error the kernel
- * reported (-EMFILE, ...; the acceptor arms again at the next call),
+ * reported (-ECONNABORTED, ...; the acceptor arms again at the next call;
+ * -EMFILE and -ENFILE once per episode of fd exhaustion: until a
+ * connection is accepted again, takers pause, 10 ms doubling to 1 s, and
+ * retry instead, the clients waiting in the listen backlog),
  * -EBADF (the acceptor was closed meanwhile), -ECANCELED, -ETIMEDOUT,
  * -EPERM (outside a task), -EXDEV (a task of another loop), -EINVAL
  * (NULL, or closed). Several tasks may wait; they are served in order.

@@ -442,6 +442,10 @@ struct urt_acceptor {
 	/* One-by-one mode: the takers parked in their own accept, which a
 	 * close cancels; the acceptor is freed when the last has returned. */
 	struct oneshot *oneshots;
+	unsigned users;            /* takers inside urt_acceptor_next: a closed
+				    * acceptor is freed when the last leaves */
+	uint64_t pause_ns;         /* out of fds: the takers' next pause */
+	bool exhausted;            /* out of fds, reported: pause, not again */
 	bool armed;                /* the multishot accept is in flight */
 	bool pausing;              /* a cancel is on its way: the queue is full */
 	bool multishot;            /* false: the kernel has no multishot accept */
@@ -537,11 +541,12 @@ static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
 	if (a->closed) {
 		if (res >= 0)
 			close(res);
-		if (!a->armed && !a->oneshots)
+		if (!a->armed && !a->users)
 			acceptor_free(a);
 		return;
 	}
 	if (res >= 0) {
+		a->exhausted = false; /* the episode is over */
 		if (a->takers.head) {
 			urt__waitq_wake(a->takers.head, res);
 		} else if (acceptor_queue(a, res)) {
@@ -616,8 +621,7 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 
 /* One-by-one mode: a plain accept of the taker's own, which
  * urt_acceptor_close cancels. A connection accepted as the acceptor closes
- * is closed: the taker gets -EBADF (or -ECANCELED, cancelled itself). The
- * last taker to leave a closed acceptor frees it. */
+ * is closed: the taker gets -EBADF (or -ECANCELED, cancelled itself). */
 static int acceptor_accept_one(struct urt_acceptor *a, struct urt_task *t)
 {
 	struct oneshot os = { .next = a->oneshots, .task = t };
@@ -641,16 +645,94 @@ static int acceptor_accept_one(struct urt_acceptor *a, struct urt_task *t)
 				close(fd);
 			fd = -EBADF;
 		}
-		if (!a->armed && !a->oneshots)
-			acceptor_free(a);
+	} else if (fd >= 0) {
+		a->exhausted = false;
 	}
 	return fd;
+}
+
+/* The process or the system is out of file descriptors. */
+static bool fds_exhausted(int err)
+{
+	return err == -EMFILE || err == -ENFILE;
+}
+
+#define PAUSE_FIRST_NS (10 * 1000 * 1000ull)
+#define PAUSE_MAX_NS (1000 * 1000 * 1000ull)
+
+/* Out of fds, already reported: wait on the takers' queue for the pause,
+ * then try again. 0 when the pause is over; a connection (another taker
+ * armed the accept meanwhile); or -errno (closed, cancelled, the task's
+ * deadline). Pauses double from 10 ms to 1 s within an episode. */
+static int acceptor_pause(struct urt_acceptor *a, struct urt_task *t)
+{
+	uint64_t until = urt__deadline_after(a->pause_ns);
+	struct urt__waiter w;
+	int ret;
+
+	if (a->pause_ns < PAUSE_MAX_NS)
+		a->pause_ns *= 2;
+	ret = urt__waitq_park_until(&a->takers, &w, t, until < t->deadline ? until : t->deadline);
+	if (ret == -ETIMEDOUT && urt_now_ns() < t->deadline)
+		return 0;
+	return ret;
+}
+
+static int acceptor_next(struct urt_acceptor *a, struct urt_task *t)
+{
+	struct urt__waiter w;
+	int ret;
+
+	for (;;) {
+		if (a->closed)
+			return -EBADF;
+		if (a->len) {
+			ret = acceptor_take(a);
+		} else if (a->err) {
+			ret = a->err;
+			a->err = 0;
+		} else if (!a->multishot) {
+			ret = acceptor_accept_one(a, t);
+		} else {
+			if (!a->armed) {
+				acceptor_arm(a);
+				if (!a->armed)
+					continue; /* no SQE: a->err says why */
+			}
+			ret = urt__waitq_park(&a->takers, &w, t);
+			if (ret == -EAGAIN)
+				continue; /* the kernel has no multishot: go on */
+		}
+		/*
+		 * Out of fds: the first taker hears it; then, until a
+		 * connection is accepted again, takers pause and retry
+		 * rather than spin on the kernel's error, and the clients
+		 * wait in the listen backlog.
+		 */
+		if (fds_exhausted(ret) && !a->closed) {
+			if (a->exhausted) {
+				ret = acceptor_pause(a, t);
+				if (ret == 0)
+					continue;
+				if (ret >= 0)
+					a->exhausted = false;
+				return ret;
+			}
+			a->exhausted = true;
+			a->pause_ns = PAUSE_FIRST_NS;
+			return ret;
+		}
+		/* Accept again if the multishot was paused or ended on an
+		 * error. */
+		if (!a->closed && !a->armed && a->multishot && !a->err)
+			acceptor_arm(a);
+		return ret;
+	}
 }
 
 int urt_acceptor_next(urt_acceptor *a)
 {
 	struct urt_task *t = urt__cur_task;
-	struct urt__waiter w;
 	int ret;
 
 	if (!a || a->closed)
@@ -662,31 +744,11 @@ int urt_acceptor_next(urt_acceptor *a)
 	ret = urt__wait_check(t);
 	if (ret)
 		return ret;
-	for (;;) {
-		if (a->len) {
-			ret = acceptor_take(a);
-		} else if (a->err) {
-			ret = a->err;
-			a->err = 0;
-		} else if (!a->multishot) {
-			return acceptor_accept_one(a, t);
-		} else {
-			if (!a->armed) {
-				acceptor_arm(a);
-				if (!a->armed)
-					continue; /* no SQE: a->err says why */
-			}
-			ret = urt__waitq_park(&a->takers, &w, t);
-			if (ret == -EAGAIN)
-				continue; /* the kernel has no multishot: go on */
-			return ret;
-		}
-		/* Taken from the queue: accept again if it was paused or
-		 * ended on an error. */
-		if (!a->armed && a->multishot && !a->err)
-			acceptor_arm(a);
-		return ret;
-	}
+	a->users++;
+	ret = acceptor_next(a, t);
+	if (!--a->users && a->closed && !a->armed)
+		acceptor_free(a);
+	return ret;
 }
 
 int urt_acceptor_close(urt_acceptor *a)
@@ -701,7 +763,7 @@ int urt_acceptor_close(urt_acceptor *a)
 	urt__waitq_wake_all(&a->takers, -EBADF);
 	for (struct oneshot *os = a->oneshots; os; os = os->next)
 		urt__iop_cancel(os->task);
-	if (!a->armed && !a->oneshots)
+	if (!a->armed && !a->users)
 		acceptor_free(a);
 	else if (!a->pausing)
 		acceptor_disarm(a);

@@ -316,6 +316,12 @@ static void waitq_interrupt(struct urt_task *t, int res)
 
 int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t)
 {
+	return urt__waitq_park_until(q, w, t, t->deadline);
+}
+
+int urt__waitq_park_until(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t,
+			  uint64_t at)
+{
 	int ret = urt__wait_check(t);
 
 	if (ret)
@@ -329,7 +335,7 @@ int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task
 	else
 		q->head = w;
 	q->tail = w;
-	ret = urt__park_hook(t, w, waitq_interrupt, t->deadline);
+	ret = urt__park_hook(t, w, waitq_interrupt, at);
 	if (w->q) /* not parked after all (-ENOMEM arming the deadline) */
 		urt__waitq_wake(w, ret);
 	return ret;

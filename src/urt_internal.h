@@ -222,6 +222,10 @@ struct urt__waitq {
  * result), a cancel (-ECANCELED) or t's deadline (-ETIMEDOUT). Checks
  * both before parking. */
 int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t);
+/* The same with a timer at at (no later than t's deadline) instead of t's
+ * deadline: -ETIMEDOUT when it fires. */
+int urt__waitq_park_until(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t,
+			  uint64_t at);
 /* Take w off its queue and make its task ready, its wait returning res. */
 void urt__waitq_wake(struct urt__waiter *w, int res);
 /* Wake every waiter of q with res. */

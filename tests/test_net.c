@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 /* A listening TCP socket on 127.0.0.1 at an ephemeral port. */
@@ -962,6 +963,88 @@ static void test_smallest_rings_exactly_once(void **state)
 	close_pipe(pfd);
 }
 
+/* ---- out of file descriptors: one report per episode ---- */
+
+struct exhaust {
+	struct acc c;
+	struct rlimit saved;
+	int other_errs;
+};
+
+static int exhaust_taker(void *arg)
+{
+	struct exhaust *e = arg;
+
+	while (e->c.n < e->c.want && e->c.errs <= 1000) {
+		int fd = urt_acceptor_next(e->c.a);
+
+		if (fd >= 0)
+			e->c.fds[e->c.n++] = fd;
+		else if (fd == -EMFILE)
+			e->c.errs++;
+		else
+			return e->other_errs++;
+	}
+	return 0;
+}
+
+static int exhaust_releaser(void *arg)
+{
+	struct exhaust *e = arg;
+
+	urt_sleep_ns(300 * MS);
+	return setrlimit(RLIMIT_NOFILE, &e->saved);
+}
+
+/* 20 clients wait while the process may open only a few more fds: the
+ * first taker hears -EMFILE once, then takers pause and retry (10 ms,
+ * doubling) instead of hearing it again and again, and once fds are free
+ * every client is accepted. */
+static void fd_exhaustion_run(int flags)
+{
+	struct exhaust e = { .c = { .want = 20 } };
+	struct rlimit low;
+	int cl[20], top = 0;
+	urt_loop *loop = loop_new(NULL);
+
+	e.c.lfd = listener(&e.c.addr);
+	for (int i = 0; i < 20; i++) {
+		cl[i] = tcp_socket();
+		assert_int_equal(connect(cl[i], (struct sockaddr *)&e.c.addr, sizeof(e.c.addr)), 0);
+		top = cl[i] > top ? cl[i] : top;
+	}
+	assert_int_equal(urt_acceptor_create(loop, &e.c.a, e.c.lfd, flags), 0);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &e.saved), 0);
+	low = e.saved;
+	low.rlim_cur = (rlim_t)top + 5; /* a few fds more, at most */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	spawn_ok(loop, NULL, exhaust_taker, &e);
+	spawn_ok(loop, NULL, exhaust_releaser, &e);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_acceptor_close(e.c.a), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &e.saved), 0);
+	assert_int_equal(e.other_errs, 0);
+	assert_int_equal(e.c.errs, 1);
+	assert_int_equal(e.c.n, 20);
+	close_all(&e.c);
+	for (int i = 0; i < 20; i++)
+		close(cl[i]);
+	close(e.c.lfd);
+}
+
+static void test_acceptor_fd_exhaustion(void **state)
+{
+	(void)state;
+	fd_exhaustion_run(0);
+}
+
+static void test_acceptor_oneshot_fd_exhaustion(void **state)
+{
+	(void)state;
+	fd_exhaustion_run(URT_ACCEPTOR_ONESHOT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -982,6 +1065,8 @@ int main(void)
 		cmocka_unit_test(test_acceptor_oneshot_close_deadline_cancel),
 		cmocka_unit_test(test_acceptor_untaken),
 		cmocka_unit_test(test_smallest_rings_exactly_once),
+		cmocka_unit_test(test_acceptor_fd_exhaustion),
+		cmocka_unit_test(test_acceptor_oneshot_fd_exhaustion),
 	};
 
 	signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would kill the test: none may come */
