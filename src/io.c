@@ -672,7 +672,12 @@ static int acceptor_pause(struct urt_acceptor *a, struct urt_task *t)
 
 	if (a->pause_ns < PAUSE_MAX_NS)
 		a->pause_ns *= 2;
-	ret = urt__waitq_park_until(&a->takers, &w, t, until < t->deadline ? until : t->deadline);
+	/* Another taker's accept failing again wakes the queue's head: the
+	 * pause goes on. */
+	do
+		ret = urt__waitq_park_until(&a->takers, &w, t,
+					    until < t->deadline ? until : t->deadline);
+	while (fds_exhausted(ret) && !a->closed);
 	if (ret == -ETIMEDOUT && urt_now_ns() < t->deadline)
 		return 0;
 	return ret;
