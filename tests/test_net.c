@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -1004,6 +1005,25 @@ static int exhaust_releaser(void *arg)
 	return urt_acceptor_close(e->c.a);
 }
 
+/* Whether the kernel holds the process to want fds (the soft limit of
+ * RLIMIT_NOFILE in /proc/self/limits): valgrind keeps the setrlimit of the
+ * program it runs to itself, and the kernel's accepts never see it. */
+static bool fd_limit_holds(rlim_t want)
+{
+	char line[256];
+	unsigned long soft = 0;
+	bool found = false;
+	FILE *f = fopen("/proc/self/limits", "r");
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Max open files %lu", &soft) == 1)
+			found = true;
+	fclose(f);
+	return found && soft == (unsigned long)want;
+}
+
 /* 20 clients wait while the process may open only a few more fds: one of
  * the two takers hears -EMFILE once, then both pause and retry (10 ms,
  * doubling) instead of hearing it again and again, and once fds are free
@@ -1026,6 +1046,15 @@ static void fd_exhaustion_run(int flags)
 	low = e.saved;
 	low.rlim_cur = (rlim_t)top + 5; /* a few fds more, at most */
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	if (!fd_limit_holds(low.rlim_cur)) {
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, &e.saved), 0);
+		assert_int_equal(urt_acceptor_close(e.c.a), 0);
+		urt_loop_destroy(loop);
+		for (int i = 0; i < 20; i++)
+			close(cl[i]);
+		close(e.c.lfd);
+		skip();
+	}
 	spawn_ok(loop, NULL, exhaust_taker, &e);
 	spawn_ok(loop, NULL, exhaust_taker, &e);
 	spawn_ok(loop, NULL, exhaust_releaser, &e);
