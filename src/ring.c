@@ -200,6 +200,7 @@ int urt__ring_reserve(struct urt__ring *r, unsigned n)
 static bool next_cqe(struct urt__ring *r, struct io_uring_cqe *out)
 {
 	struct io_uring_cqe *cqe;
+	unsigned head;
 
 	if (r->held_n) {
 		*out = r->held[r->held_head++];
@@ -207,11 +208,14 @@ static bool next_cqe(struct urt__ring *r, struct io_uring_cqe *out)
 			r->held_head = 0;
 		return true;
 	}
-	if (io_uring_peek_cqe(&r->ring, &cqe))
-		return false;
-	*out = *cqe;
-	io_uring_cqe_seen(&r->ring, cqe);
-	return true;
+	/* The CQ as user space sees it: io_uring_peek_cqe would enter the
+	 * kernel on an empty CQ whenever task work is pending. */
+	io_uring_for_each_cqe(&r->ring, head, cqe) {
+		*out = *cqe;
+		io_uring_cq_advance(&r->ring, 1);
+		return true;
+	}
+	return false;
 }
 
 /* Dispatch every CQE available. Only the loop's turn reaps, never a
