@@ -134,27 +134,36 @@ static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 	return sqe;
 }
 
+/*
+ * Every operation's body: prep is the SQE as the operation wants it (an
+ * io_uring_prep_* call on a local SQE); it goes to the ring as the calling
+ * task's next I/O and the task parks until its CQE. Returns the CQE's
+ * result, or, with nothing sent, -EPERM (outside a task), -ECANCELED,
+ * -ETIMEDOUT. iop is the operation's record, for what the caller reads
+ * after (fd_result).
+ */
+static int op_run(const struct io_uring_sqe *prep, struct urt__iop *iop)
+{
+	int err = 0;
+	struct io_uring_sqe *sqe = op_start(iop, &err);
+
+	if (!sqe)
+		return err;
+	*sqe = *prep;
+	io_uring_sqe_set_data(sqe, &iop->op);
+	return iop_wait(iop, sqe);
+}
+
+/* An operation's own argument check failed: err, but -EPERM outside a
+ * task, which comes first for every call. */
+static int op_refuse(int err)
+{
+	return urt__cur_task ? err : -EPERM;
+}
+
 static uint64_t rw_offset(int64_t offset)
 {
 	return offset < 0 ? (uint64_t)-1 : (uint64_t)offset;
-}
-
-/* The start shared by urt_read and urt_write: the checks in their order
- * (-EPERM, then the length, then cancellation), and the length capped as
- * read(2) and write(2) cap it. NULL with *err set, or an SQE for iop. */
-static struct io_uring_sqe *rw_start(struct urt__iop *iop, size_t *len, int *err)
-{
-	if (!urt__cur_task) {
-		*err = -EPERM;
-		return NULL;
-	}
-	if (*len > SSIZE_MAX) {
-		*err = -EINVAL;
-		return NULL;
-	}
-	if (*len > URT__MAX_RW)
-		*len = URT__MAX_RW;
-	return op_start(iop, err);
 }
 
 /* A cancelled open or accept that the kernel completed anyway (the cancel
@@ -170,21 +179,24 @@ static int fd_result(struct urt__iop *iop, int res)
 }
 
 /* One buffer, one SQE: read, write, recv, send and their fixed forms share
- * it. msg_flags goes to recv and send, buf_index to the fixed forms. */
+ * it. msg_flags goes to recv and send, buf_index to the fixed forms. The
+ * length is capped as read(2) and write(2) cap it. */
 static ssize_t buf_op(int opcode, int fd, const void *buf, size_t len, uint64_t offset,
 		      int msg_flags, unsigned buf_index, unsigned sqe_flags)
 {
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
-	struct io_uring_sqe *sqe = rw_start(&iop, &len, &res);
+	int res;
 
-	if (!sqe)
-		return res;
-	io_uring_prep_rw(opcode, sqe, fd, buf, (unsigned)len, offset);
-	sqe->msg_flags = (uint32_t)msg_flags;
-	sqe->buf_index = (uint16_t)buf_index;
-	sqe->flags |= (uint8_t)sqe_flags;
-	res = iop_wait(&iop, sqe);
+	if (len > SSIZE_MAX)
+		return op_refuse(-EINVAL);
+	if (len > URT__MAX_RW)
+		len = URT__MAX_RW;
+	io_uring_prep_rw(opcode, &sqe, fd, buf, (unsigned)len, offset);
+	sqe.msg_flags = (uint32_t)msg_flags;
+	sqe.buf_index = (uint16_t)buf_index;
+	sqe.flags |= (uint8_t)sqe_flags;
+	res = op_run(&sqe, &iop);
 #if URT__VALGRIND
 	/* The kernel filled the buffer behind valgrind's back. */
 	if (res > 0 && (opcode == IORING_OP_READ || opcode == IORING_OP_RECV ||
@@ -224,13 +236,11 @@ int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, unsigned 
 	return io_uring_register_buffers(&loop->ring.ring, iov, n);
 }
 
-/* The fixed forms' own check: -EPERM outside a task comes first, as for
- * every call, then the flags. */
 static ssize_t rw_fixed(int opcode, int fd, const void *buf, size_t len, int64_t offset,
 			unsigned buf_index, unsigned flags)
 {
-	if (urt__cur_task && (flags & ~URT_FIXED_FILE))
-		return -EINVAL;
+	if (flags & ~URT_FIXED_FILE)
+		return op_refuse(-EINVAL);
 	return buf_op(opcode, fd, buf, len, rw_offset(offset), 0, buf_index,
 		      (flags & URT_FIXED_FILE) ? IOSQE_FIXED_FILE : 0);
 }
@@ -249,41 +259,30 @@ ssize_t urt_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
 
 int urt_fsync(int fd, unsigned flags)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
 
-	if (!urt__cur_task)
-		return -EPERM;
 	if (flags & ~URT_FSYNC_DATA)
-		return -EINVAL;
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_fsync(sqe, fd, (flags & URT_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
-	return iop_wait(&iop, sqe);
+		return op_refuse(-EINVAL);
+	io_uring_prep_fsync(&sqe, fd, (flags & URT_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
+	return op_run(&sqe, &iop);
 }
 
 /* Vectored read or write: the kernel checks the vector (-EINVAL for more
  * than IOV_MAX entries, -EFAULT for a bad one). */
 static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, bool write)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
+	int res;
 
-	if (!urt__cur_task)
-		return -EPERM;
 	if (iovcnt < 0)
-		return -EINVAL;
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
+		return op_refuse(-EINVAL);
 	if (write)
-		io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
+		io_uring_prep_writev(&sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
 	else
-		io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
-	res = iop_wait(&iop, sqe);
+		io_uring_prep_readv(&sqe, fd, iov, (unsigned)iovcnt, rw_offset(offset));
+	res = op_run(&sqe, &iop);
 #if URT__VALGRIND
 	for (int i = 0, left = res; !write && i < iovcnt && left > 0; i++) {
 		size_t n = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
@@ -307,36 +306,25 @@ ssize_t urt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
 
 int urt_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
 
-	if (!urt__cur_task)
-		return -EPERM;
 	if (!path)
-		return -EFAULT;
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_openat(sqe, dirfd, path, flags, mode);
-	return fd_result(&iop, iop_wait(&iop, sqe));
+		return op_refuse(-EFAULT);
+	io_uring_prep_openat(&sqe, dirfd, path, flags, mode);
+	return fd_result(&iop, op_run(&sqe, &iop));
 }
 
 int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
+	int res;
 
-	if (!urt__cur_task)
-		return -EPERM;
 	if (!path || !out)
-		return -EFAULT;
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
-	res = iop_wait(&iop, sqe);
+		return op_refuse(-EFAULT);
+	io_uring_prep_statx(&sqe, dirfd, path, flags, mask, out);
+	res = op_run(&sqe, &iop);
 #if URT__VALGRIND
 	if (res == 0)
 		VALGRIND_MAKE_MEM_DEFINED(out, sizeof(*out));
@@ -346,30 +334,23 @@ int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct stat
 
 int urt_close(int fd)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
 
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_close(sqe, fd);
-	return iop_wait(&iop, sqe);
+	io_uring_prep_close(&sqe, fd);
+	return op_run(&sqe, &iop);
 }
 
 /* ---- sockets ---- */
 
 int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
+	int res;
 
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-	res = fd_result(&iop, iop_wait(&iop, sqe));
+	io_uring_prep_accept(&sqe, fd, addr, addrlen, flags);
+	res = fd_result(&iop, op_run(&sqe, &iop));
 #if URT__VALGRIND
 	if (res >= 0 && addr && addrlen)
 		VALGRIND_MAKE_MEM_DEFINED(addr, *addrlen);
@@ -379,15 +360,11 @@ int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 
 int urt_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
 
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_connect(sqe, fd, addr, addrlen);
-	return iop_wait(&iop, sqe);
+	io_uring_prep_connect(&sqe, fd, addr, addrlen);
+	return op_run(&sqe, &iop);
 }
 
 ssize_t urt_recv(int fd, void *buf, size_t len, int flags)
@@ -402,28 +379,20 @@ ssize_t urt_send(int fd, const void *buf, size_t len, int flags)
 
 int urt_shutdown(int fd, int how)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
 
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_shutdown(sqe, fd, how);
-	return iop_wait(&iop, sqe);
+	io_uring_prep_shutdown(&sqe, fd, how);
+	return op_run(&sqe, &iop);
 }
 
 int urt_poll(int fd, unsigned events)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe sqe;
 	struct urt__iop iop;
-	int res = 0;
 
-	sqe = op_start(&iop, &res);
-	if (!sqe)
-		return res;
-	io_uring_prep_poll_add(sqe, fd, events);
-	return iop_wait(&iop, sqe);
+	io_uring_prep_poll_add(&sqe, fd, events);
+	return op_run(&sqe, &iop);
 }
 
 /* ---- acceptors: one multishot accept, connections queued ---- */
