@@ -252,7 +252,7 @@ struct urt_group;
 void urt__group_member_done(struct urt_task *t);
 /* Loop destroy: free the groups no task waited for. */
 void urt__groups_free(struct urt_loop *loop);
-/* Loop destroy: close the acceptors still open (io.c); with free_all, free
+/* Loop destroy: close the acceptors still open (acceptor.c); with free_all, free
  * every one left (once no CQE can come for them). */
 void urt__acceptors_close(struct urt_loop *loop, bool free_all);
 
@@ -435,7 +435,7 @@ static inline uint64_t urt__deadline_after(uint64_t ns)
 int urt__timer_add(struct urt_loop *loop, struct urt_task *t, uint64_t deadline);
 void urt__timer_del(struct urt_loop *loop, struct urt_task *t);
 
-/* Cancel the I/O a task is parked in (io.c). */
+/* Cancel the I/O a task is parked in (op.c). */
 void urt__iop_cancel(struct urt_task *t);
 
 /* ---- pool ---- */
