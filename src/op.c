@@ -1,8 +1,7 @@
 /* op: what every operation a task awaits shares. An operation prepares one
  * SQE; urt__op_run makes it the task's next I/O (with a linked timeout for
  * the task's deadline), parks the task, and returns the CQE's result once
- * that CQE, and no other event, has woken the task. Also the sleep, which
- * parks on the timer heap. */
+ * that CQE, and no other event, has woken the task. */
 #define _GNU_SOURCE /* struct statx */
 #include <assert.h>
 #include <errno.h>
@@ -70,28 +69,6 @@ void urt__iop_cancel(struct urt_task *t)
 		return; /* the ring is unusable: the loop's run reports it */
 	iop->cancel_sent = true;
 	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&iop->op, 0);
-}
-
-int urt_sleep_ns(uint64_t ns)
-{
-	struct urt_task *t = urt__cur_task;
-	uint64_t until, at;
-	int ret;
-
-	if (!t)
-		return -EPERM;
-	ret = urt__wait_check(t);
-	if (ret)
-		return ret;
-	until = urt__deadline_after(ns);
-	at = until < t->deadline ? until : t->deadline;
-	ret = urt__timer_add(t->loop, t, at);
-	if (ret)
-		return ret;
-	ret = urt__park(t, URT__WAIT_SLEEP);
-	if (ret == 0 && at < until)
-		return -ETIMEDOUT; /* the task's deadline came first */
-	return ret;
 }
 
 /* The calling task's next I/O operation: an SQE for iop, or NULL with *err

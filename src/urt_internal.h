@@ -400,6 +400,13 @@ struct urt_loop {
 #endif
 };
 
+/* Whether the calling thread owns loop (made it): the only thread that
+ * may run it and use its tasks. */
+static inline bool urt__owned(const struct urt_loop *loop)
+{
+	return pthread_equal(loop->owner, pthread_self());
+}
+
 extern URT__TLS struct urt_loop *urt__cur_loop;
 extern URT__TLS struct urt_task *urt__cur_task;
 
@@ -431,9 +438,34 @@ static inline uint64_t urt__deadline_after(uint64_t ns)
 	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
 }
 
-/* Timers (loop.c). */
+/* ---- sched.c ---- */
+/* One pass: run the tasks ready now (those made ready meanwhile wait for
+ * the next turn); free detached tasks that ended. */
+void urt__sched_run_ready(struct urt_loop *loop);
+/* Move the tasks that yielded this turn to the back of the run queue. */
+void urt__sched_splice_yielded(struct urt_loop *loop);
+
+/* ---- spawn.c ---- */
+/* Put a new task on its loop's list of tasks. */
+void urt__task_link(struct urt_loop *loop, struct urt_task *t);
+/* Take an ended (or, at destroy, any) task off the list and free it. */
+void urt__task_release(struct urt_task *t);
+
+/* ---- timer.c ---- */
+void urt__timers_init(struct urt_loop *loop);
 int urt__timer_add(struct urt_loop *loop, struct urt_task *t, uint64_t deadline);
 void urt__timer_del(struct urt_loop *loop, struct urt_task *t);
+/* End the waits whose deadline has passed (the clock read now). */
+void urt__timers_expire(struct urt_loop *loop);
+/* Keep the one kernel timeout armed no later than the earliest deadline.
+ * 0, or the ring's error. */
+int urt__timer_arm(struct urt_loop *loop);
+
+/* ---- wait.c ---- */
+/* End a wait that a cancel (res -ECANCELED) or the task's deadline
+ * (-ETIMEDOUT) can cut short; false for one only its completion ends
+ * (I/O, urt_to_thread). */
+bool urt__wait_interrupt(struct urt_task *t, int res);
 
 /* Cancel the I/O a task is parked in (op.c). */
 void urt__iop_cancel(struct urt_task *t);

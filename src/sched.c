@@ -1,0 +1,229 @@
+/* sched: the scheduler. The run queue and its passes, park and wake, the
+ * yield, the clock and the current loop and task, stall reports. */
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "urt_internal.h"
+
+URT__TLS struct urt_loop *urt__cur_loop;
+URT__TLS struct urt_task *urt__cur_task;
+
+uint64_t urt_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+urt_loop *urt_current_loop(void)
+{
+	return urt__cur_loop;
+}
+
+urt_task *urt_current_task(void)
+{
+	return urt__cur_task;
+}
+
+
+/* ---- run queue ---- */
+
+static void enqueue(struct urt_task **head, struct urt_task **tail, struct urt_task *t)
+{
+	t->state = URT__READY;
+	t->next = NULL;
+	if (*tail)
+		(*tail)->next = t;
+	else
+		*head = t;
+	*tail = t;
+}
+
+void urt__ready(struct urt_task *t)
+{
+	enqueue(&t->loop->rq_head, &t->loop->rq_tail, t);
+	t->loop->rq_len++;
+}
+
+/* Move the tasks that yielded this turn to the back of the run queue. */
+void urt__sched_splice_yielded(struct urt_loop *loop)
+{
+	if (!loop->yq_head)
+		return;
+	loop->rq_len += loop->yq_len;
+	loop->yq_len = 0;
+	if (loop->rq_tail)
+		loop->rq_tail->next = loop->yq_head;
+	else
+		loop->rq_head = loop->yq_head;
+	loop->rq_tail = loop->yq_tail;
+	loop->yq_head = loop->yq_tail = NULL;
+}
+
+static struct urt_task *rq_pop(struct urt_loop *loop)
+{
+	struct urt_task *t = loop->rq_head;
+
+	if (t) {
+		loop->rq_head = t->next;
+		if (!loop->rq_head)
+			loop->rq_tail = NULL;
+		loop->rq_len--;
+	}
+	return t;
+}
+
+int urt__park(struct urt_task *t, enum urt__wait why)
+{
+	t->state = URT__PARKED;
+	t->wait = (uint8_t)why;
+#if !URT__ASAN
+	struct urt_loop *loop = t->loop;
+
+	/* More tasks to run in this pass: switch straight to the next, as
+	 * the scheduler would (one switch instead of two). Not with the stall
+	 * detector, which times each task from the scheduler. */
+	if (loop->batch_left && !loop->stall_ns) {
+		loop->batch_left--;
+		urt__task_switch(t, rq_pop(loop));
+	} else
+#endif
+		urt__task_suspend(t);
+	t->wait = URT__WAIT_NONE;
+	return t->wake_res;
+}
+
+void urt__wake(struct urt_task *t, int res)
+{
+	/* Whatever ended the wait, its deadline's timer goes with it: a
+	 * timer left behind would interrupt a wait that is over. */
+	if (t->heap_idx != SIZE_MAX)
+		urt__timer_del(t->loop, t);
+	t->wake_res = res;
+	urt__ready(t);
+}
+
+
+/* ---- the scheduler ---- */
+
+void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64_t ran_ns)
+{
+	(void)ctx;
+	fprintf(stderr, "urt: task \"%s\" ran %.1f ms without yielding (stall threshold %.1f ms)\n",
+		name, (double)ran_ns / 1e6, (double)task->loop->stall_ns / 1e6);
+}
+
+static void report_stall(struct urt_loop *loop, struct urt_task *t, uint64_t ran_ns)
+{
+	char anon[32];
+	const char *name = t->name;
+
+	if (!name[0]) {
+		snprintf(anon, sizeof(anon), "task@%p", (void *)t);
+		name = anon;
+	}
+	if (loop->on_stall)
+		loop->on_stall(loop->stall_ctx, t, name, ran_ns);
+	else
+		urt_stall_print(NULL, t, name, ran_ns);
+}
+
+int urt_task_set_name(urt_task *t, const char *name)
+{
+	if (!t)
+		t = urt__cur_task;
+	if (!t || !name)
+		return -EINVAL;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	return 0;
+}
+
+/* Run the tasks that are ready now; tasks made ready meanwhile (a yield, a
+ * spawn) wait for the next turn, so I/O is submitted between them. */
+void urt__sched_run_ready(struct urt_loop *loop)
+{
+	uint64_t t0 = 0;
+
+	loop->batch_left = loop->rq_len;
+	if (!loop->batch_left)
+		return;
+	if (loop->stall_ns)
+		t0 = urt_now_ns();
+	while (loop->batch_left) {
+		struct urt_task *t;
+
+		loop->batch_left--;
+		t = urt__task_resume(rq_pop(loop));
+		/* One clock read per switch: each task's end is the next
+		 * one's start. */
+		if (loop->stall_ns) {
+			uint64_t t1 = urt_now_ns();
+
+			if (t1 - t0 > loop->stall_ns)
+				report_stall(loop, t, t1 - t0);
+			t0 = t1;
+		}
+		if (t->state == URT__DONE && t->detached)
+			urt__task_release(t);
+	}
+}
+
+
+/*
+ * A yield may go straight to the next ready task, as the scheduler would
+ * next: within the current pass, or into the next one when the turn between
+ * would do nothing (no SQE to submit, no completion or kernel work waiting,
+ * no sleeper, no job to hand over, no stop asked). Saves two switches and
+ * a turn per yield. Not with the stall detector, which times each task from
+ * the scheduler, nor under ASan.
+ */
+#if !URT__ASAN
+static bool direct_switch_ok(struct urt_loop *loop)
+{
+	if (loop->stall_ns)
+		return false;
+	if (loop->batch_left)
+		return true;
+	return !loop->heap_n && !loop->jq_n && !loop->stop &&
+	       !io_uring_sq_ready(&loop->ring.ring) && !urt__ring_pending(&loop->ring);
+}
+#endif
+
+int urt_yield(void)
+{
+	struct urt_task *self = urt__cur_task;
+	int ret;
+
+	if (!self)
+		return -EPERM;
+	ret = urt__wait_check(self);
+	if (ret)
+		return ret;
+	enqueue(&self->loop->yq_head, &self->loop->yq_tail, self);
+	self->loop->yq_len++;
+#if !URT__ASAN
+	if (direct_switch_ok(self->loop)) {
+		struct urt_loop *loop = self->loop;
+		struct urt_task *next;
+
+		/* The pass is over and a turn would find nothing to do:
+		 * start the next pass here. */
+		if (!loop->batch_left) {
+			urt__sched_splice_yielded(loop);
+			loop->batch_left = loop->rq_len;
+		}
+		loop->batch_left--;
+		next = rq_pop(loop);
+		if (next != self)
+			urt__task_switch(self, next);
+		else
+			self->state = URT__RUNNING; /* the only ready task */
+		return self->cancelled ? -ECANCELED : 0;
+	}
+#endif
+	urt__task_suspend(self);
+	return self->cancelled ? -ECANCELED : 0;
+}
+

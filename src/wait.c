@@ -1,0 +1,172 @@
+/* wait: waits a cancel or a deadline can end (interruptible waits, wait
+ * queues), the cancel itself, and the timeout scopes that give a task its
+ * deadline. */
+#include <errno.h>
+
+#include "urt_internal.h"
+
+/* End a wait that can be cut short (by a cancel, res -ECANCELED, or by
+ * the task's deadline, res -ETIMEDOUT). A sleep whose own deadline came is
+ * woken by timers_expire, not here. Returns false for a wait that only
+ * its own completion ends (I/O, urt_to_thread). */
+bool urt__wait_interrupt(struct urt_task *t, int res)
+{
+	switch (t->wait) {
+	case URT__WAIT_SLEEP:
+		urt__wake(t, res);
+		return true;
+	case URT__WAIT_JOB:
+		urt__job_abandon(t, res);
+		return true;
+	case URT__WAIT_HOOK:
+		/* The hook may leave t parked (a group): no timer stays. */
+		urt__timer_del(t->loop, t);
+		t->interrupt(t, res);
+		return true;
+	default:
+		return false;
+	}
+}
+
+
+int urt__wait_check(struct urt_task *t)
+{
+	if (t->cancelled)
+		return -ECANCELED;
+	if (t->deadline != UINT64_MAX && urt_now_ns() >= t->deadline)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
+		    uint64_t deadline)
+{
+	int ret;
+
+	t->interrupt = interrupt;
+	t->wait_obj = obj;
+	if (deadline != UINT64_MAX) {
+		ret = urt__timer_add(t->loop, t, deadline);
+		if (ret)
+			return ret;
+	}
+	ret = urt__park(t, URT__WAIT_HOOK);
+	t->interrupt = NULL;
+	t->wait_obj = NULL;
+	return ret;
+}
+
+/* ---- wait queues ---- */
+
+static void waitq_interrupt(struct urt_task *t, int res)
+{
+	urt__waitq_wake(t->wait_obj, res);
+}
+
+int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t)
+{
+	return urt__waitq_park_until(q, w, t, t->deadline);
+}
+
+int urt__waitq_park_until(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t,
+			  uint64_t at)
+{
+	int ret = urt__wait_check(t);
+
+	if (ret)
+		return ret;
+	w->task = t;
+	w->q = q;
+	w->next = NULL;
+	w->prev = q->tail;
+	if (q->tail)
+		q->tail->next = w;
+	else
+		q->head = w;
+	q->tail = w;
+	ret = urt__park_hook(t, w, waitq_interrupt, at);
+	if (w->q) /* not parked after all (-ENOMEM arming the deadline) */
+		urt__waitq_wake(w, ret);
+	return ret;
+}
+
+void urt__waitq_wake(struct urt__waiter *w, int res)
+{
+	struct urt__waitq *q = w->q;
+
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		q->tail = w->prev;
+	w->q = NULL;
+	if (w->task->state == URT__PARKED)
+		urt__wake(w->task, res);
+}
+
+void urt__waitq_wake_all(struct urt__waitq *q, int res)
+{
+	while (q->head)
+		urt__waitq_wake(q->head, res);
+}
+
+
+int urt_cancel(urt_task *t)
+{
+	if (!t || t->state == URT__FREED)
+		return -EINVAL;
+	if (!urt__owned(t->loop))
+		return -EPERM;
+	if (t->state == URT__DONE)
+		return -ESRCH;
+	if (t->cancelled)
+		return 0;
+	t->cancelled = true;
+	if (t->state != URT__PARKED)
+		return 0;
+	/* urt_to_thread's fn is running or queued on the task's stack: the
+	 * task stays parked until the job completes. */
+	if (!urt__wait_interrupt(t, -ECANCELED) && t->wait == URT__WAIT_IO)
+		urt__iop_cancel(t);
+	return 0;
+}
+
+/* ---- timeout scopes ---- */
+
+int urt_timeout_enter(struct urt_timeout *scope, uint64_t ns)
+{
+	struct urt_task *t = urt__cur_task;
+
+	if (!t)
+		return -EPERM;
+	if (!scope)
+		return -EINVAL;
+	scope->at = urt__deadline_after(ns);
+	scope->outer_at = t->deadline;
+	scope->outer = t->scope;
+	t->scope = scope;
+	if (scope->at < t->deadline)
+		t->deadline = scope->at;
+	return 0;
+}
+
+int urt_timeout_leave(struct urt_timeout *scope)
+{
+	struct urt_task *t = urt__cur_task;
+
+	if (!t)
+		return -EPERM;
+	if (!scope || t->scope != scope)
+		return -EINVAL;
+	t->scope = scope->outer;
+	t->deadline = scope->outer_at;
+	/* Only the scope whose deadline bound the block's waits reports it:
+	 * an outer one that came first reports it when it is left. */
+	if (scope->at <= scope->outer_at && urt_now_ns() >= scope->at)
+		return -ETIMEDOUT;
+	return 0;
+}
+
