@@ -77,20 +77,19 @@ static struct urt_task *rq_pop(struct urt_loop *loop)
 
 int urt__park(struct urt_task *t, enum urt__wait why)
 {
-	t->state = URT__PARKED;
-	t->wait = (uint8_t)why;
-#if !URT__ASAN
 	struct urt_loop *loop = t->loop;
 
+	t->state = URT__PARKED;
+	t->wait = (uint8_t)why;
 	/* More tasks to run in this pass: switch straight to the next, as
 	 * the scheduler would (one switch instead of two). Not with the stall
 	 * detector, which times each task from the scheduler. */
 	if (loop->batch_left && !loop->stall_ns) {
 		loop->batch_left--;
 		urt__task_switch(t, rq_pop(loop));
-	} else
-#endif
+	} else {
 		urt__task_suspend(t);
+	}
 	t->wait = URT__WAIT_NONE;
 	return t->wake_res;
 }
@@ -177,9 +176,8 @@ void urt__sched_run_ready(struct urt_loop *loop)
  * would do nothing (no SQE to submit, no completion or kernel work waiting,
  * no sleeper, no job to hand over, no stop asked). Saves two switches and
  * a turn per yield. Not with the stall detector, which times each task from
- * the scheduler, nor under ASan.
+ * the scheduler.
  */
-#if !URT__ASAN
 static bool direct_switch_ok(struct urt_loop *loop)
 {
 	if (loop->stall_ns)
@@ -189,7 +187,6 @@ static bool direct_switch_ok(struct urt_loop *loop)
 	return !loop->heap_n && !loop->jq_n && !loop->stop &&
 	       !io_uring_sq_ready(&loop->ring.ring) && !urt__ring_pending(&loop->ring);
 }
-#endif
 
 int urt_yield(void)
 {
@@ -203,7 +200,6 @@ int urt_yield(void)
 		return ret;
 	enqueue(&self->loop->yq_head, &self->loop->yq_tail, self);
 	self->loop->yq_len++;
-#if !URT__ASAN
 	if (direct_switch_ok(self->loop)) {
 		struct urt_loop *loop = self->loop;
 		struct urt_task *next;
@@ -222,7 +218,6 @@ int urt_yield(void)
 			self->state = URT__RUNNING; /* the only ready task */
 		return self->cancelled ? -ECANCELED : 0;
 	}
-#endif
 	urt__task_suspend(self);
 	return self->cancelled ? -ECANCELED : 0;
 }

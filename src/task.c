@@ -182,6 +182,12 @@ static void *stack_map(struct urt_loop *loop, bool *guarded)
 
 static void stack_unmap(void *map, size_t len, bool guarded)
 {
+#if URT__ASAN
+	/* A task that ended leaves its last frames' redzones poisoned, and
+	 * ASan keeps a region's poison past munmap: a later mapping at the
+	 * same address would inherit it. */
+	ASAN_UNPOISON_MEMORY_REGION(map, len);
+#endif
 	munmap(map, len);
 	if (guarded)
 		atomic_fetch_sub(&guarded_stacks, 1);
@@ -477,13 +483,35 @@ void urt__overflow_report_remove(void)
 	altstack_put();
 }
 
+/*
+ * ASan follows each switch between stacks: the side that leaves calls
+ * __sanitizer_start_switch_fiber, the side that arrives
+ * __sanitizer_finish_switch_fiber, which says where it came from. A task
+ * arrives from the scheduler or, straight, from another task
+ * (urt__task_switch); only the scheduler's stack is remembered, as the
+ * one tasks switch back to.
+ */
+#if URT__ASAN
+static void asan_arrived(struct urt_loop *loop, void *fake)
+{
+	const void *bottom;
+	size_t size;
+
+	__sanitizer_finish_switch_fiber(fake, &bottom, &size);
+	if (!loop->asan_from_task) {
+		loop->asan_sched_bottom = bottom;
+		loop->asan_sched_size = size;
+	}
+}
+#endif
+
 static void task_entry(void *arg)
 {
 	struct urt_task *t = arg;
 	struct urt_loop *loop = t->loop;
 
 #if URT__ASAN
-	__sanitizer_finish_switch_fiber(NULL, &loop->asan_sched_bottom, &loop->asan_sched_size);
+	asan_arrived(loop, NULL);
 #endif
 	t->result = t->fn(t->arg);
 	urt__task_finished(t);
@@ -519,6 +547,7 @@ struct urt_task *urt__task_resume(struct urt_task *t)
 	t->state = URT__RUNNING;
 	urt__cur_task = t;
 #if URT__ASAN
+	loop->asan_from_task = false;
 	__sanitizer_start_switch_fiber(&loop->asan_sched_fake, t->asan_bottom, t->asan_size);
 #endif
 #if URT__TSAN
@@ -537,18 +566,23 @@ struct urt_task *urt__task_resume(struct urt_task *t)
 	return back;
 }
 
-#if !URT__ASAN
 void urt__task_switch(struct urt_task *from, struct urt_task *to)
 {
 	canary_check(from);
 	to->state = URT__RUNNING;
 	urt__cur_task = to;
+#if URT__ASAN
+	from->loop->asan_from_task = true;
+	__sanitizer_start_switch_fiber(&from->asan_fake, to->asan_bottom, to->asan_size);
+#endif
 #if URT__TSAN
 	__tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
 	urt__ctx_switch(&from->sp, to->sp);
-}
+#if URT__ASAN
+	asan_arrived(from->loop, from->asan_fake);
 #endif
+}
 
 void urt__task_suspend(struct urt_task *t)
 {
@@ -562,6 +596,6 @@ void urt__task_suspend(struct urt_task *t)
 #endif
 	urt__ctx_switch(&t->sp, loop->sched_sp);
 #if URT__ASAN
-	__sanitizer_finish_switch_fiber(t->asan_fake, &loop->asan_sched_bottom, &loop->asan_sched_size);
+	asan_arrived(loop, t->asan_fake);
 #endif
 }

@@ -269,12 +269,9 @@ void urt__task_start(struct urt_task *t);
  * the scheduler (parks, yields or ends): t, or one that t switched to. That
  * task is returned. */
 struct urt_task *urt__task_resume(struct urt_task *t);
-#if !URT__ASAN
 /* Switch from the running task straight to another ready one, bypassing the
- * scheduler. (Not under ASan, whose fiber bookkeeping assumes every switch
- * goes through the scheduler's stack.) */
+ * scheduler. */
 void urt__task_switch(struct urt_task *from, struct urt_task *to);
-#endif
 /* Switch from the running task back to the scheduler. */
 void urt__task_suspend(struct urt_task *t);
 /* Name the task that hits its guard page: while a loop exists, a SIGSEGV
@@ -394,6 +391,7 @@ struct urt_loop {
 	const void *asan_sched_bottom;
 	size_t asan_sched_size;
 	void *asan_sched_fake;
+	bool asan_from_task;        /* the switch under way leaves a task */
 #endif
 #if URT__TSAN
 	void *tsan_sched;
