@@ -350,7 +350,7 @@ int urt_acceptor_close(urt_acceptor *a)
 		close(acceptor_take(a));
 	urt__waitq_wake_all(&a->takers, -EBADF);
 	for (struct oneshot *os = a->oneshots; os; os = os->next)
-		urt__iop_cancel(os->task);
+		urt__io_cancel(os->task);
 	if (!a->armed && !a->users)
 		acceptor_free(a);
 	else if (!a->pausing)

@@ -62,12 +62,12 @@ ssize_t urt_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
 int urt_fsync(int fd, unsigned flags)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 
 	if (flags & ~URT_FSYNC_DATA)
 		return urt__op_refuse(-EINVAL);
 	io_uring_prep_fsync(&sqe, fd, (flags & URT_FSYNC_DATA) ? IORING_FSYNC_DATASYNC : 0);
-	return urt__op_run(&sqe, &iop);
+	return urt__op_run(&sqe, &io);
 }
 
 /* Vectored read or write: the kernel checks the vector (-EINVAL for more
@@ -75,7 +75,7 @@ int urt_fsync(int fd, unsigned flags)
 static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, bool write)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 	int res;
 
 	if (iovcnt < 0)
@@ -84,7 +84,7 @@ static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, 
 		io_uring_prep_writev(&sqe, fd, iov, (unsigned)iovcnt, urt__rw_offset(offset));
 	else
 		io_uring_prep_readv(&sqe, fd, iov, (unsigned)iovcnt, urt__rw_offset(offset));
-	res = urt__op_run(&sqe, &iop);
+	res = urt__op_run(&sqe, &io);
 #if URT__VALGRIND
 	for (int i = 0, left = res; !write && i < iovcnt && left > 0; i++) {
 		size_t n = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
@@ -109,24 +109,24 @@ ssize_t urt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
 int urt_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 
 	if (!path)
 		return urt__op_refuse(-EFAULT);
 	io_uring_prep_openat(&sqe, dirfd, path, flags, mode);
-	return urt__op_fd_result(&iop, urt__op_run(&sqe, &iop));
+	return urt__op_fd_result(&io, urt__op_run(&sqe, &io));
 }
 
 int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 	int res;
 
 	if (!path || !out)
 		return urt__op_refuse(-EFAULT);
 	io_uring_prep_statx(&sqe, dirfd, path, flags, mask, out);
-	res = urt__op_run(&sqe, &iop);
+	res = urt__op_run(&sqe, &io);
 #if URT__VALGRIND
 	if (res == 0)
 		VALGRIND_MAKE_MEM_DEFINED(out, sizeof(*out));
@@ -137,9 +137,9 @@ int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct stat
 int urt_close(int fd)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 
 	io_uring_prep_close(&sqe, fd);
-	return urt__op_run(&sqe, &iop);
+	return urt__op_run(&sqe, &io);
 }
 

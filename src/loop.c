@@ -20,11 +20,11 @@
 /* Hand the jobs queued during this turn to the pool, in one batch. */
 static void jobs_flush(struct urt_loop *loop)
 {
-	if (!loop->jq_n)
+	if (!loop->handoff_n)
 		return;
-	urt__pool_push(loop->pool, loop->jq_head, loop->jq_tail, loop->jq_n);
-	loop->jq_head = loop->jq_tail = NULL;
-	loop->jq_n = 0;
+	urt__pool_push(loop->pool, loop->handoff_head, loop->handoff_tail, loop->handoff_n);
+	loop->handoff_head = loop->handoff_tail = NULL;
+	loop->handoff_n = 0;
 }
 
 /* With jobs in flight, a completion is often microseconds away, and waking
@@ -111,7 +111,7 @@ int urt_loop_stop(urt_loop *loop)
 	return 0;
 }
 
-static int enter(struct urt_loop *loop)
+static int loop_enter(struct urt_loop *loop)
 {
 	if (urt__cur_task)
 		return -EBUSY;
@@ -127,7 +127,7 @@ static int enter(struct urt_loop *loop)
 	return 0;
 }
 
-static void leave(struct urt_loop *loop)
+static void loop_exit(struct urt_loop *loop)
 {
 	loop->running = false;
 	loop->stop = false;
@@ -140,11 +140,11 @@ int urt_loop_run(urt_loop *loop)
 
 	if (!loop)
 		return -EINVAL;
-	ret = enter(loop);
+	ret = loop_enter(loop);
 	if (ret)
 		return ret;
 	ret = run_loop(loop);
-	leave(loop);
+	loop_exit(loop);
 	return ret;
 }
 
@@ -249,7 +249,7 @@ void urt_loop_destroy(urt_loop *loop)
 	if (!loop || loop->running || !urt__owned(loop))
 		return;
 	urt__cur_task = NULL;
-	if (enter(loop)) {
+	if (loop_enter(loop)) {
 		urt__cur_task = outer_task;
 		return;
 	}
@@ -265,7 +265,7 @@ void urt_loop_destroy(urt_loop *loop)
 	/* Cancelled tasks run to their end: their waits return -ECANCELED
 	 * at once, or when the cancelled operation's CQE arrives. */
 	drained = run_loop(loop) == 0 && drain(loop) == 0;
-	leave(loop);
+	loop_exit(loop);
 	urt__acceptors_close(loop, true);
 	urt__groups_free(loop);
 	if (loop->pool) {

@@ -10,11 +10,11 @@
 int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 	int res;
 
 	io_uring_prep_accept(&sqe, fd, addr, addrlen, flags);
-	res = urt__op_fd_result(&iop, urt__op_run(&sqe, &iop));
+	res = urt__op_fd_result(&io, urt__op_run(&sqe, &io));
 #if URT__VALGRIND
 	if (res >= 0 && addr && addrlen)
 		VALGRIND_MAKE_MEM_DEFINED(addr, *addrlen);
@@ -25,10 +25,10 @@ int urt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 int urt_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 
 	io_uring_prep_connect(&sqe, fd, addr, addrlen);
-	return urt__op_run(&sqe, &iop);
+	return urt__op_run(&sqe, &io);
 }
 
 ssize_t urt_recv(int fd, void *buf, size_t len, int flags)
@@ -44,18 +44,18 @@ ssize_t urt_send(int fd, const void *buf, size_t len, int flags)
 int urt_shutdown(int fd, int how)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 
 	io_uring_prep_shutdown(&sqe, fd, how);
-	return urt__op_run(&sqe, &iop);
+	return urt__op_run(&sqe, &io);
 }
 
 int urt_poll(int fd, unsigned events)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 
 	io_uring_prep_poll_add(&sqe, fd, events);
-	return urt__op_run(&sqe, &iop);
+	return urt__op_run(&sqe, &io);
 }
 

@@ -28,7 +28,7 @@ static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 	if (job->lprev)
 		job->lprev->lnext = job->lnext;
 	else
-		loop->jobs = job->lnext;
+		loop->jobs_out = job->lnext;
 	if (job->lnext)
 		job->lnext->lprev = job->lprev;
 	if (!job->owned) {
@@ -96,16 +96,16 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	job->res = 0;
 	atomic_init(&job->state, URT__JOB_QUEUED);
 	job->lprev = NULL;
-	job->lnext = loop->jobs;
-	if (loop->jobs)
-		loop->jobs->lprev = job;
-	loop->jobs = job;
-	if (loop->jq_tail)
-		loop->jq_tail->next = job;
+	job->lnext = loop->jobs_out;
+	if (loop->jobs_out)
+		loop->jobs_out->lprev = job;
+	loop->jobs_out = job;
+	if (loop->handoff_tail)
+		loop->handoff_tail->next = job;
 	else
-		loop->jq_head = job;
-	loop->jq_tail = job;
-	loop->jq_n++;
+		loop->handoff_head = job;
+	loop->handoff_tail = job;
+	loop->handoff_n++;
 	loop->jobs_inflight++;
 	urt__ring_expect(&loop->ring);
 	return 0;
@@ -181,18 +181,18 @@ void urt__jobs_drop(struct urt_loop *loop)
 
 	/* A job a worker has claimed but not started is marked: the worker
 	 * posts its completion with -ECANCELED instead of running it. */
-	for (j = loop->jobs; j; j = j->lnext) {
+	for (j = loop->jobs_out; j; j = j->lnext) {
 		int queued = URT__JOB_QUEUED;
 
 		atomic_compare_exchange_strong(&j->state, &queued, URT__JOB_DROPPED);
 	}
 	/* Jobs not yet handed to the pool complete here and now. */
-	while ((j = loop->jq_head)) {
-		loop->jq_head = j->next;
+	while ((j = loop->handoff_head)) {
+		loop->handoff_head = j->next;
 		urt__ring_complete(&loop->ring, &j->op, -ECANCELED);
 	}
-	loop->jq_tail = NULL;
-	loop->jq_n = 0;
+	loop->handoff_tail = NULL;
+	loop->handoff_n = 0;
 	/* Jobs still in the pool's queue are taken back and complete here. */
 	if (loop->pool) {
 		struct urt__job *next;

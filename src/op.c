@@ -11,16 +11,14 @@
 
 #include "op.h"
 
-static void iop_done(struct urt__op *op, int32_t res, uint32_t flags)
+static void io_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
-	struct urt__iop *iop = (struct urt__iop *)((char *)op - offsetof(struct urt__iop, op));
+	struct urt__io_wait *io = (struct urt__io_wait *)((char *)op - offsetof(struct urt__io_wait, op));
 
 	(void)flags;
-	iop->res = res;
-	iop->done = true;
-	urt__wake(iop->task, res);
+	io->done = true;
+	urt__wake(io->task, res);
 }
-
 
 static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
 {
@@ -29,53 +27,54 @@ static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
 }
 
 /* Park until the operation's own CQE arrives: never earlier, even when the
- * task is cancelled meanwhile (urt__iop_cancel only asks the kernel). With
+ * task is cancelled meanwhile (urt__io_cancel only asks the kernel). With
  * a deadline, an IORING_OP_LINK_TIMEOUT follows sqe in the same submit and
  * the kernel cancels the operation when it fires: -ETIMEDOUT. */
-static int iop_wait(struct urt__iop *iop, struct io_uring_sqe *sqe)
+static int io_wait(struct urt__io_wait *io, struct io_uring_sqe *sqe)
 {
-	struct urt_task *t = iop->task;
+	struct urt_task *t = io->task;
+	int res;
 
 	if (t->deadline != UINT64_MAX) {
 		struct io_uring_sqe *lt;
 
 		sqe->flags |= IOSQE_IO_LINK;
-		ts_of(&iop->ts, t->deadline);
+		ts_of(&io->ts, t->deadline);
 		lt = urt__ring_sqe(&t->loop->ring, NULL);
 		assert(lt); /* op_start reserved it */
-		io_uring_prep_link_timeout(lt, &iop->ts, IORING_TIMEOUT_ABS);
-		iop->linked = true;
+		io_uring_prep_link_timeout(lt, &io->ts, IORING_TIMEOUT_ABS);
+		io->linked = true;
 	}
-	t->iop = iop;
-	urt__park(t, URT__WAIT_IO);
-	t->iop = NULL;
-	assert(iop->done);
+	t->io = io;
+	res = urt__park(t, URT__WAIT_IO);
+	t->io = NULL;
+	assert(io->done);
 	/* The timeout cancelled the operation: -ECANCELED, or -EINTR from
 	 * one that had started in an io-wq thread. */
-	if (iop->linked && !iop->cancel_sent && (iop->res == -ECANCELED || iop->res == -EINTR))
+	if (io->linked && !io->cancel_sent && (res == -ECANCELED || res == -EINTR))
 		return -ETIMEDOUT;
-	return iop->res;
+	return res;
 }
 
-void urt__iop_cancel(struct urt_task *t)
+void urt__io_cancel(struct urt_task *t)
 {
-	struct urt__iop *iop = t->iop;
+	struct urt__io_wait *io = t->io;
 	struct io_uring_sqe *sqe;
 
-	if (iop->cancel_sent || iop->done)
+	if (io->cancel_sent || io->done)
 		return;
 	sqe = urt__ring_sqe(&t->loop->ring, NULL);
 	if (!sqe)
 		return; /* the ring is unusable: the loop's run reports it */
-	iop->cancel_sent = true;
-	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&iop->op, 0);
+	io->cancel_sent = true;
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&io->op, 0);
 }
 
-/* The calling task's next I/O operation: an SQE for iop, or NULL with *err
+/* The calling task's next I/O operation: an SQE for io, or NULL with *err
  * set (-EPERM outside a task, -ECANCELED once the task is cancelled,
  * -ETIMEDOUT once its deadline has passed). With a deadline, room is made
- * for the linked timeout that iop_wait adds. */
-static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
+ * for the linked timeout that io_wait adds. */
+static struct io_uring_sqe *op_start(struct urt__io_wait *io, int *err)
 {
 	struct urt_task *t = urt__cur_task;
 	struct io_uring_sqe *sqe;
@@ -92,13 +91,12 @@ static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
 		if (*err)
 			return NULL;
 	}
-	iop->op = (struct urt__op){ .done = iop_done };
-	iop->task = t;
-	iop->res = 0;
-	iop->done = false;
-	iop->cancel_sent = false;
-	iop->linked = false;
-	sqe = urt__ring_sqe(&t->loop->ring, &iop->op);
+	io->op = (struct urt__op){ .done = io_done };
+	io->task = t;
+	io->done = false;
+	io->cancel_sent = false;
+	io->linked = false;
+	sqe = urt__ring_sqe(&t->loop->ring, &io->op);
 	if (!sqe)
 		*err = t->loop->ring.error;
 	return sqe;
@@ -109,19 +107,19 @@ static struct io_uring_sqe *op_start(struct urt__iop *iop, int *err)
  * io_uring_prep_* call on a local SQE); it goes to the ring as the calling
  * task's next I/O and the task parks until its CQE. Returns the CQE's
  * result, or, with nothing sent, -EPERM (outside a task), -ECANCELED,
- * -ETIMEDOUT. iop is the operation's record, for what the caller reads
+ * -ETIMEDOUT. io is the operation's record, for what the caller reads
  * after (fd_result).
  */
-int urt__op_run(const struct io_uring_sqe *prep, struct urt__iop *iop)
+int urt__op_run(const struct io_uring_sqe *prep, struct urt__io_wait *io)
 {
 	int err = 0;
-	struct io_uring_sqe *sqe = op_start(iop, &err);
+	struct io_uring_sqe *sqe = op_start(io, &err);
 
 	if (!sqe)
 		return err;
 	*sqe = *prep;
-	io_uring_sqe_set_data(sqe, &iop->op);
-	return iop_wait(iop, sqe);
+	io_uring_sqe_set_data(sqe, &io->op);
+	return io_wait(io, sqe);
 }
 
 /* An operation's own argument check failed: err, but -EPERM outside a
@@ -134,9 +132,9 @@ int urt__op_refuse(int err)
 /* A cancelled open or accept that the kernel completed anyway (the cancel
  * came too late to stop it): the task is cancelled, so it is told
  * -ECANCELED and never sees the fd; close it here, or it leaks. */
-int urt__op_fd_result(struct urt__iop *iop, int res)
+int urt__op_fd_result(struct urt__io_wait *io, int res)
 {
-	if (res >= 0 && iop->cancel_sent) {
+	if (res >= 0 && io->cancel_sent) {
 		close(res);
 		return -ECANCELED;
 	}
@@ -151,7 +149,7 @@ ssize_t urt__op_buf(int opcode, int fd, const void *buf, size_t len, uint64_t of
 		      int msg_flags, unsigned buf_index, unsigned sqe_flags)
 {
 	struct io_uring_sqe sqe;
-	struct urt__iop iop;
+	struct urt__io_wait io;
 	int res;
 
 	if (len > SSIZE_MAX)
@@ -162,7 +160,7 @@ ssize_t urt__op_buf(int opcode, int fd, const void *buf, size_t len, uint64_t of
 	sqe.msg_flags = (uint32_t)msg_flags;
 	sqe.buf_index = (uint16_t)buf_index;
 	sqe.flags |= (uint8_t)sqe_flags;
-	res = urt__op_run(&sqe, &iop);
+	res = urt__op_run(&sqe, &io);
 #if URT__VALGRIND
 	/* The kernel filled the buffer behind valgrind's back. */
 	if (res > 0 && (opcode == IORING_OP_READ || opcode == IORING_OP_RECV ||

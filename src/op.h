@@ -18,15 +18,15 @@ static inline uint64_t urt__rw_offset(int64_t offset)
  * io_uring_prep_* call on a local SQE); it goes to the ring as the calling
  * task's next I/O and the task parks until its CQE. Returns the CQE's
  * result, or, with nothing sent, -EPERM (outside a task), -ECANCELED,
- * -ETIMEDOUT. iop is the operation's record. */
-int urt__op_run(const struct io_uring_sqe *prep, struct urt__iop *iop);
+ * -ETIMEDOUT. io is the operation's record. */
+int urt__op_run(const struct io_uring_sqe *prep, struct urt__io_wait *io);
 /* An operation's own argument check failed: err, but -EPERM outside a
  * task, which comes first for every call. */
 int urt__op_refuse(int err);
 /* The result of an operation that makes an fd (open, accept): an fd the
  * kernel made after the task's cancel had been sent is closed, and the
  * task gets -ECANCELED. */
-int urt__op_fd_result(struct urt__iop *iop, int res);
+int urt__op_fd_result(struct urt__io_wait *io, int res);
 /* One buffer, one SQE: read, write, recv, send and their fixed forms.
  * msg_flags goes to recv and send, buf_index to the fixed forms; the
  * length is capped as read(2) caps it. */

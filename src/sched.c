@@ -184,7 +184,7 @@ static bool direct_switch_ok(struct urt_loop *loop)
 		return false;
 	if (loop->batch_left)
 		return true;
-	return !loop->heap_n && !loop->jq_n && !loop->stop &&
+	return !loop->heap_n && !loop->handoff_n && !loop->stop &&
 	       !io_uring_sq_ready(&loop->ring.ring) && !urt__ring_pending(&loop->ring);
 }
 

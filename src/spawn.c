@@ -113,7 +113,7 @@ int urt_join(urt_task *t, int *result)
 	if (ret)
 		return ret;
 	t->joiner = self;
-	ret = urt__park_hook(self, t, join_interrupt, self->deadline);
+	ret = urt__park_interruptible(self, t, join_interrupt, self->deadline);
 	if (ret) {
 		/* Never parked (-ENOMEM arming the deadline, the one error
 		 * the wait itself returns): let go of t. Interrupted (a cancel,

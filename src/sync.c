@@ -1,8 +1,8 @@
 /* sync: how the tasks of one loop coordinate without the kernel: channels
  * (a bounded FIFO with parking senders and receivers) and task groups
- * (spawn, wait for all, the first failure cancels the rest). Part of the
- * loop layer: both park and wake tasks through its wait queues and hooks,
- * and need no lock, since a loop's tasks all run on its thread. */
+ * (spawn, wait for all, the first failure cancels the rest). Both park
+ * and wake tasks through the wait queues and interruptible waits of
+ * wait.c, and need no lock, since a loop's tasks all run on its thread. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -290,7 +290,7 @@ int urt_group_wait(urt_group *g)
 	while (g->running) {
 		/* Once cancelling, the deadline no longer applies: the wait
 		 * goes on until the members have returned. */
-		ret = urt__park_hook(t, g, group_interrupt,
+		ret = urt__park_interruptible(t, g, group_interrupt,
 				     g->cancelling ? UINT64_MAX : t->deadline);
 		if (ret == -ENOMEM) /* no room for the deadline's timer */
 			group_cancel(g, ret);

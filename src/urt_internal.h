@@ -65,9 +65,6 @@ struct urt__op {
 	bool unsolicited;
 };
 
-/* user_data of SQEs whose CQE nobody waits for (ASYNC_CANCEL, timeout update). */
-#define URT__UD_IGNORE ((uint64_t)0)
-
 struct urt__ring {
 	struct io_uring ring;
 	unsigned setup_flags; /* the flags the kernel accepted */
@@ -89,10 +86,11 @@ struct urt__ring {
 int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries);
 void urt__ring_fini(struct urt__ring *r);
 /* A free SQE, flushing the SQ to the kernel when it is full. user_data is set
- * to op (NULL: URT__UD_IGNORE). Safe anywhere, also in a completion handler:
- * when the kernel wants CQEs reaped first, they are held for the next turn,
- * never dispatched here. NULL when the SQ cannot be flushed (the ring is
- * unusable, or the kernel stays short of memory): r->error says why. */
+ * to op (NULL: a CQE nobody waits for, a cancel's or a timeout update's).
+ * Safe anywhere, also in a completion handler: when the kernel wants CQEs
+ * reaped first, they are held for the next turn, never dispatched here.
+ * NULL when the SQ cannot be flushed (the ring is unusable, or the kernel
+ * stays short of memory): r->error says why. */
 struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op);
 /* Make room for n SQEs that must reach the kernel in one submit (a linked
  * pair): flushes the SQ first when fewer than n entries are free. 0, or
@@ -136,7 +134,7 @@ enum urt__wait {
 	URT__WAIT_IO,
 	URT__WAIT_POOL,   /* urt_to_thread: woken only by the job's completion */
 	URT__WAIT_JOB,    /* urt_job_run: woken by completion, deadline or cancel */
-	URT__WAIT_HOOK,   /* a wait whose cancel or deadline calls t->interrupt
+	URT__WAIT_INTERRUPTIBLE,   /* a wait whose cancel or deadline calls t->interrupt
 			   * (joins, channels, acceptors, groups) */
 };
 
@@ -160,13 +158,13 @@ struct __attribute__((aligned(64))) urt_task {
 	void *arg;
 	struct urt_task *joiner;  /* the task parked joining this one */
 	struct urt_group *group;  /* the group the task is a member of */
-	struct urt__iop *iop;     /* parked in I/O: the operation */
+	struct urt__io_wait *io;     /* parked in I/O: the operation */
 	struct urt__job *job;     /* parked in urt_job_run: the job */
-	/* URT__WAIT_HOOK: undoes the wait when a cancel (res -ECANCELED) or
+	/* URT__WAIT_INTERRUPTIBLE: undoes the wait when a cancel (res -ECANCELED) or
 	 * the deadline (-ETIMEDOUT) interrupts it; wakes t or leaves it
 	 * parked (a group waits for its members first). */
 	void (*interrupt)(struct urt_task *t, int res);
-	void *wait_obj;           /* URT__WAIT_HOOK: what it waits on */
+	void *wait_obj;           /* URT__WAIT_INTERRUPTIBLE: what it waits on */
 	struct urt_timeout *scope; /* the innermost timeout scope */
 	struct urt_task *gprev, *gnext; /* the group's members */
 	struct urt_task *all_prev, *all_next; /* the loop's list of tasks */
@@ -193,12 +191,12 @@ struct urt__timer {
 	struct urt_task *task;
 };
 
-/* An I/O operation awaited by a parked task. */
-struct urt__iop {
+/* A task's wait for one I/O operation: the operation (op, its SQE's
+ * user_data) and what the wait needs to know of it. */
+struct urt__io_wait {
 	struct urt__op op;
 	struct urt_task *task;
-	int32_t res;
-	bool done;
+	bool done;          /* its CQE has come (the result is the wake's) */
 	bool cancel_sent;
 	bool linked;        /* an IORING_OP_LINK_TIMEOUT follows the SQE */
 	struct __kernel_timespec ts; /* the linked timeout's deadline */
@@ -371,9 +369,10 @@ struct urt_loop {
 	bool own_pool;
 	int pool_err;               /* why the own pool could not start */
 	struct urt_pool_opts pool_opts;
-	struct urt__job *jq_head, *jq_tail; /* jobs to hand over this turn */
-	unsigned jq_n;
-	struct urt__job *jobs;      /* jobs submitted, completion not reaped */
+	struct urt__job *handoff_head, *handoff_tail; /* jobs to hand to the pool
+						       * at the end of this turn */
+	unsigned handoff_n;
+	struct urt__job *jobs_out;  /* jobs submitted, not back yet */
 	struct urt__done done;      /* finished jobs, from the pool */
 	struct urt_group *groups;   /* groups not yet waited for */
 	struct urt_acceptor *acceptors; /* acceptors not yet freed */
@@ -417,12 +416,12 @@ void urt__wake(struct urt_task *t, int res);
 /* Called by the task layer when a task's function has returned. */
 void urt__task_finished(struct urt_task *t);
 
-/* Park t (the running task) in a hook wait on obj (see URT__WAIT_HOOK),
+/* Park t (the running task) in a interruptible wait on obj (see URT__WAIT_INTERRUPTIBLE),
  * with a timer at deadline on the heap (UINT64_MAX: none; usually
  * t->deadline). Returns the wake
  * result: the waker's, or -ECANCELED / -ETIMEDOUT from interrupt. The
  * caller checks cancellation and the deadline first (urt__wait_check). */
-int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
+int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
 		    uint64_t deadline);
 /* Before a wait: -ECANCELED once t is cancelled, -ETIMEDOUT once its
  * deadline has passed, else 0. */
@@ -466,7 +465,7 @@ int urt__timer_arm(struct urt_loop *loop);
 bool urt__wait_interrupt(struct urt_task *t, int res);
 
 /* Cancel the I/O a task is parked in (op.c). */
-void urt__iop_cancel(struct urt_task *t);
+void urt__io_cancel(struct urt_task *t);
 
 /* ---- pool ---- */
 

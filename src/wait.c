@@ -18,8 +18,8 @@ bool urt__wait_interrupt(struct urt_task *t, int res)
 	case URT__WAIT_JOB:
 		urt__job_abandon(t, res);
 		return true;
-	case URT__WAIT_HOOK:
-		/* The hook may leave t parked (a group): no timer stays. */
+	case URT__WAIT_INTERRUPTIBLE:
+		/* The interrupt may leave t parked (a group): no timer stays. */
 		urt__timer_del(t->loop, t);
 		t->interrupt(t, res);
 		return true;
@@ -38,7 +38,7 @@ int urt__wait_check(struct urt_task *t)
 	return 0;
 }
 
-int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
+int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
 		    uint64_t deadline)
 {
 	int ret;
@@ -50,7 +50,7 @@ int urt__park_hook(struct urt_task *t, void *obj, void (*interrupt)(struct urt_t
 		if (ret)
 			return ret;
 	}
-	ret = urt__park(t, URT__WAIT_HOOK);
+	ret = urt__park(t, URT__WAIT_INTERRUPTIBLE);
 	t->interrupt = NULL;
 	t->wait_obj = NULL;
 	return ret;
@@ -84,7 +84,7 @@ int urt__waitq_park_until(struct urt__waitq *q, struct urt__waiter *w, struct ur
 	else
 		q->head = w;
 	q->tail = w;
-	ret = urt__park_hook(t, w, waitq_interrupt, at);
+	ret = urt__park_interruptible(t, w, waitq_interrupt, at);
 	if (w->q) /* not parked after all (-ENOMEM arming the deadline) */
 		urt__waitq_wake(w, ret);
 	return ret;
@@ -130,7 +130,7 @@ int urt_cancel(urt_task *t)
 	/* urt_to_thread's fn is running or queued on the task's stack: the
 	 * task stays parked until the job completes. */
 	if (!urt__wait_interrupt(t, -ECANCELED) && t->wait == URT__WAIT_IO)
-		urt__iop_cancel(t);
+		urt__io_cancel(t);
 	return 0;
 }
 
