@@ -1,0 +1,87 @@
+/*
+ * The timer heap on its own (linked statically, through the internal
+ * header): deadlines added and removed in any order come out earliest
+ * first, each task's back-index stays true, and a removed task is gone.
+ * The heap needs a loop's fields only, and tasks' heap_idx: no ring, no
+ * stacks.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "urt_internal.h"
+
+#define N 5000
+
+static struct urt_loop loop;
+static struct urt_task tasks[N];
+
+static uint64_t next_rand(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Every entry's back-index points at it, and no child is earlier than its
+ * parent. */
+static void check_heap(void)
+{
+	for (size_t i = 0; i < loop.heap_n; i++) {
+		assert_int_equal(loop.heap[i].task->heap_idx, i);
+		if (i)
+			assert_true(loop.heap[(i - 1) / 2].deadline <= loop.heap[i].deadline);
+	}
+}
+
+static void test_heap_orders_and_removes(void **state)
+{
+	uint64_t seed = 0x9e3779b97f4a7c15ull, last = 0;
+	size_t removed = 0, popped = 0;
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		tasks[i].heap_idx = SIZE_MAX;
+		tasks[i].loop = &loop;
+		/* Few distinct deadlines, so that ties are many. */
+		assert_int_equal(urt__timer_add(&loop, &tasks[i], next_rand(&seed) % 1000), 0);
+	}
+	assert_int_equal(loop.heap_n, N);
+	check_heap();
+	/* Remove a third, from anywhere in the heap. */
+	for (int i = 0; i < N; i += 3) {
+		urt__timer_del(&loop, &tasks[i]);
+		assert_int_equal(tasks[i].heap_idx, SIZE_MAX);
+		removed++;
+	}
+	urt__timer_del(&loop, &tasks[0]); /* twice: nothing happens */
+	assert_int_equal(loop.heap_n, N - removed);
+	check_heap();
+	/* The rest come out earliest first. */
+	while (loop.heap_n) {
+		struct urt_task *t = loop.heap[0].task;
+
+		assert_true(loop.heap[0].deadline >= last);
+		last = loop.heap[0].deadline;
+		assert_int_not_equal((int)(t - tasks) % 3, 0);
+		urt__timer_del(&loop, t);
+		popped++;
+	}
+	assert_int_equal(popped, N - removed);
+	free(loop.heap);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_heap_orders_and_removes),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
