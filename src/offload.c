@@ -42,17 +42,18 @@ static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 		if (job->dtor)
 			job->dtor(job->arg);
 	}
-	if (t) {
-		t->job = NULL;
+	if (t)
 		urt__wake(t, res);
-	}
 	free(job);
 }
 
-void urt__job_abandon(struct urt_task *t, int res)
+/* An owned job's waiter leaves on a cancel or its deadline: the job runs
+ * on, and its completion runs the destructor. */
+static void job_interrupt(struct urt_task *t, int res)
 {
-	t->job->waiter = NULL;
-	t->job = NULL;
+	struct urt__job *job = t->wait.obj;
+
+	job->waiter = NULL;
 	urt__wake(t, res);
 }
 
@@ -133,7 +134,7 @@ int urt__to_thread(void (*fn)(void *), void *arg)
 	if (ret)
 		return ret;
 	/* The job lives in this frame: only its completion may wake us. */
-	return urt__park(t, URT__WAIT_POOL);
+	return urt__park(t, NULL, &job);
 }
 
 int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t timeout_ns)
@@ -163,7 +164,6 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 		free(job);
 		return ret;
 	}
-	t->job = job;
 	/* The earlier of its own timeout and the task's deadline. On -ENOMEM
 	 * the job is queued already: wait without a deadline rather than
 	 * leave it without an owner. */
@@ -172,7 +172,7 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 		at = t->deadline;
 	if (at != UINT64_MAX)
 		(void)urt__timer_add(t->loop, t, at);
-	return urt__park(t, URT__WAIT_JOB);
+	return urt__park(t, job_interrupt, job);
 }
 
 void urt__jobs_drop(struct urt_loop *loop)

@@ -26,6 +26,8 @@ static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
 	ts->tv_nsec = (long long)(ns % 1000000000u);
 }
 
+static void io_interrupt(struct urt_task *t, int res);
+
 /* Park until the operation's own CQE arrives: never earlier, even when the
  * task is cancelled meanwhile (urt__io_cancel only asks the kernel). With
  * a deadline, an IORING_OP_LINK_TIMEOUT follows sqe in the same submit and
@@ -45,9 +47,7 @@ static int io_wait(struct urt__io_wait *io, struct io_uring_sqe *sqe)
 		io_uring_prep_link_timeout(lt, &io->ts, IORING_TIMEOUT_ABS);
 		io->linked = true;
 	}
-	t->io = io;
-	res = urt__park(t, URT__WAIT_IO);
-	t->io = NULL;
+	res = urt__park(t, io_interrupt, io);
 	assert(io->done);
 	/* The timeout cancelled the operation: -ECANCELED, or -EINTR from
 	 * one that had started in an io-wq thread. */
@@ -58,7 +58,7 @@ static int io_wait(struct urt__io_wait *io, struct io_uring_sqe *sqe)
 
 void urt__io_cancel(struct urt_task *t)
 {
-	struct urt__io_wait *io = t->io;
+	struct urt__io_wait *io = t->wait.obj;
 	struct io_uring_sqe *sqe;
 
 	if (io->cancel_sent || io->done)
@@ -168,4 +168,12 @@ ssize_t urt__op_buf(int opcode, int fd, const void *buf, size_t len, uint64_t of
 		VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)res);
 #endif
 	return res;
+}
+
+/* A cancel (or a deadline, which I/O carries as a linked timeout instead)
+ * asks the kernel to cancel the operation; the task wakes with its CQE. */
+static void io_interrupt(struct urt_task *t, int res)
+{
+	(void)res;
+	urt__io_cancel(t);
 }

@@ -75,12 +75,12 @@ static struct urt_task *rq_pop(struct urt_loop *loop)
 	return t;
 }
 
-int urt__park(struct urt_task *t, enum urt__wait why)
+int urt__park(struct urt_task *t, void (*interrupt)(struct urt_task *, int), void *obj)
 {
 	struct urt_loop *loop = t->loop;
 
 	t->state = URT__PARKED;
-	t->wait = (uint8_t)why;
+	t->wait = (struct urt__wait){ interrupt, obj };
 	/* More tasks to run in this pass: switch straight to the next, as
 	 * the scheduler would (one switch instead of two). Not with the stall
 	 * detector, which times each task from the scheduler. */
@@ -90,7 +90,7 @@ int urt__park(struct urt_task *t, enum urt__wait why)
 	} else {
 		urt__task_suspend(t);
 	}
-	t->wait = URT__WAIT_NONE;
+	t->wait = (struct urt__wait){ NULL, NULL };
 	return t->wake_res;
 }
 

@@ -79,7 +79,7 @@ int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
 /* A cancel or the deadline ends a join: the task joined stays unjoined. */
 static void join_interrupt(struct urt_task *self, int res)
 {
-	((struct urt_task *)self->wait_obj)->joiner = NULL;
+	((struct urt_task *)self->wait.obj)->joiner = NULL;
 	urt__wake(self, res);
 }
 

@@ -271,7 +271,7 @@ void urt__group_member_done(struct urt_task *m)
  * members and keep waiting for them (the wait is not ended here). */
 static void group_interrupt(struct urt_task *t, int res)
 {
-	group_cancel(t->wait_obj, res);
+	group_cancel(t->wait.obj, res);
 }
 
 int urt_group_wait(urt_group *g)

@@ -93,13 +93,9 @@ void urt__timers_expire(struct urt_loop *loop)
 		bool ok;
 
 		urt__timer_del(loop, t);
-		if (t->wait == URT__WAIT_SLEEP) {
-			urt__wake(t, 0);
-		} else {
-			ok = urt__wait_interrupt(t, -ETIMEDOUT);
-			assert(ok);
-			(void)ok;
-		}
+		ok = urt__wait_interrupt(t, -ETIMEDOUT);
+		assert(ok);
+		(void)ok;
 	}
 }
 
@@ -146,6 +142,12 @@ int urt__timer_arm(struct urt_loop *loop)
 	return 0;
 }
 
+/* A sleep ends at its timer (0) or at a cancel. */
+static void sleep_interrupt(struct urt_task *t, int res)
+{
+	urt__wake(t, res == -ETIMEDOUT ? 0 : res);
+}
+
 void urt__timers_init(struct urt_loop *loop)
 {
 	loop->timer_op.done = timer_done;
@@ -167,7 +169,7 @@ int urt_sleep_ns(uint64_t ns)
 	ret = urt__timer_add(t->loop, t, at);
 	if (ret)
 		return ret;
-	ret = urt__park(t, URT__WAIT_SLEEP);
+	ret = urt__park(t, sleep_interrupt, NULL);
 	if (ret == 0 && at < until)
 		return -ETIMEDOUT; /* the task's deadline came first */
 	return ret;

@@ -128,14 +128,20 @@ enum urt__state {
 		       * the cache, a stale handle is caught (-EINVAL) */
 };
 
-enum urt__wait {
-	URT__WAIT_NONE,
-	URT__WAIT_SLEEP,
-	URT__WAIT_IO,
-	URT__WAIT_POOL,   /* urt_to_thread: woken only by the job's completion */
-	URT__WAIT_JOB,    /* urt_job_run: woken by completion, deadline or cancel */
-	URT__WAIT_INTERRUPTIBLE,   /* a wait whose cancel or deadline calls t->interrupt
-			   * (joins, channels, acceptors, groups) */
+struct urt_task;
+
+/*
+ * A parked task's wait: what it waits on, and how a cancel (res
+ * -ECANCELED) or the task's deadline (-ETIMEDOUT) ends it. Whoever parks
+ * the task fills it in: a sleep wakes the task, a job is abandoned, a wait
+ * queue's waiter is unlinked, an I/O operation is cancelled in the kernel
+ * (the task wakes with the operation's CQE), a group cancels its members
+ * and goes on waiting. interrupt NULL: only the wait's own completion ends
+ * it (urt_to_thread, whose function runs on the task's stack).
+ */
+struct urt__wait {
+	void (*interrupt)(struct urt_task *t, int res);
+	void *obj;
 };
 
 struct __attribute__((aligned(64))) urt_task {
@@ -149,7 +155,6 @@ struct __attribute__((aligned(64))) urt_task {
 	int wake_res;             /* what the current wait returns */
 	int result;               /* fn's return value */
 	uint8_t state;
-	uint8_t wait;
 	bool detached;
 	bool cancelled;
 	bool guarded;
@@ -158,13 +163,7 @@ struct __attribute__((aligned(64))) urt_task {
 	void *arg;
 	struct urt_task *joiner;  /* the task parked joining this one */
 	struct urt_group *group;  /* the group the task is a member of */
-	struct urt__io_wait *io;     /* parked in I/O: the operation */
-	struct urt__job *job;     /* parked in urt_job_run: the job */
-	/* URT__WAIT_INTERRUPTIBLE: undoes the wait when a cancel (res -ECANCELED) or
-	 * the deadline (-ETIMEDOUT) interrupts it; wakes t or leaves it
-	 * parked (a group waits for its members first). */
-	void (*interrupt)(struct urt_task *t, int res);
-	void *wait_obj;           /* URT__WAIT_INTERRUPTIBLE: what it waits on */
+	struct urt__wait wait;    /* parked: what ends the wait */
 	struct urt_timeout *scope; /* the innermost timeout scope */
 	struct urt_task *gprev, *gnext; /* the group's members */
 	struct urt_task *all_prev, *all_next; /* the loop's list of tasks */
@@ -409,18 +408,19 @@ extern URT__TLS struct urt_task *urt__cur_task;
 
 /* Put a task at the back of the run queue. */
 void urt__ready(struct urt_task *t);
-/* Park the running task until someone calls urt__wake; returns wake_res. */
-int urt__park(struct urt_task *t, enum urt__wait why);
+/* Park the running task in the wait (interrupt, obj) until someone calls
+ * urt__wake; returns wake_res. */
+int urt__park(struct urt_task *t, void (*interrupt)(struct urt_task *, int), void *obj);
 /* Make a parked task ready, its wait returning res. */
 void urt__wake(struct urt_task *t, int res);
 /* Called by the task layer when a task's function has returned. */
 void urt__task_finished(struct urt_task *t);
 
-/* Park t (the running task) in a interruptible wait on obj (see URT__WAIT_INTERRUPTIBLE),
- * with a timer at deadline on the heap (UINT64_MAX: none; usually
- * t->deadline). Returns the wake
- * result: the waker's, or -ECANCELED / -ETIMEDOUT from interrupt. The
- * caller checks cancellation and the deadline first (urt__wait_check). */
+/* Park t (the running task) in the wait (interrupt, obj), with a timer at
+ * deadline on the heap (UINT64_MAX: none; usually t->deadline). Returns
+ * the wake result: the waker's, or -ECANCELED / -ETIMEDOUT from interrupt;
+ * -ENOMEM, not parked, when the timer finds no room. The caller checks
+ * cancellation and the deadline first (urt__wait_check). */
 int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
 		    uint64_t deadline);
 /* Before a wait: -ECANCELED once t is cancelled, -ETIMEDOUT once its
@@ -459,12 +459,13 @@ void urt__timers_expire(struct urt_loop *loop);
 int urt__timer_arm(struct urt_loop *loop);
 
 /* ---- wait.c ---- */
-/* End a wait that a cancel (res -ECANCELED) or the task's deadline
- * (-ETIMEDOUT) can cut short; false for one only its completion ends
- * (I/O, urt_to_thread). */
+/* End t's wait through its interrupt, for a cancel (res -ECANCELED) or
+ * the task's deadline (-ETIMEDOUT); its timer goes. False for a wait only
+ * its completion ends (urt_to_thread). */
 bool urt__wait_interrupt(struct urt_task *t, int res);
 
-/* Cancel the I/O a task is parked in (op.c). */
+/* Ask the kernel to cancel the I/O operation t is parked in (op.c): t
+ * wakes when the operation's CQE comes. */
 void urt__io_cancel(struct urt_task *t);
 
 /* ---- pool ---- */
@@ -490,7 +491,5 @@ void urt__jobs_drop(struct urt_loop *loop);
 /* CPUs the process may run on: spinning for another thread only helps
  * when that thread can run meanwhile. */
 int urt__cpus_allowed(void);
-/* An owned job's waiter left (deadline or cancel): the loop runs dtor later. */
-void urt__job_abandon(struct urt_task *t, int res);
 
 #endif

@@ -5,27 +5,14 @@
 
 #include "urt_internal.h"
 
-/* End a wait that can be cut short (by a cancel, res -ECANCELED, or by
- * the task's deadline, res -ETIMEDOUT). A sleep whose own deadline came is
- * woken by timers_expire, not here. Returns false for a wait that only
- * its own completion ends (I/O, urt_to_thread). */
 bool urt__wait_interrupt(struct urt_task *t, int res)
 {
-	switch (t->wait) {
-	case URT__WAIT_SLEEP:
-		urt__wake(t, res);
-		return true;
-	case URT__WAIT_JOB:
-		urt__job_abandon(t, res);
-		return true;
-	case URT__WAIT_INTERRUPTIBLE:
-		/* The interrupt may leave t parked (a group): no timer stays. */
-		urt__timer_del(t->loop, t);
-		t->interrupt(t, res);
-		return true;
-	default:
+	if (!t->wait.interrupt)
 		return false;
-	}
+	/* The interrupt may leave t parked (a group, I/O): no timer stays. */
+	urt__timer_del(t->loop, t);
+	t->wait.interrupt(t, res);
+	return true;
 }
 
 
@@ -43,24 +30,19 @@ int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(str
 {
 	int ret;
 
-	t->interrupt = interrupt;
-	t->wait_obj = obj;
 	if (deadline != UINT64_MAX) {
 		ret = urt__timer_add(t->loop, t, deadline);
 		if (ret)
 			return ret;
 	}
-	ret = urt__park(t, URT__WAIT_INTERRUPTIBLE);
-	t->interrupt = NULL;
-	t->wait_obj = NULL;
-	return ret;
+	return urt__park(t, interrupt, obj);
 }
 
 /* ---- wait queues ---- */
 
 static void waitq_interrupt(struct urt_task *t, int res)
 {
-	urt__waitq_wake(t->wait_obj, res);
+	urt__waitq_wake(t->wait.obj, res);
 }
 
 int urt__waitq_park(struct urt__waitq *q, struct urt__waiter *w, struct urt_task *t)
@@ -127,10 +109,10 @@ int urt_cancel(urt_task *t)
 	t->cancelled = true;
 	if (t->state != URT__PARKED)
 		return 0;
-	/* urt_to_thread's fn is running or queued on the task's stack: the
-	 * task stays parked until the job completes. */
-	if (!urt__wait_interrupt(t, -ECANCELED) && t->wait == URT__WAIT_IO)
-		urt__io_cancel(t);
+	/* A wait ends through its own interrupt; urt_to_thread's has none
+	 * (its fn runs or is queued on the task's stack): the task stays
+	 * parked until the job completes. */
+	(void)urt__wait_interrupt(t, -ECANCELED);
 	return 0;
 }
 
