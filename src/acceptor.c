@@ -2,6 +2,7 @@
  * connections queue until a task takes one; one plain accept per taker on
  * kernels without multishot accept. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,7 +17,7 @@
 struct urt_acceptor {
 	struct urt__op op;
 	struct urt_loop *loop;
-	struct urt_acceptor *prev, *next; /* the loop's acceptors */
+	struct urt__closable closable; /* closed with the loop */
 	int fd, flags;
 	int *queue;                /* accepted, not taken yet (a ring) */
 	unsigned head, len, cap;
@@ -43,12 +44,7 @@ struct oneshot {
 
 static void acceptor_free(struct urt_acceptor *a)
 {
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		a->loop->acceptors = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
+	urt__closable_del(a->loop, &a->closable);
 	free(a->queue);
 	free(a);
 }
@@ -169,6 +165,8 @@ static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
 		a->err = res;
 }
 
+static void acceptor_close_with_loop(struct urt__closable *c, enum urt__close_stage stage);
+
 int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 {
 	struct urt_acceptor *a;
@@ -192,10 +190,8 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 	a->fd = fd;
 	a->flags = flags & ~URT_ACCEPTOR_ONESHOT;
 	a->multishot = !(flags & URT_ACCEPTOR_ONESHOT);
-	a->next = loop->acceptors;
-	if (a->next)
-		a->next->prev = a;
-	loop->acceptors = a;
+	a->closable.close = acceptor_close_with_loop;
+	urt__closable_add(loop, &a->closable);
 	if (a->multishot)
 		acceptor_arm(a);
 	*out = a;
@@ -358,16 +354,16 @@ int urt_acceptor_close(urt_acceptor *a)
 	return 0;
 }
 
-void urt__acceptors_close(struct urt_loop *loop, bool free_all)
+/* The loop's destroy: an acceptor left open is closed with the loop, and
+ * freed once no CQE can come for it. */
+static void acceptor_close_with_loop(struct urt__closable *c, enum urt__close_stage stage)
 {
-	struct urt_acceptor *a, *next;
+	struct urt_acceptor *a = (struct urt_acceptor *)((char *)c -
+							  offsetof(struct urt_acceptor, closable));
 
-	for (a = loop->acceptors; a; a = next) {
-		next = a->next;
-		if (free_all)
-			acceptor_free(a);
-		else if (!a->closed)
-			urt_acceptor_close(a);
-	}
+	if (stage == URT__CLOSE_BEGIN && !a->closed)
+		urt_acceptor_close(a);
+	else if (stage == URT__CLOSE_FREE)
+		acceptor_free(a);
 }
 

@@ -216,6 +216,37 @@ out_free:
 	return ret;
 }
 
+void urt__closable_add(struct urt_loop *loop, struct urt__closable *c)
+{
+	c->prev = NULL;
+	c->next = loop->closables;
+	if (c->next)
+		c->next->prev = c;
+	loop->closables = c;
+}
+
+void urt__closable_del(struct urt_loop *loop, struct urt__closable *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		loop->closables = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+}
+
+/* One stage of destroy for everything registered; a close may free itself
+ * (and leave the list). */
+static void close_all(struct urt_loop *loop, enum urt__close_stage stage)
+{
+	struct urt__closable *c, *next;
+
+	for (c = loop->closables; c; c = next) {
+		next = c->next;
+		c->close(c, stage);
+	}
+}
+
 /* Destroy's last wait: the armed timeout removed, every SQE's CQE in.
  * 0, or the ring's error. */
 static int drain(struct urt_loop *loop)
@@ -255,19 +286,18 @@ void urt_loop_destroy(urt_loop *loop)
 	}
 	loop->destroying = true;
 	loop->stop = false;
-	urt__acceptors_close(loop, false);
+	close_all(loop, URT__CLOSE_BEGIN);
 	for (t = loop->all; t; t = t->all_next)
 		if (t->state != URT__DONE)
 			urt_cancel(t);
 	/* Jobs no worker has started are dropped: their waiters see
 	 * -ECANCELED. Running ones are waited for below. */
-	urt__jobs_drop(loop);
+	close_all(loop, URT__CLOSE_CANCEL);
 	/* Cancelled tasks run to their end: their waits return -ECANCELED
 	 * at once, or when the cancelled operation's CQE arrives. */
 	drained = run_loop(loop) == 0 && drain(loop) == 0;
 	loop_exit(loop);
-	urt__acceptors_close(loop, true);
-	urt__groups_free(loop);
+	close_all(loop, URT__CLOSE_FREE);
 	if (loop->pool) {
 		urt__pool_detach(loop->pool);
 		/* Joins the workers: none touches this loop afterwards. */

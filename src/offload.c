@@ -73,6 +73,8 @@ static void done_wake(struct urt__op *op, int32_t res, uint32_t flags)
 	}
 }
 
+static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage stage);
+
 /* Queue a job for the loop's next turn, which hands every job queued in the
  * turn to the pool at once. */
 static int job_submit(struct urt_task *t, struct urt__job *job)
@@ -89,6 +91,8 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 		loop->done.wake.done = done_wake;
 		loop->done.wake.unsolicited = true;
 		loop->done.ring_fd = loop->ring.ring.ring_fd;
+		loop->jobs_closable.close = jobs_close_with_loop;
+		urt__closable_add(loop, &loop->jobs_closable);
 	}
 	job->op = (struct urt__op){ .done = job_done };
 	job->waiter = t;
@@ -175,7 +179,9 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 	return urt__park(t, job_interrupt, job);
 }
 
-void urt__jobs_drop(struct urt_loop *loop)
+/* Loop destroy, once its tasks are cancelled: drop every job no worker
+ * has started. */
+static void jobs_drop(struct urt_loop *loop)
 {
 	struct urt__job *j;
 
@@ -204,3 +210,11 @@ void urt__jobs_drop(struct urt_loop *loop)
 	}
 }
 
+static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage stage)
+{
+	struct urt_loop *loop = (struct urt_loop *)((char *)c -
+						    offsetof(struct urt_loop, jobs_closable));
+
+	if (stage == URT__CLOSE_CANCEL)
+		jobs_drop(loop);
+}

@@ -33,8 +33,8 @@ void urt__task_finished(struct urt_task *t)
 {
 	t->state = URT__DONE;
 	t->loop->live--;
-	if (t->group)
-		urt__group_member_done(t);
+	if (t->on_end)
+		t->on_end(t);
 	if (t->joiner) {
 		/* t->joiner stays set: the handle is claimed until the joiner
 		 * runs and frees it, so no other join can take it meanwhile. */

@@ -4,6 +4,7 @@
  * and wake tasks through the wait queues and interruptible waits of
  * wait.c, and need no lock, since a loop's tasks all run on its thread. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,7 +172,7 @@ int urt_chan_destroy(urt_chan *c)
 
 struct urt_group {
 	struct urt_loop *loop;
-	struct urt_group *prev, *next; /* the loop's groups */
+	struct urt__closable closable; /* freed with the loop if never waited */
 	struct urt_task *members;      /* running members */
 	size_t running;
 	struct urt_task *waiter;
@@ -180,14 +181,15 @@ struct urt_group {
 	bool cancelling;
 };
 
-static void group_unlink(struct urt_group *g)
+/* A group nobody waited for goes with its loop. */
+static void group_close_with_loop(struct urt__closable *c, enum urt__close_stage stage)
 {
-	if (g->prev)
-		g->prev->next = g->next;
-	else
-		g->loop->groups = g->next;
-	if (g->next)
-		g->next->prev = g->prev;
+	struct urt_group *g = (struct urt_group *)((char *)c - offsetof(struct urt_group, closable));
+
+	if (stage == URT__CLOSE_FREE) {
+		urt__closable_del(g->loop, c);
+		free(g);
+	}
 }
 
 int urt_group_create(urt_group **out)
@@ -204,10 +206,8 @@ int urt_group_create(urt_group **out)
 	if (!g)
 		return -ENOMEM;
 	g->loop = t->loop;
-	g->next = t->loop->groups;
-	if (g->next)
-		g->next->prev = g;
-	t->loop->groups = g;
+	g->closable.close = group_close_with_loop;
+	urt__closable_add(g->loop, &g->closable);
 	*out = g;
 	return 0;
 }
@@ -224,6 +224,8 @@ static void group_cancel(struct urt_group *g, int result)
 		(void)urt_cancel(m);
 }
 
+static void group_member_done(struct urt_task *m);
+
 int urt_group_spawn(urt_group *g, urt_task_fn fn, void *arg)
 {
 	struct urt_task *m;
@@ -238,6 +240,7 @@ int urt_group_spawn(urt_group *g, urt_task_fn fn, void *arg)
 		return ret;
 	(void)urt_detach(m);
 	m->group = g;
+	m->on_end = group_member_done;
 	m->gprev = NULL;
 	m->gnext = g->members;
 	if (g->members)
@@ -247,7 +250,8 @@ int urt_group_spawn(urt_group *g, urt_task_fn fn, void *arg)
 	return 0;
 }
 
-void urt__group_member_done(struct urt_task *m)
+/* A member has returned. */
+static void group_member_done(struct urt_task *m)
 {
 	struct urt_group *g = m->group;
 
@@ -296,17 +300,7 @@ int urt_group_wait(urt_group *g)
 			group_cancel(g, ret);
 	}
 	ret = g->result;
-	group_unlink(g);
+	urt__closable_del(g->loop, &g->closable);
 	free(g);
 	return ret;
-}
-
-void urt__groups_free(struct urt_loop *loop)
-{
-	while (loop->groups) {
-		struct urt_group *g = loop->groups;
-
-		group_unlink(g);
-		free(g);
-	}
 }

@@ -162,6 +162,8 @@ struct __attribute__((aligned(64))) urt_task {
 	urt_task_fn fn;
 	void *arg;
 	struct urt_task *joiner;  /* the task parked joining this one */
+	/* Called when fn has returned (a group's member tells its group). */
+	void (*on_end)(struct urt_task *t);
 	struct urt_group *group;  /* the group the task is a member of */
 	struct urt__wait wait;    /* parked: what ends the wait */
 	struct urt_timeout *scope; /* the innermost timeout scope */
@@ -244,14 +246,25 @@ struct urt__rec_slab {
 	struct urt_task rec[URT__SLAB_RECS];
 };
 
-struct urt_group;
-/* A member of g has returned (loop.c tells sync.c). */
-void urt__group_member_done(struct urt_task *t);
-/* Loop destroy: free the groups no task waited for. */
-void urt__groups_free(struct urt_loop *loop);
-/* Loop destroy: close the acceptors still open (acceptor.c); with free_all, free
- * every one left (once no CQE can come for them). */
-void urt__acceptors_close(struct urt_loop *loop, bool free_all);
+/*
+ * What lives on a loop and closes with it (an acceptor, a task group, the
+ * loop's jobs) registers itself, as libuv's handles do, and
+ * urt_loop_destroy walks the registered ones at each stage of its close,
+ * knowing nothing of what they are.
+ */
+enum urt__close_stage {
+	URT__CLOSE_BEGIN,   /* before the tasks are cancelled: stop, wake waiters */
+	URT__CLOSE_CANCEL,  /* the tasks are cancelled: drop what nobody started */
+	URT__CLOSE_FREE,    /* every CQE is in, or the ring failed: free */
+};
+
+struct urt__closable {
+	struct urt__closable *prev, *next;
+	void (*close)(struct urt__closable *c, enum urt__close_stage stage);
+};
+
+void urt__closable_add(struct urt_loop *loop, struct urt__closable *c);
+void urt__closable_del(struct urt_loop *loop, struct urt__closable *c);
 
 /* Allocate a task with its stack (a free record, with its stack when it
  * kept one, or a new record and a new stack). */
@@ -373,8 +386,8 @@ struct urt_loop {
 	unsigned handoff_n;
 	struct urt__job *jobs_out;  /* jobs submitted, not back yet */
 	struct urt__done done;      /* finished jobs, from the pool */
-	struct urt_group *groups;   /* groups not yet waited for */
-	struct urt_acceptor *acceptors; /* acceptors not yet freed */
+	struct urt__closable *closables; /* what closes with the loop */
+	struct urt__closable jobs_closable; /* offload's, once it has jobs */
 	uint64_t jobs_inflight;
 	uint64_t spin_ns;
 	uint64_t stall_ns;          /* 0: stall detection off */
@@ -486,8 +499,6 @@ struct urt__job *urt__pool_drop(struct urt_pool *pool, const struct urt__done *d
 /* The finished jobs on done, oldest first, linked by next (the loop's
  * side, when a wake-up arrives). */
 struct urt__job *urt__done_take(struct urt__done *done);
-/* Drop every job of the loop that no worker has started (loop destroy). */
-void urt__jobs_drop(struct urt_loop *loop);
 /* CPUs the process may run on: spinning for another thread only helps
  * when that thread can run meanwhile. */
 int urt__cpus_allowed(void);
