@@ -21,7 +21,9 @@ foreach(i RANGE ${last})
   string(JSON ticks GET "${out}" loads ${i} ticks)
   string(JSON p99 GET "${out}" loads ${i} lateness_us p99)
   string(JSON max GET "${out}" loads ${i} lateness_us max)
-  if(ticks LESS 10)
+  # About 60 ticks in 0.3 s when the machine is free; a loaded one gave
+  # the inline load 8. Ticks at all is what this checks.
+  if(ticks LESS 3)
     message(FATAL_ERROR "load ${name}: only ${ticks} ticks")
   endif()
   if(p99 GREATER max)
