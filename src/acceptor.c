@@ -25,7 +25,7 @@ struct urt_acceptor {
 	struct urt__waitq takers;
 	/* One-by-one mode: the takers parked in their own accept, which a
 	 * close cancels; the acceptor is freed when the last has returned. */
-	struct oneshot *oneshots;
+	LIST_HEAD(, oneshot) oneshots;
 	unsigned users;            /* takers inside urt_acceptor_next: a closed
 				    * acceptor is freed when the last leaves */
 	uint64_t pause_ns;         /* out of fds: the takers' next pause */
@@ -38,7 +38,7 @@ struct urt_acceptor {
 
 /* A taker's plain accept in one-by-one mode, on the taker's stack. */
 struct oneshot {
-	struct oneshot *prev, *next;
+	LIST_ENTRY(oneshot) link;
 	struct urt_task *task;
 };
 
@@ -112,6 +112,7 @@ static int acceptor_take(struct urt_acceptor *a)
 static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct urt_acceptor *a = (struct urt_acceptor *)op;
+	struct urt__waiter *taker = urt__waitq_first(&a->takers);
 
 	if (!(flags & IORING_CQE_F_MORE)) {
 		a->armed = false;
@@ -126,8 +127,8 @@ static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
 	}
 	if (res >= 0) {
 		a->exhausted = false; /* the episode is over */
-		if (a->takers.head) {
-			urt__waitq_wake(a->takers.head, res);
+		if (taker) {
+			urt__waitq_wake(taker, res);
 		} else if (acceptor_queue(a, res)) {
 			/* Out of memory: the connection is reset, the next
 			 * taker hears why. */
@@ -146,7 +147,7 @@ static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
 	if (res == -ECANCELED && !a->armed) {
 		/* Paused: urt_acceptor_next arms it again, or now, for a
 		 * taker that came while the cancel was on its way. */
-		if (a->takers.head)
+		if (taker)
 			acceptor_arm(a);
 		return;
 	}
@@ -159,8 +160,8 @@ static void acceptor_done(struct urt__op *op, int32_t res, uint32_t flags)
 	}
 	/* An accept error (-EMFILE, ...): the next taker gets it; the
 	 * acceptor arms again at the next urt_acceptor_next. */
-	if (a->takers.head)
-		urt__waitq_wake(a->takers.head, res);
+	if (taker)
+		urt__waitq_wake(taker, res);
 	else if (!a->err)
 		a->err = res;
 }
@@ -186,6 +187,7 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 	if (!a)
 		return -ENOMEM;
 	a->op.done = acceptor_done;
+	urt__waitq_init(&a->takers);
 	a->loop = loop;
 	a->fd = fd;
 	a->flags = flags & ~URT_ACCEPTOR_ONESHOT;
@@ -203,19 +205,12 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
  * is closed: the taker gets -EBADF (or -ECANCELED, cancelled itself). */
 static int acceptor_accept_one(struct urt_acceptor *a, struct urt_task *t)
 {
-	struct oneshot os = { .next = a->oneshots, .task = t };
+	struct oneshot os = { .task = t };
 	int fd;
 
-	if (os.next)
-		os.next->prev = &os;
-	a->oneshots = &os;
+	LIST_INSERT_HEAD(&a->oneshots, &os, link);
 	fd = urt_accept(a->fd, NULL, NULL, a->flags);
-	if (os.prev)
-		os.prev->next = os.next;
-	else
-		a->oneshots = os.next;
-	if (os.next)
-		os.next->prev = os.prev;
+	LIST_REMOVE(&os, link);
 	if (a->closed) {
 		/* The close's own cancel, or a connection that came first:
 		 * -EBADF. Another end (a deadline, an error) stays. */
@@ -337,6 +332,8 @@ int urt_acceptor_next(urt_acceptor *a)
 
 int urt_acceptor_close(urt_acceptor *a)
 {
+	struct oneshot *os;
+
 	if (!a || a->closed)
 		return -EINVAL;
 	if (!pthread_equal(a->loop->owner, pthread_self()))
@@ -345,7 +342,7 @@ int urt_acceptor_close(urt_acceptor *a)
 	while (a->len)
 		close(acceptor_take(a));
 	urt__waitq_wake_all(&a->takers, -EBADF);
-	for (struct oneshot *os = a->oneshots; os; os = os->next)
+	LIST_FOREACH(os, &a->oneshots, link)
 		urt__io_cancel(os->task);
 	if (!a->armed && !a->users)
 		acceptor_free(a);

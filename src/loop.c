@@ -218,21 +218,13 @@ out_free:
 
 void urt__closable_add(struct urt_loop *loop, struct urt__closable *c)
 {
-	c->prev = NULL;
-	c->next = loop->closables;
-	if (c->next)
-		c->next->prev = c;
-	loop->closables = c;
+	LIST_INSERT_HEAD(&loop->closables, c, link);
 }
 
 void urt__closable_del(struct urt_loop *loop, struct urt__closable *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		loop->closables = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	(void)loop;
+	LIST_REMOVE(c, link);
 }
 
 /* One stage of destroy for everything registered; a close may free itself
@@ -241,8 +233,8 @@ static void close_all(struct urt_loop *loop, enum urt__close_stage stage)
 {
 	struct urt__closable *c, *next;
 
-	for (c = loop->closables; c; c = next) {
-		next = c->next;
+	for (c = LIST_FIRST(&loop->closables); c; c = next) {
+		next = LIST_NEXT(c, link);
 		c->close(c, stage);
 	}
 }
@@ -271,7 +263,7 @@ static int drain(struct urt_loop *loop)
 void urt_loop_destroy(urt_loop *loop)
 {
 	struct urt_loop *outer_loop = urt__cur_loop;
-	struct urt_task *outer_task = urt__cur_task, *t, *next;
+	struct urt_task *outer_task = urt__cur_task, *t;
 	bool drained, keep_loop;
 
 	/* From a task of another loop of this thread, that task's loop waits:
@@ -287,7 +279,7 @@ void urt_loop_destroy(urt_loop *loop)
 	loop->destroying = true;
 	loop->stop = false;
 	close_all(loop, URT__CLOSE_BEGIN);
-	for (t = loop->all; t; t = t->all_next)
+	LIST_FOREACH(t, &loop->all, all_link)
 		if (t->state != URT__DONE)
 			urt_cancel(t);
 	/* Jobs no worker has started are dropped: their waiters see
@@ -317,10 +309,8 @@ void urt_loop_destroy(urt_loop *loop)
 	if (!keep_loop)
 		urt__ring_fini(&loop->ring); /* before a stack is unmapped */
 	if (drained) {
-		for (t = loop->all; t; t = next) {
-			next = t->all_next;
+		while ((t = LIST_FIRST(&loop->all)))
 			urt__task_release(t);
-		}
 		urt__stack_cache_fini(loop);
 	}
 	urt__overflow_report_remove();

@@ -25,12 +25,7 @@ static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 
 	(void)flags;
 	loop->jobs_inflight--;
-	if (job->lprev)
-		job->lprev->lnext = job->lnext;
-	else
-		loop->jobs_out = job->lnext;
-	if (job->lnext)
-		job->lnext->lprev = job->lprev;
+	LIST_REMOVE(job, out_link);
 	if (!job->owned) {
 		job->res = res;
 		urt__wake(t, res);
@@ -100,11 +95,7 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	job->next = NULL;
 	job->res = 0;
 	atomic_init(&job->state, URT__JOB_QUEUED);
-	job->lprev = NULL;
-	job->lnext = loop->jobs_out;
-	if (loop->jobs_out)
-		loop->jobs_out->lprev = job;
-	loop->jobs_out = job;
+	LIST_INSERT_HEAD(&loop->jobs_out, job, out_link);
 	if (loop->handoff_tail)
 		loop->handoff_tail->next = job;
 	else
@@ -187,7 +178,7 @@ static void jobs_drop(struct urt_loop *loop)
 
 	/* A job a worker has claimed but not started is marked: the worker
 	 * posts its completion with -ECANCELED instead of running it. */
-	for (j = loop->jobs_out; j; j = j->lnext) {
+	LIST_FOREACH(j, &loop->jobs_out, out_link) {
 		int queued = URT__JOB_QUEUED;
 
 		atomic_compare_exchange_strong(&j->state, &queued, URT__JOB_DROPPED);

@@ -8,23 +8,12 @@
 
 void urt__task_link(struct urt_loop *loop, struct urt_task *t)
 {
-	t->all_prev = NULL;
-	t->all_next = loop->all;
-	if (loop->all)
-		loop->all->all_prev = t;
-	loop->all = t;
+	LIST_INSERT_HEAD(&loop->all, t, all_link);
 }
 
 void urt__task_release(struct urt_task *t)
 {
-	struct urt_loop *loop = t->loop;
-
-	if (t->all_prev)
-		t->all_prev->all_next = t->all_next;
-	else
-		loop->all = t->all_next;
-	if (t->all_next)
-		t->all_next->all_prev = t->all_prev;
+	LIST_REMOVE(t, all_link);
 	t->state = URT__FREED;
 	urt__task_free(t);
 }

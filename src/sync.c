@@ -46,6 +46,8 @@ int urt_chan_create(urt_chan **out, size_t elem_size, size_t capacity)
 		free(c);
 		return -ENOMEM;
 	}
+	urt__waitq_init(&c->senders);
+	urt__waitq_init(&c->receivers);
 	c->size = elem_size;
 	c->cap = capacity;
 	c->owner = pthread_self();
@@ -82,8 +84,8 @@ int urt__chan_send(urt_chan *c, const void *elem, size_t size, int wait)
 	if (c->closed)
 		return -EPIPE;
 	/* A receiver waits only while the channel is empty: hand it over. */
-	if (c->receivers.head) {
-		struct urt__waiter *r = c->receivers.head;
+	if (urt__waitq_first(&c->receivers)) {
+		struct urt__waiter *r = urt__waitq_first(&c->receivers);
 
 		memcpy(r->data, elem, c->size);
 		urt__waitq_wake(r, 1);
@@ -117,8 +119,8 @@ int urt__chan_recv(urt_chan *c, void *elem, size_t size, int wait)
 		c->len--;
 		/* Room: the first waiting sender's element goes in at the
 		 * back, and that sender is done. */
-		if (c->senders.head) {
-			struct urt__waiter *s = c->senders.head;
+		if (urt__waitq_first(&c->senders)) {
+			struct urt__waiter *s = urt__waitq_first(&c->senders);
 
 			memcpy(slot(c, c->len), s->data, c->size);
 			c->len++;
@@ -161,7 +163,7 @@ int urt_chan_destroy(urt_chan *c)
 		return -EINVAL;
 	if (!chan_owned(c))
 		return -EPERM;
-	if (c->senders.head || c->receivers.head)
+	if (urt__waitq_first(&c->senders) || urt__waitq_first(&c->receivers))
 		return -EBUSY;
 	free(c->buf);
 	free(c);
@@ -173,7 +175,7 @@ int urt_chan_destroy(urt_chan *c)
 struct urt_group {
 	struct urt_loop *loop;
 	struct urt__closable closable; /* freed with the loop if never waited */
-	struct urt_task *members;      /* running members */
+	LIST_HEAD(, urt_task) members; /* running members */
 	size_t running;
 	struct urt_task *waiter;
 	int result;                    /* the first failure, or the waiter's
@@ -216,11 +218,13 @@ int urt_group_create(urt_group **out)
  * running member is cancelled. */
 static void group_cancel(struct urt_group *g, int result)
 {
+	struct urt_task *m;
+
 	if (g->cancelling)
 		return;
 	g->cancelling = true;
 	g->result = result;
-	for (struct urt_task *m = g->members; m; m = m->gnext)
+	LIST_FOREACH(m, &g->members, group_link)
 		(void)urt_cancel(m);
 }
 
@@ -241,11 +245,7 @@ int urt_group_spawn(urt_group *g, urt_task_fn fn, void *arg)
 	(void)urt_detach(m);
 	m->group = g;
 	m->on_end = group_member_done;
-	m->gprev = NULL;
-	m->gnext = g->members;
-	if (g->members)
-		g->members->gprev = m;
-	g->members = m;
+	LIST_INSERT_HEAD(&g->members, m, group_link);
 	g->running++;
 	return 0;
 }
@@ -255,12 +255,7 @@ static void group_member_done(struct urt_task *m)
 {
 	struct urt_group *g = m->group;
 
-	if (m->gprev)
-		m->gprev->gnext = m->gnext;
-	else
-		g->members = m->gnext;
-	if (m->gnext)
-		m->gnext->gprev = m->gprev;
+	LIST_REMOVE(m, group_link);
 	m->group = NULL;
 	g->running--;
 	if (m->result != 0)

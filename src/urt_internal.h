@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h> /* every list: LIST_* (unordered), TAILQ_* (FIFO) */
 
 #include "urt.h"
 
@@ -167,8 +168,8 @@ struct __attribute__((aligned(64))) urt_task {
 	struct urt_group *group;  /* the group the task is a member of */
 	struct urt__wait wait;    /* parked: what ends the wait */
 	struct urt_timeout *scope; /* the innermost timeout scope */
-	struct urt_task *gprev, *gnext; /* the group's members */
-	struct urt_task *all_prev, *all_next; /* the loop's list of tasks */
+	LIST_ENTRY(urt_task) group_link; /* the group's members */
+	LIST_ENTRY(urt_task) all_link;   /* the loop's tasks */
 	void *map;                /* the stack mapping (guard page included) */
 	size_t map_len;
 	char name[32];            /* urt_task_set_name; empty: unnamed */
@@ -206,16 +207,28 @@ struct urt__io_wait {
 /* A task parked on a wait queue (a channel's senders or receivers, an
  * acceptor's takers). Lives on the parked task's stack. */
 struct urt__waiter {
-	struct urt__waiter *next, *prev;
-	struct urt__waitq *q;
+	TAILQ_ENTRY(urt__waiter) link;
+	struct urt__waitq *q;     /* NULL once woken */
 	struct urt_task *task;
 	void *data;          /* what the waiter carries (an element to send, a
 			      * place to receive into) */
 };
 
 struct urt__waitq {
-	struct urt__waiter *head, *tail;
+	TAILQ_HEAD(, urt__waiter) waiters;
 };
+
+/* An empty queue (a zeroed one is not: call this first). */
+static inline void urt__waitq_init(struct urt__waitq *q)
+{
+	TAILQ_INIT(&q->waiters);
+}
+
+/* The longest waiting, or NULL. */
+static inline struct urt__waiter *urt__waitq_first(struct urt__waitq *q)
+{
+	return TAILQ_FIRST(&q->waiters);
+}
 
 /* Park the running task t at the back of q until urt__waitq_wake (its
  * result), a cancel (-ECANCELED) or t's deadline (-ETIMEDOUT). Checks
@@ -259,7 +272,7 @@ enum urt__close_stage {
 };
 
 struct urt__closable {
-	struct urt__closable *prev, *next;
+	LIST_ENTRY(urt__closable) link;
 	void (*close)(struct urt__closable *c, enum urt__close_stage stage);
 };
 
@@ -323,7 +336,7 @@ struct __attribute__((aligned(128))) urt__job {
 	void (*fn)(void *);
 	void *arg;
 	struct urt__job *next;      /* the pool's queue, then the finished list */
-	struct urt__job *lprev, *lnext; /* the loop's jobs in flight */
+	LIST_ENTRY(urt__job) out_link; /* the loop's jobs out */
 	_Atomic int state;          /* enum urt__job_state */
 	struct urt__done *done;     /* where the finished job goes */
 	int32_t res;                /* 0: fn ran; -ECANCELED: dropped unstarted */
@@ -360,7 +373,7 @@ struct urt_loop {
 	 * completions, so that yielding lets woken tasks go first. */
 	struct urt_task *yq_head, *yq_tail;
 	size_t yq_len;
-	struct urt_task *all;       /* every task not yet freed */
+	LIST_HEAD(, urt_task) all;   /* every task not yet freed */
 	size_t live;                /* tasks spawned and not yet returned */
 	uint64_t spawned;
 	/* Sleepers: a binary min-heap of tasks by deadline, with one absolute
@@ -384,9 +397,9 @@ struct urt_loop {
 	struct urt__job *handoff_head, *handoff_tail; /* jobs to hand to the pool
 						       * at the end of this turn */
 	unsigned handoff_n;
-	struct urt__job *jobs_out;  /* jobs submitted, not back yet */
+	LIST_HEAD(, urt__job) jobs_out; /* jobs submitted, not back yet */
 	struct urt__done done;      /* finished jobs, from the pool */
-	struct urt__closable *closables; /* what closes with the loop */
+	LIST_HEAD(, urt__closable) closables; /* what closes with the loop */
 	struct urt__closable jobs_closable; /* offload's, once it has jobs */
 	uint64_t jobs_inflight;
 	uint64_t spin_ns;

@@ -59,13 +59,7 @@ int urt__waitq_park_until(struct urt__waitq *q, struct urt__waiter *w, struct ur
 		return ret;
 	w->task = t;
 	w->q = q;
-	w->next = NULL;
-	w->prev = q->tail;
-	if (q->tail)
-		q->tail->next = w;
-	else
-		q->head = w;
-	q->tail = w;
+	TAILQ_INSERT_TAIL(&q->waiters, w, link);
 	ret = urt__park_interruptible(t, w, waitq_interrupt, at);
 	if (w->q) /* not parked after all (-ENOMEM arming the deadline) */
 		urt__waitq_wake(w, ret);
@@ -74,16 +68,7 @@ int urt__waitq_park_until(struct urt__waitq *q, struct urt__waiter *w, struct ur
 
 void urt__waitq_wake(struct urt__waiter *w, int res)
 {
-	struct urt__waitq *q = w->q;
-
-	if (w->prev)
-		w->prev->next = w->next;
-	else
-		q->head = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
-	else
-		q->tail = w->prev;
+	TAILQ_REMOVE(&w->q->waiters, w, link);
 	w->q = NULL;
 	if (w->task->state == URT__PARKED)
 		urt__wake(w->task, res);
@@ -91,8 +76,10 @@ void urt__waitq_wake(struct urt__waiter *w, int res)
 
 void urt__waitq_wake_all(struct urt__waitq *q, int res)
 {
-	while (q->head)
-		urt__waitq_wake(q->head, res);
+	struct urt__waiter *w;
+
+	while ((w = urt__waitq_first(q)))
+		urt__waitq_wake(w, res);
 }
 
 
