@@ -20,12 +20,6 @@ static void io_done(struct urt__op *op, int32_t res, uint32_t flags)
 	urt__wake(io->task, res);
 }
 
-static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
-{
-	ts->tv_sec = (long long)(ns / 1000000000u);
-	ts->tv_nsec = (long long)(ns % 1000000000u);
-}
-
 static void io_interrupt(struct urt_task *t, int res);
 
 /* Park until the operation's own CQE arrives: never earlier, even when the
@@ -41,7 +35,7 @@ static int io_wait(struct urt__io_wait *io, struct io_uring_sqe *sqe)
 		struct io_uring_sqe *lt;
 
 		sqe->flags |= IOSQE_IO_LINK;
-		ts_of(&io->ts, t->deadline);
+		urt__timespec_of(&io->ts, t->deadline);
 		lt = urt__ring_sqe(&t->loop->ring, NULL);
 		assert(lt); /* op_start reserved it */
 		io_uring_prep_link_timeout(lt, &io->ts, IORING_TIMEOUT_ABS);

@@ -110,12 +110,6 @@ static void timer_done(struct urt__op *op, int32_t res, uint32_t flags)
 	loop->timer_armed = false;
 }
 
-static void ts_of(struct __kernel_timespec *ts, uint64_t ns)
-{
-	ts->tv_sec = (long long)(ns / 1000000000u);
-	ts->tv_nsec = (long long)(ns % 1000000000u);
-}
-
 /* Keep one absolute timeout armed no later than the earliest deadline. An
  * armed timeout that is too late is moved with IORING_TIMEOUT_UPDATE; one
  * that is too early fires, finds nothing due and is armed again. */
@@ -130,11 +124,11 @@ int urt__timer_arm(struct urt_loop *loop)
 	if (!sqe)
 		return loop->ring.error;
 	if (!loop->timer_armed) {
-		ts_of(&loop->timer_ts, at);
+		urt__timespec_of(&loop->timer_ts, at);
 		io_uring_prep_timeout(sqe, &loop->timer_ts, 0, IORING_TIMEOUT_ABS);
 		loop->timer_armed = true;
 	} else {
-		ts_of(&loop->update_ts, at);
+		urt__timespec_of(&loop->update_ts, at);
 		io_uring_prep_timeout_update(sqe, &loop->update_ts,
 					     (uint64_t)(uintptr_t)&loop->timer_op, IORING_TIMEOUT_ABS);
 	}

@@ -453,6 +453,13 @@ int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(str
  * deadline has passed, else 0. */
 int urt__wait_check(struct urt_task *t);
 
+/* An absolute CLOCK_MONOTONIC time in ns as the kernel's timeouts take it. */
+static inline void urt__timespec_of(struct __kernel_timespec *ts, uint64_t ns)
+{
+	ts->tv_sec = (long long)(ns / 1000000000u);
+	ts->tv_nsec = (long long)(ns % 1000000000u);
+}
+
 /* Now plus ns on CLOCK_MONOTONIC, saturating: "never" stays never. */
 static inline uint64_t urt__deadline_after(uint64_t ns)
 {
