@@ -290,11 +290,11 @@ static int acceptor_next(struct urt_acceptor *a, struct urt_task *t)
 		 */
 		if (fds_exhausted(ret) && !a->closed) {
 			if (a->exhausted) {
+				/* A connection that ends the pause has ended
+				 * the episode too (acceptor_done). */
 				ret = acceptor_pause(a, t);
 				if (ret == 0)
 					continue;
-				if (ret >= 0)
-					a->exhausted = false;
 				return ret;
 			}
 			a->exhausted = true;

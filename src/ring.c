@@ -103,30 +103,27 @@ int urt__ring_hold(struct urt__ring *r)
 	unsigned ready = io_uring_cq_ready(&r->ring), n = 0, head;
 	struct io_uring_cqe *cqe;
 
+	/* The held ones first, from the start, then room for the new. */
+	if (r->held_head) {
+		memmove(r->held, r->held + r->held_head, r->held_n * sizeof(*r->held));
+		r->held_head = 0;
+	}
 	if (r->held_n + ready > r->held_cap) {
 		size_t cap = r->held_cap ? r->held_cap : 64;
 		struct io_uring_cqe *h;
 
 		while (cap < r->held_n + ready)
 			cap *= 2;
-		/* Keep the held ones first: the queue is compacted on growth. */
-		h = malloc(cap * sizeof(*h));
+		h = realloc(r->held, cap * sizeof(*h));
 		if (!h)
 			return -ENOMEM;
-		if (r->held_n)
-			memcpy(h, r->held + r->held_head, r->held_n * sizeof(*h));
-		free(r->held);
 		r->held = h;
-		r->held_head = 0;
 		r->held_cap = cap;
-	} else if (r->held_head + r->held_n + ready > r->held_cap) {
-		memmove(r->held, r->held + r->held_head, r->held_n * sizeof(*r->held));
-		r->held_head = 0;
 	}
 	io_uring_for_each_cqe(&r->ring, head, cqe) {
 		if (n == ready)
 			break;
-		r->held[r->held_head + r->held_n + n++] = *cqe;
+		r->held[r->held_n + n++] = *cqe;
 	}
 	r->held_n += n;
 	io_uring_cq_advance(&r->ring, n);

@@ -392,7 +392,6 @@ static bool segv_ours;       /* the handler is urt's */
 static URT__TLS struct {
 	unsigned loops;  /* this thread's loops */
 	void *mine;      /* the stack urt set up, NULL: the thread had one */
-	size_t len;
 } alt;
 
 #define ALTSTACK_LEN (64 * 1024)
@@ -419,7 +418,6 @@ static int altstack_get(void)
 		return 0; /* no report then, but the loop works */
 	}
 	alt.mine = ss.ss_sp;
-	alt.len = ALTSTACK_LEN;
 	return 0;
 }
 
@@ -438,7 +436,7 @@ static void altstack_put(void)
 			return; /* cannot happen outside the handler: keep it */
 		sigaltstack(&off, NULL);
 	}
-	munmap(alt.mine, alt.len);
+	munmap(alt.mine, ALTSTACK_LEN);
 	alt.mine = NULL;
 }
 
