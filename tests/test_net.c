@@ -38,6 +38,26 @@ static int tcp_socket(void)
 	return fd;
 }
 
+/* n client sockets connected to addr (the kernel's backlog holds them
+ * until an accept takes them); returns the highest fd. */
+static int connect_clients(const struct sockaddr_in *addr, int *cl, int n)
+{
+	int top = -1;
+
+	for (int i = 0; i < n; i++) {
+		cl[i] = tcp_socket();
+		assert_int_equal(connect(cl[i], (const struct sockaddr *)addr, sizeof(*addr)), 0);
+		top = cl[i] > top ? cl[i] : top;
+	}
+	return top;
+}
+
+static void close_clients(const int *cl, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(cl[i]);
+}
+
 /* ---- one connection, both ends in tasks ---- */
 
 struct conv {
@@ -335,10 +355,7 @@ static void test_cancelled_accept_no_leak(void **state)
 
 	(void)state;
 	c.lfd = listener(&addr);
-	for (int i = 0; i < 20; i++) {
-		cl[i] = tcp_socket();
-		assert_int_equal(connect(cl[i], (struct sockaddr *)&addr, sizeof(addr)), 0);
-	}
+	connect_clients(&addr, cl, 20);
 	before = open_fds();
 	for (int i = 0; i < 20; i++) {
 		urt_loop *loop = loop_new(NULL);
@@ -352,8 +369,7 @@ static void test_cancelled_accept_no_leak(void **state)
 		assert_int_equal(c.res, -ECANCELED);
 	}
 	assert_int_equal(open_fds(), before);
-	for (int i = 0; i < 20; i++)
-		close(cl[i]);
+	close_clients(cl, 20);
 	close(c.lfd);
 }
 
@@ -733,10 +749,7 @@ static struct urt_loop_stats backlog_run(const struct urt_loop_opts *o)
 	int cl[150];
 
 	c.lfd = listener(&c.addr);
-	for (int i = 0; i < 150; i++) {
-		cl[i] = tcp_socket();
-		assert_int_equal(connect(cl[i], (struct sockaddr *)&c.addr, sizeof(c.addr)), 0);
-	}
+	connect_clients(&c.addr, cl, 150);
 	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
 	spawn_ok(loop, NULL, acc_taker, &c);
 	assert_int_equal(urt_loop_run(loop), 0);
@@ -749,8 +762,7 @@ static struct urt_loop_stats backlog_run(const struct urt_loop_opts *o)
 	assert_int_equal(c.st.sqes + c.st.more + c.st.messages,
 			 c.st.cqes + c.st.settled + c.st.inflight);
 	close_all(&c);
-	for (int i = 0; i < 150; i++)
-		close(cl[i]);
+	close_clients(cl, 150);
 	close(c.lfd);
 	return c.st;
 }
@@ -873,10 +885,7 @@ static void test_acceptor_untaken(void **state)
 	char b;
 
 	(void)state;
-	for (int i = 0; i < 3; i++) {
-		cl[i] = tcp_socket();
-		assert_int_equal(connect(cl[i], (struct sockaddr *)&addr, sizeof(addr)), 0);
-	}
+	connect_clients(&addr, cl, 3);
 	{
 		urt_loop *loop = loop_new(NULL);
 		urt_acceptor *a;
@@ -931,10 +940,7 @@ static void test_smallest_rings_exactly_once(void **state)
 	(void)state;
 	make_pipe(pfd);
 	c.lfd = listener(&c.addr);
-	for (int i = 0; i < 150; i++) {
-		cl[i] = tcp_socket();
-		assert_int_equal(connect(cl[i], (struct sockaddr *)&c.addr, sizeof(c.addr)), 0);
-	}
+	connect_clients(&c.addr, cl, 150);
 	assert_int_equal(urt_acceptor_create(loop, &c.a, c.lfd, 0), 0);
 	for (int i = 0; i < 50; i++) {
 		f[i] = (struct filler){ .fd = pfd[1] };
@@ -958,8 +964,7 @@ static void test_smallest_rings_exactly_once(void **state)
 	assert_int_equal(c.st.sqes + c.st.more + c.st.messages,
 			 c.st.cqes + c.st.settled + c.st.inflight);
 	close_all(&c);
-	for (int i = 0; i < 150; i++)
-		close(cl[i]);
+	close_clients(cl, 150);
 	close(c.lfd);
 	close_pipe(pfd);
 }
@@ -1032,15 +1037,11 @@ static void fd_exhaustion_run(int flags)
 {
 	struct exhaust e = { .c = { .want = 20 } };
 	struct rlimit low;
-	int cl[20], top = 0;
+	int cl[20], top;
 	urt_loop *loop = loop_new(NULL);
 
 	e.c.lfd = listener(&e.c.addr);
-	for (int i = 0; i < 20; i++) {
-		cl[i] = tcp_socket();
-		assert_int_equal(connect(cl[i], (struct sockaddr *)&e.c.addr, sizeof(e.c.addr)), 0);
-		top = cl[i] > top ? cl[i] : top;
-	}
+	top = connect_clients(&e.c.addr, cl, 20);
 	assert_int_equal(urt_acceptor_create(loop, &e.c.a, e.c.lfd, flags), 0);
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &e.saved), 0);
 	low = e.saved;
@@ -1050,8 +1051,7 @@ static void fd_exhaustion_run(int flags)
 		assert_int_equal(setrlimit(RLIMIT_NOFILE, &e.saved), 0);
 		assert_int_equal(urt_acceptor_close(e.c.a), 0);
 		urt_loop_destroy(loop);
-		for (int i = 0; i < 20; i++)
-			close(cl[i]);
+		close_clients(cl, 20);
 		close(e.c.lfd);
 		skip();
 	}
@@ -1065,8 +1065,7 @@ static void fd_exhaustion_run(int flags)
 	assert_int_equal(e.c.errs, 1);
 	assert_int_equal(e.c.n, 20);
 	close_all(&e.c);
-	for (int i = 0; i < 20; i++)
-		close(cl[i]);
+	close_clients(cl, 20);
 	close(e.c.lfd);
 }
 
