@@ -17,38 +17,6 @@
 #define MAX_STACK ((size_t)1 << 30)
 #define DEFAULT_SPIN_NS 20000u
 
-/* Hand the jobs queued during this turn to the pool, in one batch. */
-static void jobs_flush(struct urt_loop *loop)
-{
-	if (!loop->handoff_n)
-		return;
-	urt__pool_push(loop->pool, loop->handoff_head, loop->handoff_tail, loop->handoff_n);
-	loop->handoff_head = loop->handoff_tail = NULL;
-	loop->handoff_n = 0;
-}
-
-/* With jobs in flight, a completion is often microseconds away, and waking
- * from a sleep in the kernel costs more than that on an idle CPU (see the
- * README): spin for it a bounded while. True when something arrived. */
-static bool spin_for_jobs(struct urt_loop *loop)
-{
-	uint64_t until;
-
-	if (!loop->jobs_inflight || !loop->spin_ns)
-		return false;
-	until = urt_now_ns() + loop->spin_ns;
-	do {
-		for (int i = 0; i < 64; i++) {
-			if (urt__ring_pending(&loop->ring))
-				return true;
-#if defined(__x86_64__)
-			__builtin_ia32_pause();
-#endif
-		}
-	} while (urt_now_ns() < until);
-	return false;
-}
-
 static int run_loop(struct urt_loop *loop)
 {
 	for (;;) {
@@ -58,8 +26,8 @@ static int run_loop(struct urt_loop *loop)
 		urt__sched_run_ready(loop);
 		if (!loop->live)
 			return 0;
-		urt__timers_expire(loop);
-		jobs_flush(loop);
+		urt__deadlines_expire(loop);
+		urt__offload_flush(loop);
 		wait = !loop->rq_head && !loop->yq_head && !loop->stop;
 		if (wait) {
 			if (loop->heap_n) {
@@ -69,13 +37,13 @@ static int run_loop(struct urt_loop *loop)
 			} else if (loop->ring.inflight == (loop->timer_armed ? 1u : 0u)) {
 				return -EDEADLK; /* a stale timeout wakes no task */
 			}
-			if (spin_for_jobs(loop))
+			if (urt__offload_spin(loop))
 				wait = false;
 		}
 		ret = urt__ring_turn(&loop->ring, wait);
 		if (ret < 0)
 			return ret;
-		urt__timers_expire(loop);
+		urt__deadlines_expire(loop);
 		urt__sched_splice_yielded(loop);
 		if (loop->stop && !loop->destroying) {
 			loop->stop = false;
@@ -216,17 +184,6 @@ out_free:
 	return ret;
 }
 
-void urt__closable_add(struct urt_loop *loop, struct urt__closable *c)
-{
-	LIST_INSERT_HEAD(&loop->closables, c, link);
-}
-
-void urt__closable_del(struct urt_loop *loop, struct urt__closable *c)
-{
-	(void)loop;
-	LIST_REMOVE(c, link);
-}
-
 /* One stage of destroy for everything registered; a close may free itself
  * (and leave the list). */
 static void close_all(struct urt_loop *loop, enum urt__close_stage stage)
@@ -319,23 +276,6 @@ void urt_loop_destroy(urt_loop *loop)
 		free(loop);
 	urt__cur_loop = outer_loop;
 	urt__cur_task = outer_task;
-}
-
-urt_pool *urt_loop_pool(urt_loop *loop)
-{
-	if (!loop)
-		return NULL;
-	if (!loop->pool && !loop->pool_err) {
-		int ret = urt__pool_start(&loop->pool, &loop->pool_opts);
-
-		if (ret) {
-			loop->pool_err = ret;
-			return NULL;
-		}
-		loop->own_pool = true;
-		urt__pool_attach(loop->pool);
-	}
-	return loop->pool;
 }
 
 int urt_run(urt_task_fn fn, void *arg, int *result)

@@ -209,3 +209,55 @@ static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage 
 	if (stage == URT__CLOSE_CANCEL)
 		jobs_drop(loop);
 }
+
+
+/* ---- the loop's side of the pool ---- */
+
+urt_pool *urt_loop_pool(urt_loop *loop)
+{
+	if (!loop)
+		return NULL;
+	if (!loop->pool && !loop->pool_err) {
+		int ret = urt__pool_start(&loop->pool, &loop->pool_opts);
+
+		if (ret) {
+			loop->pool_err = ret;
+			return NULL;
+		}
+		loop->own_pool = true;
+		urt__pool_attach(loop->pool);
+	}
+	return loop->pool;
+}
+
+/* Hand the jobs queued during this turn to the pool, in one batch. */
+void urt__offload_flush(struct urt_loop *loop)
+{
+	if (!loop->handoff_n)
+		return;
+	urt__pool_push(loop->pool, loop->handoff_head, loop->handoff_tail, loop->handoff_n);
+	loop->handoff_head = loop->handoff_tail = NULL;
+	loop->handoff_n = 0;
+}
+
+/* With jobs in flight, a completion is often microseconds away, and waking
+ * from a sleep in the kernel costs more than that on an idle CPU (see the
+ * README): spin for it a bounded while. True when something arrived. */
+bool urt__offload_spin(struct urt_loop *loop)
+{
+	uint64_t until;
+
+	if (!loop->jobs_inflight || !loop->spin_ns)
+		return false;
+	until = urt_now_ns() + loop->spin_ns;
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (urt__ring_pending(&loop->ring))
+				return true;
+#if defined(__x86_64__)
+			__builtin_ia32_pause();
+#endif
+		}
+	} while (urt_now_ns() < until);
+	return false;
+}

@@ -1,21 +1,11 @@
-/* sched: the scheduler. The run queue and its passes, park and wake, the
- * yield, the clock and the current loop and task, stall reports. */
+/* sched: the scheduler. The loop's tasks, the run queue and its passes,
+ * park and wake, the yield, the current loop, stall reports. */
 #include <errno.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "urt_internal.h"
 
 URT__TLS struct urt_loop *urt__cur_loop;
-URT__TLS struct urt_task *urt__cur_task;
-
-uint64_t urt_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 urt_loop *urt_current_loop(void)
 {
@@ -75,6 +65,15 @@ static struct urt_task *rq_pop(struct urt_loop *loop)
 	return t;
 }
 
+int urt__wait_check(struct urt_task *t)
+{
+	if (t->cancelled)
+		return -ECANCELED;
+	if (t->deadline != UINT64_MAX && urt_now_ns() >= t->deadline)
+		return -ETIMEDOUT;
+	return 0;
+}
+
 int urt__park(struct urt_task *t, void (*interrupt)(struct urt_task *, int), void *obj)
 {
 	struct urt_loop *loop = t->loop;
@@ -102,6 +101,38 @@ void urt__wake(struct urt_task *t, int res)
 		urt__timer_del(t->loop, t);
 	t->wake_res = res;
 	urt__ready(t);
+}
+
+
+/* ---- the loop's tasks ---- */
+
+void urt__task_link(struct urt_loop *loop, struct urt_task *t)
+{
+	LIST_INSERT_HEAD(&loop->all, t, all_link);
+	loop->live++;
+	loop->spawned++;
+}
+
+void urt__task_release(struct urt_task *t)
+{
+	LIST_REMOVE(t, all_link);
+	t->state = URT__FREED;
+	urt__task_free(t);
+}
+
+/* t's function has returned (the task layer marked it done). */
+static void task_ended(struct urt_task *t)
+{
+	t->loop->live--;
+	if (t->on_end)
+		t->on_end(t);
+	if (t->joiner) {
+		/* t->joiner stays set: the handle is claimed until the joiner
+		 * runs and frees it, so no other join can take it meanwhile. */
+		urt__wake(t->joiner, 0);
+	}
+	if (t->detached)
+		urt__task_release(t);
 }
 
 
@@ -164,8 +195,8 @@ void urt__sched_run_ready(struct urt_loop *loop)
 				report_stall(loop, t, t1 - t0);
 			t0 = t1;
 		}
-		if (t->state == URT__DONE && t->detached)
-			urt__task_release(t);
+		if (t->state == URT__DONE)
+			task_ended(t);
 	}
 }
 

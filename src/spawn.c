@@ -1,36 +1,7 @@
-/* spawn: a task's life as the API sees it: spawn, join, detach, and the
- * loop's list of tasks not yet freed. */
+/* spawn: a task's life as the API sees it: spawn, join, detach. */
 #include <errno.h>
 
 #include "urt_internal.h"
-
-/* ---- the task list ---- */
-
-void urt__task_link(struct urt_loop *loop, struct urt_task *t)
-{
-	LIST_INSERT_HEAD(&loop->all, t, all_link);
-}
-
-void urt__task_release(struct urt_task *t)
-{
-	LIST_REMOVE(t, all_link);
-	t->state = URT__FREED;
-	urt__task_free(t);
-}
-
-void urt__task_finished(struct urt_task *t)
-{
-	t->state = URT__DONE;
-	t->loop->live--;
-	if (t->on_end)
-		t->on_end(t);
-	if (t->joiner) {
-		/* t->joiner stays set: the handle is claimed until the joiner
-		 * runs and frees it, so no other join can take it meanwhile. */
-		urt__wake(t->joiner, 0);
-	}
-}
-
 
 /* ---- the task API ---- */
 
@@ -57,8 +28,6 @@ int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
 	t->detached = !out;
 	urt__task_start(t);
 	urt__task_link(loop, t);
-	loop->live++;
-	loop->spawned++;
 	urt__ready(t);
 	if (out)
 		*out = t;

@@ -35,6 +35,10 @@
  */
 #define URT__CANARY_WORDS 32
 
+/* The task running on this thread; NULL in the scheduler and outside a
+ * loop. The switches below keep it. */
+URT__TLS struct urt_task *urt__cur_task;
+
 static size_t page_size(void)
 {
 	static size_t ps;
@@ -512,7 +516,7 @@ static void task_entry(void *arg)
 	asan_arrived(loop, NULL);
 #endif
 	t->result = t->fn(t->arg);
-	urt__task_finished(t);
+	t->state = URT__DONE; /* the scheduler finishes what is left */
 #if URT__ASAN
 	/* NULL: this stack never runs again, free its fake frames. */
 	__sanitizer_start_switch_fiber(NULL, loop->asan_sched_bottom, loop->asan_sched_size);

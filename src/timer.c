@@ -1,7 +1,7 @@
-/* timer: the heap of absolute deadlines and its one armed kernel timeout
- * (IORING_OP_TIMEOUT with IORING_TIMEOUT_ABS, moved earlier with
- * IORING_TIMEOUT_UPDATE); an expired deadline ends its task's wait. */
-#include <assert.h>
+/* timer: the heap of absolute deadlines, one per waiting task, and its one
+ * armed kernel timeout (IORING_OP_TIMEOUT with IORING_TIMEOUT_ABS, moved
+ * earlier with IORING_TIMEOUT_UPDATE). What a deadline ends is the wait
+ * layer's business (wait.c). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -78,25 +78,15 @@ void urt__timer_del(struct urt_loop *loop, struct urt_task *t)
 }
 
 
-/* Wake every task whose timer has passed: sleepers with 0, other waits
- * with -ETIMEDOUT. The clock is read after the kernel's timeout fired, so
- * no sleep ends before its deadline. */
-void urt__timers_expire(struct urt_loop *loop)
+struct urt_task *urt__timer_due(struct urt_loop *loop, uint64_t now)
 {
-	uint64_t now;
+	struct urt_task *t;
 
-	if (!loop->heap_n)
-		return;
-	now = urt_now_ns();
-	while (loop->heap_n && loop->heap[0].deadline <= now) {
-		struct urt_task *t = loop->heap[0].task;
-		bool ok;
-
-		urt__timer_del(loop, t);
-		ok = urt__wait_interrupt(t, -ETIMEDOUT);
-		assert(ok);
-		(void)ok;
-	}
+	if (!loop->heap_n || loop->heap[0].deadline > now)
+		return NULL;
+	t = loop->heap[0].task;
+	urt__timer_del(loop, t);
+	return t;
 }
 
 
@@ -136,35 +126,7 @@ int urt__timer_arm(struct urt_loop *loop)
 	return 0;
 }
 
-/* A sleep ends at its timer (0) or at a cancel. */
-static void sleep_interrupt(struct urt_task *t, int res)
-{
-	urt__wake(t, res == -ETIMEDOUT ? 0 : res);
-}
-
 void urt__timers_init(struct urt_loop *loop)
 {
 	loop->timer_op.done = timer_done;
-}
-
-int urt_sleep_ns(uint64_t ns)
-{
-	struct urt_task *t = urt__cur_task;
-	uint64_t until, at;
-	int ret;
-
-	if (!t)
-		return -EPERM;
-	ret = urt__wait_check(t);
-	if (ret)
-		return ret;
-	until = urt__deadline_after(ns);
-	at = until < t->deadline ? until : t->deadline;
-	ret = urt__timer_add(t->loop, t, at);
-	if (ret)
-		return ret;
-	ret = urt__park(t, sleep_interrupt, NULL);
-	if (ret == 0 && at < until)
-		return -ETIMEDOUT; /* the task's deadline came first */
-	return ret;
 }

@@ -276,8 +276,6 @@ struct urt__closable {
 	void (*close)(struct urt__closable *c, enum urt__close_stage stage);
 };
 
-void urt__closable_add(struct urt_loop *loop, struct urt__closable *c);
-void urt__closable_del(struct urt_loop *loop, struct urt__closable *c);
 
 /* Allocate a task with its stack (a free record, with its stack when it
  * kept one, or a new record and a new stack). */
@@ -286,7 +284,9 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out);
  * next task (or unmapped past the cache's limit). */
 void urt__task_free(struct urt_task *t);
 void urt__stack_cache_fini(struct urt_loop *loop);
-/* Prepare a new task's first frame: its first resume calls t->fn(t->arg). */
+/* Prepare a new task's first frame: its first resume calls t->fn(t->arg).
+ * When fn returns, the task is URT__DONE and switches to the scheduler
+ * for good (urt__task_resume returns it). */
 void urt__task_start(struct urt_task *t);
 /* Switch from the scheduler into t; returns when a task switches back to
  * the scheduler (parks, yields or ends): t, or one that t switched to. That
@@ -429,6 +429,19 @@ static inline bool urt__owned(const struct urt_loop *loop)
 	return pthread_equal(loop->owner, pthread_self());
 }
 
+/* Register c to be closed with loop, at each stage of its destroy. */
+static inline void urt__closable_add(struct urt_loop *loop, struct urt__closable *c)
+{
+	LIST_INSERT_HEAD(&loop->closables, c, link);
+}
+
+/* c closed itself early, or is gone: loop's destroy will not call it. */
+static inline void urt__closable_del(struct urt_loop *loop, struct urt__closable *c)
+{
+	(void)loop;
+	LIST_REMOVE(c, link);
+}
+
 extern URT__TLS struct urt_loop *urt__cur_loop;
 extern URT__TLS struct urt_task *urt__cur_task;
 
@@ -439,8 +452,6 @@ void urt__ready(struct urt_task *t);
 int urt__park(struct urt_task *t, void (*interrupt)(struct urt_task *, int), void *obj);
 /* Make a parked task ready, its wait returning res. */
 void urt__wake(struct urt_task *t, int res);
-/* Called by the task layer when a task's function has returned. */
-void urt__task_finished(struct urt_task *t);
 
 /* Park t (the running task) in the wait (interrupt, obj), with a timer at
  * deadline on the heap (UINT64_MAX: none; usually t->deadline). Returns
@@ -475,8 +486,7 @@ void urt__sched_run_ready(struct urt_loop *loop);
 /* Move the tasks that yielded this turn to the back of the run queue. */
 void urt__sched_splice_yielded(struct urt_loop *loop);
 
-/* ---- spawn.c ---- */
-/* Put a new task on its loop's list of tasks. */
+/* Put a new task on its loop's list of tasks, counted as live. */
 void urt__task_link(struct urt_loop *loop, struct urt_task *t);
 /* Take an ended (or, at destroy, any) task off the list and free it. */
 void urt__task_release(struct urt_task *t);
@@ -485,8 +495,9 @@ void urt__task_release(struct urt_task *t);
 void urt__timers_init(struct urt_loop *loop);
 int urt__timer_add(struct urt_loop *loop, struct urt_task *t, uint64_t deadline);
 void urt__timer_del(struct urt_loop *loop, struct urt_task *t);
-/* End the waits whose deadline has passed (the clock read now). */
-void urt__timers_expire(struct urt_loop *loop);
+/* The task whose deadline is earliest, when it is no later than now,
+ * taken off the heap; else NULL. */
+struct urt_task *urt__timer_due(struct urt_loop *loop, uint64_t now);
 /* Keep the one kernel timeout armed no later than the earliest deadline.
  * 0, or the ring's error. */
 int urt__timer_arm(struct urt_loop *loop);
@@ -496,6 +507,15 @@ int urt__timer_arm(struct urt_loop *loop);
  * the task's deadline (-ETIMEDOUT); its timer goes. False for a wait only
  * its completion ends (urt_to_thread). */
 bool urt__wait_interrupt(struct urt_task *t, int res);
+/* End the waits whose deadline has passed (the clock read now). */
+void urt__deadlines_expire(struct urt_loop *loop);
+
+/* ---- offload.c: the loop's side of the pool ---- */
+/* Hand the jobs queued during this turn to the pool, in one batch. */
+void urt__offload_flush(struct urt_loop *loop);
+/* Before the loop sleeps with jobs in flight: spin a bounded while for a
+ * completion. True when something arrived. */
+bool urt__offload_spin(struct urt_loop *loop);
 
 /* Ask the kernel to cancel the I/O operation t is parked in (op.c): t
  * wakes when the operation's CQE comes. */

@@ -1,6 +1,7 @@
 /* wait: waits a cancel or a deadline can end (interruptible waits, wait
- * queues), the cancel itself, and the timeout scopes that give a task its
- * deadline. */
+ * queues, sleeps), the cancel itself, the deadlines that come due, and the
+ * timeout scopes that give a task its deadline. */
+#include <assert.h>
 #include <errno.h>
 
 #include "urt_internal.h"
@@ -16,13 +17,23 @@ bool urt__wait_interrupt(struct urt_task *t, int res)
 }
 
 
-int urt__wait_check(struct urt_task *t)
+/* Wake every task whose timer has passed: sleepers with 0, other waits
+ * with -ETIMEDOUT. The clock is read after the kernel's timeout fired, so
+ * no sleep ends before its deadline. */
+void urt__deadlines_expire(struct urt_loop *loop)
 {
-	if (t->cancelled)
-		return -ECANCELED;
-	if (t->deadline != UINT64_MAX && urt_now_ns() >= t->deadline)
-		return -ETIMEDOUT;
-	return 0;
+	struct urt_task *t;
+	uint64_t now;
+
+	if (!loop->heap_n)
+		return;
+	now = urt_now_ns();
+	while ((t = urt__timer_due(loop, now))) {
+		bool ok = urt__wait_interrupt(t, -ETIMEDOUT);
+
+		assert(ok);
+		(void)ok;
+	}
 }
 
 int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(struct urt_task *, int),
@@ -36,6 +47,36 @@ int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(str
 			return ret;
 	}
 	return urt__park(t, interrupt, obj);
+}
+
+/* ---- sleeps ---- */
+
+/* A sleep ends at its timer (0) or at a cancel. */
+static void sleep_interrupt(struct urt_task *t, int res)
+{
+	urt__wake(t, res == -ETIMEDOUT ? 0 : res);
+}
+
+int urt_sleep_ns(uint64_t ns)
+{
+	struct urt_task *t = urt__cur_task;
+	uint64_t until, at;
+	int ret;
+
+	if (!t)
+		return -EPERM;
+	ret = urt__wait_check(t);
+	if (ret)
+		return ret;
+	until = urt__deadline_after(ns);
+	at = until < t->deadline ? until : t->deadline;
+	ret = urt__timer_add(t->loop, t, at);
+	if (ret)
+		return ret;
+	ret = urt__park(t, sleep_interrupt, NULL);
+	if (ret == 0 && at < until)
+		return -ETIMEDOUT; /* the task's deadline came first */
+	return ret;
 }
 
 /* ---- wait queues ---- */
