@@ -30,11 +30,11 @@ static int run_loop(struct urt_loop *loop)
 		urt__offload_flush(loop);
 		wait = !loop->rq_head && !loop->yq_head && !loop->stop;
 		if (wait) {
-			if (loop->heap_n) {
-				ret = urt__timer_arm(loop);
+			if (loop->timers.n) {
+				ret = urt__timer_arm(&loop->timers, &loop->ring);
 				if (ret)
 					return ret;
-			} else if (loop->ring.inflight == (loop->timer_armed ? 1u : 0u)) {
+			} else if (loop->ring.inflight == (loop->timers.armed ? 1u : 0u)) {
 				return -EDEADLK; /* a stale timeout wakes no task */
 			}
 			if (urt__offload_spin(loop))
@@ -161,7 +161,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	loop->stack_size = o.stack_size;
 	loop->stacks.limit = o.stack_cache ? o.stack_cache : SIZE_MAX;
 	loop->flags = o.flags;
-	urt__timers_init(loop);
+	urt__timers_init(&loop->timers);
 	loop->stall_ns = o.stall_ns;
 	loop->on_stall = o.on_stall;
 	loop->stall_ctx = o.on_stall ? o.stall_ctx : NULL;
@@ -202,13 +202,9 @@ static int drain(struct urt_loop *loop)
 {
 	int ret;
 
-	if (loop->timer_armed) {
-		struct io_uring_sqe *sqe = urt__ring_sqe(&loop->ring, NULL);
-
-		if (!sqe)
-			return loop->ring.error;
-		io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&loop->timer_op, 0);
-	}
+	ret = urt__timer_disarm(&loop->timers, &loop->ring);
+	if (ret)
+		return ret;
 	while (loop->ring.inflight) {
 		ret = urt__ring_turn(&loop->ring, true);
 		if (ret < 0)
@@ -271,7 +267,7 @@ void urt_loop_destroy(urt_loop *loop)
 		urt__stack_cache_fini(loop);
 	}
 	urt__overflow_report_remove();
-	free(loop->heap);
+	urt__timers_fini(&loop->timers);
 	if (!keep_loop)
 		free(loop);
 	urt__cur_loop = outer_loop;

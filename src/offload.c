@@ -166,7 +166,7 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 	if (t->deadline < at)
 		at = t->deadline;
 	if (at != UINT64_MAX)
-		(void)urt__timer_add(t->loop, t, at);
+		(void)urt__timer_add(&t->loop->timers, t, at);
 	return urt__park(t, job_interrupt, job);
 }
 

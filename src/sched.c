@@ -98,7 +98,7 @@ void urt__wake(struct urt_task *t, int res)
 	/* Whatever ended the wait, its deadline's timer goes with it: a
 	 * timer left behind would interrupt a wait that is over. */
 	if (t->heap_idx != SIZE_MAX)
-		urt__timer_del(t->loop, t);
+		urt__timer_del(&t->loop->timers, t);
 	t->wake_res = res;
 	urt__ready(t);
 }
@@ -215,7 +215,7 @@ static bool direct_switch_ok(struct urt_loop *loop)
 		return false;
 	if (loop->batch_left)
 		return true;
-	return !loop->heap_n && !loop->handoff_n && !loop->stop &&
+	return !loop->timers.n && !loop->handoff_n && !loop->stop &&
 	       !io_uring_sq_ready(&loop->ring.ring) && !urt__ring_pending(&loop->ring);
 }
 

@@ -46,46 +46,46 @@ static void heap_down(struct urt__timer *h, size_t n, size_t i)
 	heap_set(h, i, e);
 }
 
-int urt__timer_add(struct urt_loop *loop, struct urt_task *t, uint64_t deadline)
+int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline)
 {
-	if (loop->heap_n == loop->heap_cap) {
-		size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
-		struct urt__timer *h = realloc(loop->heap, cap * sizeof(*h));
+	if (tm->n == tm->cap) {
+		size_t cap = tm->cap ? tm->cap * 2 : 256;
+		struct urt__timer *h = realloc(tm->heap, cap * sizeof(*h));
 
 		if (!h)
 			return -ENOMEM;
-		loop->heap = h;
-		loop->heap_cap = cap;
+		tm->heap = h;
+		tm->cap = cap;
 	}
-	loop->heap[loop->heap_n] = (struct urt__timer){ deadline, t };
-	heap_up(loop->heap, loop->heap_n++);
+	tm->heap[tm->n] = (struct urt__timer){ deadline, t };
+	heap_up(tm->heap, tm->n++);
 	return 0;
 }
 
-void urt__timer_del(struct urt_loop *loop, struct urt_task *t)
+void urt__timer_del(struct urt__timers *tm, struct urt_task *t)
 {
 	size_t i = t->heap_idx;
 
 	if (i == SIZE_MAX)
 		return;
 	t->heap_idx = SIZE_MAX;
-	loop->heap_n--;
-	if (i == loop->heap_n)
+	tm->n--;
+	if (i == tm->n)
 		return;
-	loop->heap[i] = loop->heap[loop->heap_n];
-	heap_down(loop->heap, loop->heap_n, i);
-	heap_up(loop->heap, i);
+	tm->heap[i] = tm->heap[tm->n];
+	heap_down(tm->heap, tm->n, i);
+	heap_up(tm->heap, i);
 }
 
 
-struct urt_task *urt__timer_due(struct urt_loop *loop, uint64_t now)
+struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now)
 {
 	struct urt_task *t;
 
-	if (!loop->heap_n || loop->heap[0].deadline > now)
+	if (!tm->n || tm->heap[0].deadline > now)
 		return NULL;
-	t = loop->heap[0].task;
-	urt__timer_del(loop, t);
+	t = tm->heap[0].task;
+	urt__timer_del(tm, t);
 	return t;
 }
 
@@ -93,40 +93,60 @@ struct urt_task *urt__timer_due(struct urt_loop *loop, uint64_t now)
 /* The armed timeout fired or was removed: none is armed now. */
 static void timer_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
-	struct urt_loop *loop = (struct urt_loop *)((char *)op - offsetof(struct urt_loop, timer_op));
+	struct urt__timers *tm = (struct urt__timers *)((char *)op - offsetof(struct urt__timers, op));
 
 	(void)res;
 	(void)flags;
-	loop->timer_armed = false;
+	tm->armed = false;
 }
 
 /* Keep one absolute timeout armed no later than the earliest deadline. An
  * armed timeout that is too late is moved with IORING_TIMEOUT_UPDATE; one
  * that is too early fires, finds nothing due and is armed again. */
-int urt__timer_arm(struct urt_loop *loop)
+int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r)
 {
-	uint64_t at = loop->heap[0].deadline;
+	uint64_t at = tm->heap[0].deadline;
 	struct io_uring_sqe *sqe;
 
-	if (loop->timer_armed && at >= loop->timer_at)
+	if (tm->armed && at >= tm->at)
 		return 0;
-	sqe = urt__ring_sqe(&loop->ring, loop->timer_armed ? NULL : &loop->timer_op);
+	sqe = urt__ring_sqe(r, tm->armed ? NULL : &tm->op);
 	if (!sqe)
-		return loop->ring.error;
-	if (!loop->timer_armed) {
-		urt__timespec_of(&loop->timer_ts, at);
-		io_uring_prep_timeout(sqe, &loop->timer_ts, 0, IORING_TIMEOUT_ABS);
-		loop->timer_armed = true;
+		return r->error;
+	if (!tm->armed) {
+		urt__timespec_of(&tm->ts, at);
+		io_uring_prep_timeout(sqe, &tm->ts, 0, IORING_TIMEOUT_ABS);
+		tm->armed = true;
 	} else {
-		urt__timespec_of(&loop->update_ts, at);
-		io_uring_prep_timeout_update(sqe, &loop->update_ts,
-					     (uint64_t)(uintptr_t)&loop->timer_op, IORING_TIMEOUT_ABS);
+		urt__timespec_of(&tm->update_ts, at);
+		io_uring_prep_timeout_update(sqe, &tm->update_ts, (uint64_t)(uintptr_t)&tm->op,
+					     IORING_TIMEOUT_ABS);
 	}
-	loop->timer_at = at;
+	tm->at = at;
 	return 0;
 }
 
-void urt__timers_init(struct urt_loop *loop)
+int urt__timer_disarm(struct urt__timers *tm, struct urt__ring *r)
 {
-	loop->timer_op.done = timer_done;
+	struct io_uring_sqe *sqe;
+
+	if (!tm->armed)
+		return 0;
+	sqe = urt__ring_sqe(r, NULL);
+	if (!sqe)
+		return r->error;
+	io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&tm->op, 0);
+	return 0;
+}
+
+void urt__timers_init(struct urt__timers *tm)
+{
+	*tm = (struct urt__timers){ .op.done = timer_done };
+}
+
+void urt__timers_fini(struct urt__timers *tm)
+{
+	free(tm->heap);
+	tm->heap = NULL;
+	tm->n = tm->cap = 0;
 }

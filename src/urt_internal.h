@@ -193,6 +193,19 @@ struct urt__timer {
 	struct urt_task *task;
 };
 
+/* The deadlines of waiting tasks: a binary min-heap by deadline (each
+ * task's heap_idx says where it is, SIZE_MAX: not on it), with one
+ * absolute IORING_OP_TIMEOUT armed in the kernel for the earliest. */
+struct urt__timers {
+	struct urt__timer *heap;
+	size_t n, cap;
+	struct urt__op op;          /* the armed timeout's */
+	bool armed;
+	uint64_t at;                /* when the armed timeout fires */
+	struct __kernel_timespec ts;
+	struct __kernel_timespec update_ts;
+};
+
 /* A task's wait for one I/O operation: the operation (op, its SQE's
  * user_data) and what the wait needs to know of it. */
 struct urt__io_wait {
@@ -376,15 +389,7 @@ struct urt_loop {
 	LIST_HEAD(, urt_task) all;   /* every task not yet freed */
 	size_t live;                /* tasks spawned and not yet returned */
 	uint64_t spawned;
-	/* Sleepers: a binary min-heap of tasks by deadline, with one absolute
-	 * IORING_OP_TIMEOUT armed for the earliest. */
-	struct urt__timer *heap;
-	size_t heap_n, heap_cap;
-	struct urt__op timer_op;
-	bool timer_armed;
-	uint64_t timer_at;
-	struct __kernel_timespec timer_ts;
-	struct __kernel_timespec update_ts;
+	struct urt__timers timers;  /* the deadlines of waiting tasks */
 	struct urt__stack_cache stacks;
 	struct urt__rec_slab *slabs;   /* every record, live or free */
 	struct urt_task *rec_free;     /* free records, linked by next */
@@ -492,15 +497,23 @@ void urt__task_link(struct urt_loop *loop, struct urt_task *t);
 void urt__task_release(struct urt_task *t);
 
 /* ---- timer.c ---- */
-void urt__timers_init(struct urt_loop *loop);
-int urt__timer_add(struct urt_loop *loop, struct urt_task *t, uint64_t deadline);
-void urt__timer_del(struct urt_loop *loop, struct urt_task *t);
+/* An empty heap with nothing armed. */
+void urt__timers_init(struct urt__timers *tm);
+/* Free the heap (its tasks are the caller's). */
+void urt__timers_fini(struct urt__timers *tm);
+/* Put t on the heap at deadline (t must not be on it). 0 or -ENOMEM. */
+int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline);
+/* Take t off the heap; nothing when it is not on it. */
+void urt__timer_del(struct urt__timers *tm, struct urt_task *t);
 /* The task whose deadline is earliest, when it is no later than now,
  * taken off the heap; else NULL. */
-struct urt_task *urt__timer_due(struct urt_loop *loop, uint64_t now);
-/* Keep the one kernel timeout armed no later than the earliest deadline.
- * 0, or the ring's error. */
-int urt__timer_arm(struct urt_loop *loop);
+struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now);
+/* Keep the one kernel timeout armed on r no later than the earliest
+ * deadline (the heap must not be empty). 0, or the ring's error. */
+int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r);
+/* Remove the armed timeout, if any (its CQE still comes). 0, or the
+ * ring's error. */
+int urt__timer_disarm(struct urt__timers *tm, struct urt__ring *r);
 
 /* ---- wait.c ---- */
 /* End t's wait through its interrupt, for a cancel (res -ECANCELED) or

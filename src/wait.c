@@ -11,7 +11,7 @@ bool urt__wait_interrupt(struct urt_task *t, int res)
 	if (!t->wait.interrupt)
 		return false;
 	/* The interrupt may leave t parked (a group, I/O): no timer stays. */
-	urt__timer_del(t->loop, t);
+	urt__timer_del(&t->loop->timers, t);
 	t->wait.interrupt(t, res);
 	return true;
 }
@@ -25,10 +25,10 @@ void urt__deadlines_expire(struct urt_loop *loop)
 	struct urt_task *t;
 	uint64_t now;
 
-	if (!loop->heap_n)
+	if (!loop->timers.n)
 		return;
 	now = urt_now_ns();
-	while ((t = urt__timer_due(loop, now))) {
+	while ((t = urt__timer_due(&loop->timers, now))) {
 		bool ok = urt__wait_interrupt(t, -ETIMEDOUT);
 
 		assert(ok);
@@ -42,7 +42,7 @@ int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(str
 	int ret;
 
 	if (deadline != UINT64_MAX) {
-		ret = urt__timer_add(t->loop, t, deadline);
+		ret = urt__timer_add(&t->loop->timers, t, deadline);
 		if (ret)
 			return ret;
 	}
@@ -70,7 +70,7 @@ int urt_sleep_ns(uint64_t ns)
 		return ret;
 	until = urt__deadline_after(ns);
 	at = until < t->deadline ? until : t->deadline;
-	ret = urt__timer_add(t->loop, t, at);
+	ret = urt__timer_add(&t->loop->timers, t, at);
 	if (ret)
 		return ret;
 	ret = urt__park(t, sleep_interrupt, NULL);

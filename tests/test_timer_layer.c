@@ -3,8 +3,8 @@
  * header): deadlines added and removed in any order come out earliest
  * first as they come due, each task's back-index stays true, and a
  * removed task is gone.
- * The heap needs a loop's fields only, and tasks' heap_idx: no ring, no
- * stacks.
+ * The heap is a struct of its own, and needs tasks' heap_idx only: no
+ * loop, no ring, no stacks.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -19,7 +19,7 @@
 
 #define N 5000
 
-static struct urt_loop loop;
+static struct urt__timers tm;
 static struct urt_task tasks[N];
 
 static uint64_t next_rand(uint64_t *s)
@@ -34,10 +34,10 @@ static uint64_t next_rand(uint64_t *s)
  * parent. */
 static void check_heap(void)
 {
-	for (size_t i = 0; i < loop.heap_n; i++) {
-		assert_int_equal(loop.heap[i].task->heap_idx, i);
+	for (size_t i = 0; i < tm.n; i++) {
+		assert_int_equal(tm.heap[i].task->heap_idx, i);
 		if (i)
-			assert_true(loop.heap[(i - 1) / 2].deadline <= loop.heap[i].deadline);
+			assert_true(tm.heap[(i - 1) / 2].deadline <= tm.heap[i].deadline);
 	}
 }
 
@@ -47,28 +47,28 @@ static void test_heap_orders_and_removes(void **state)
 	size_t removed = 0, popped = 0;
 
 	(void)state;
+	urt__timers_init(&tm);
 	for (int i = 0; i < N; i++) {
 		tasks[i].heap_idx = SIZE_MAX;
-		tasks[i].loop = &loop;
 		/* Few distinct deadlines, so that ties are many. */
-		assert_int_equal(urt__timer_add(&loop, &tasks[i], next_rand(&seed) % 1000), 0);
+		assert_int_equal(urt__timer_add(&tm, &tasks[i], next_rand(&seed) % 1000), 0);
 	}
-	assert_int_equal(loop.heap_n, N);
+	assert_int_equal(tm.n, N);
 	check_heap();
 	/* Remove a third, from anywhere in the heap. */
 	for (int i = 0; i < N; i += 3) {
-		urt__timer_del(&loop, &tasks[i]);
+		urt__timer_del(&tm, &tasks[i]);
 		assert_int_equal(tasks[i].heap_idx, SIZE_MAX);
 		removed++;
 	}
-	urt__timer_del(&loop, &tasks[0]); /* twice: nothing happens */
-	assert_int_equal(loop.heap_n, N - removed);
+	urt__timer_del(&tm, &tasks[0]); /* twice: nothing happens */
+	assert_int_equal(tm.n, N - removed);
 	check_heap();
 	/* The rest come out earliest first, each once, as they come due. */
 	for (uint64_t now = 0; now < 1000; now++) {
 		struct urt_task *t;
 
-		while ((t = urt__timer_due(&loop, now))) {
+		while ((t = urt__timer_due(&tm, now))) {
 			assert_int_equal(t->heap_idx, SIZE_MAX);
 			assert_true(last <= now);
 			last = now;
@@ -76,12 +76,13 @@ static void test_heap_orders_and_removes(void **state)
 			popped++;
 		}
 		/* What stays is not due yet. */
-		if (loop.heap_n)
-			assert_true(loop.heap[0].deadline > now);
+		if (tm.n)
+			assert_true(tm.heap[0].deadline > now);
 	}
-	assert_int_equal(loop.heap_n, 0);
+	assert_int_equal(tm.n, 0);
 	assert_int_equal(popped, N - removed);
-	free(loop.heap);
+	urt__timers_fini(&tm);
+	assert_null(tm.heap);
 }
 
 int main(void)
