@@ -90,7 +90,7 @@ static int loop_enter(struct urt_loop *loop)
 	loop->running = true;
 	urt__cur_loop = loop;
 #if URT__TSAN
-	loop->tsan_sched = __tsan_get_current_fiber();
+	loop->tasks.tsan_sched = __tsan_get_current_fiber();
 #endif
 	return 0;
 }
@@ -158,9 +158,8 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	if (ret)
 		goto out_ring;
 	loop->owner = pthread_self();
-	loop->stack_size = o.stack_size;
-	loop->stacks.limit = o.stack_cache ? o.stack_cache : SIZE_MAX;
-	loop->flags = o.flags;
+	urt__tasks_init(&loop->tasks, o.stack_size, o.stack_cache ? o.stack_cache : SIZE_MAX,
+			!(o.flags & URT_LOOP_NO_GUARD));
 	urt__timers_init(&loop->timers);
 	loop->stall_ns = o.stall_ns;
 	loop->on_stall = o.on_stall;
@@ -264,7 +263,7 @@ void urt_loop_destroy(urt_loop *loop)
 	if (drained) {
 		while ((t = LIST_FIRST(&loop->all)))
 			urt__task_release(t);
-		urt__stack_cache_fini(loop);
+		urt__tasks_fini(&loop->tasks);
 	}
 	urt__overflow_report_remove();
 	urt__timers_fini(&loop->timers);

@@ -74,9 +74,9 @@ static long guard_budget(void)
 	return budget;
 }
 
-static size_t map_len(const struct urt_loop *loop)
+static size_t map_len(const struct urt__tasks *ts)
 {
-	return page_size() + loop->stack_size;
+	return page_size() + ts->stack_size;
 }
 
 /* Stacks without a guard page are carved from chunks of this many, one
@@ -115,14 +115,14 @@ static void rec_unpoison(struct urt_task *t)
 
 /* A free record (with the stack it kept, if any), or a new one, without a
  * stack, from the current slab. NULL when out of memory. */
-static struct urt_task *rec_get(struct urt_loop *loop)
+static struct urt_task *rec_get(struct urt__tasks *ts)
 {
-	struct urt__rec_slab *s = loop->slabs;
-	struct urt_task *t = loop->rec_free;
+	struct urt__rec_slab *s = ts->slabs;
+	struct urt_task *t = ts->rec_free;
 
 	if (t) {
 		rec_unpoison(t);
-		loop->rec_free = t->next;
+		ts->rec_free = t->next;
 		return t;
 	}
 	if (!s || s->used == URT__SLAB_RECS) {
@@ -133,32 +133,32 @@ static struct urt_task *rec_get(struct urt_loop *loop)
 			 -1, 0);
 		if (s == MAP_FAILED)
 			return NULL;
-		s->next = loop->slabs;
+		s->next = ts->slabs;
 		s->used = 0;
-		loop->slabs = s;
+		ts->slabs = s;
 	}
 	t = &s->rec[s->used++];
 	t->map = NULL;
 	return t;
 }
 
-static void rec_put(struct urt_loop *loop, struct urt_task *t)
+static void rec_put(struct urt__tasks *ts, struct urt_task *t)
 {
-	t->next = loop->rec_free;
-	loop->rec_free = t;
+	t->next = ts->rec_free;
+	ts->rec_free = t;
 	/* A free record is out of bounds for everyone but rec_get: under
 	 * ASan, a stale handle's use (a second join, a cancel of a freed
 	 * task) is reported where it happens, as a freed malloc block's is. */
 	rec_poison(t);
 }
 
-static void *stack_map(struct urt_loop *loop, bool *guarded)
+static void *stack_map(struct urt__tasks *ts, bool *guarded)
 {
-	size_t len = map_len(loop);
+	size_t len = map_len(ts);
 	void *map;
 
 	*guarded = false;
-	if (!(loop->flags & URT_LOOP_NO_GUARD) &&
+	if (ts->guard &&
 	    atomic_fetch_add(&guarded_stacks, 1) < guard_budget()) {
 		map = map_anon(len);
 		if (map && mprotect(map, page_size(), PROT_NONE) == 0) {
@@ -168,19 +168,19 @@ static void *stack_map(struct urt_loop *loop, bool *guarded)
 		if (map)
 			munmap(map, len);
 	}
-	if (!(loop->flags & URT_LOOP_NO_GUARD))
+	if (ts->guard)
 		atomic_fetch_sub(&guarded_stacks, 1);
 	/* Each stack of a chunk is unmapped on its own later (munmap of part
 	 * of a mapping is fine): nothing tracks the chunk once carved. */
-	if (!loop->chunk_left) {
-		loop->chunk = map_anon(len * CHUNK_STACKS);
-		if (!loop->chunk)
+	if (!ts->chunk_left) {
+		ts->chunk = map_anon(len * CHUNK_STACKS);
+		if (!ts->chunk)
 			return map_anon(len); /* the address space is tight: one */
-		loop->chunk_left = CHUNK_STACKS;
+		ts->chunk_left = CHUNK_STACKS;
 	}
-	map = loop->chunk;
-	loop->chunk = (char *)loop->chunk + len;
-	loop->chunk_left--;
+	map = ts->chunk;
+	ts->chunk = (char *)ts->chunk + len;
+	ts->chunk_left--;
 	return map;
 }
 
@@ -199,8 +199,9 @@ static void stack_unmap(void *map, size_t len, bool guarded)
 
 int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 {
-	size_t len = map_len(loop);
-	struct urt_task *t = rec_get(loop);
+	struct urt__tasks *ts = urt__tasks_of(loop);
+	size_t len = map_len(ts);
+	struct urt_task *t = rec_get(ts);
 	bool guarded;
 	void *map;
 #if URT__VALGRIND
@@ -211,19 +212,19 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 		return -ENOMEM;
 	if (t->map) {
 		map = t->map;
-		loop->stacks.n--;
+		ts->stacks.n--;
 #if URT__ASAN
 		/* Frames of the previous task may have left poisoned redzones. */
-		ASAN_UNPOISON_MEMORY_REGION((char *)map + page_size(), loop->stack_size);
+		ASAN_UNPOISON_MEMORY_REGION((char *)map + page_size(), ts->stack_size);
 #endif
 		guarded = t->guarded;
 #if URT__VALGRIND
 		vg_id = t->vg_id;
 #endif
 	} else {
-		map = stack_map(loop, &guarded);
+		map = stack_map(ts, &guarded);
 		if (!map) {
-			rec_put(loop, t);
+			rec_put(ts, t);
 			return -ENOMEM;
 		}
 #if URT__VALGRIND
@@ -243,7 +244,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 #endif
 #if URT__ASAN
 	t->asan_bottom = (char *)map + page_size();
-	t->asan_size = loop->stack_size;
+	t->asan_size = ts->stack_size;
 #endif
 #if URT__TSAN
 	t->tsan_fiber = __tsan_create_fiber(0);
@@ -263,25 +264,31 @@ static void stack_drop(struct urt_task *t)
 
 void urt__task_free(struct urt_task *t)
 {
-	struct urt_loop *loop = t->loop;
+	struct urt__tasks *ts = urt__tasks_of(t->loop);
 
 #if URT__TSAN
 	__tsan_destroy_fiber(t->tsan_fiber);
 #endif
-	if (loop->stacks.n < loop->stacks.limit)
-		loop->stacks.n++;
+	if (ts->stacks.n < ts->stacks.limit)
+		ts->stacks.n++;
 	else
 		stack_drop(t);
-	rec_put(loop, t);
+	rec_put(ts, t);
 }
 
-void urt__stack_cache_fini(struct urt_loop *loop)
+void urt__tasks_init(struct urt__tasks *ts, size_t stack_size, size_t cache_limit, bool guard)
+{
+	*ts = (struct urt__tasks){ .stack_size = stack_size, .guard = guard };
+	ts->stacks.limit = cache_limit;
+}
+
+void urt__tasks_fini(struct urt__tasks *ts)
 {
 	struct urt__rec_slab *s, *next;
 
 	/* Every task has been freed: each record is free, some with a
 	 * stack. */
-	for (s = loop->slabs; s; s = next) {
+	for (s = ts->slabs; s; s = next) {
 		next = s->next;
 		for (size_t i = 0; i < s->used; i++) {
 			rec_unpoison(&s->rec[i]);
@@ -290,12 +297,12 @@ void urt__stack_cache_fini(struct urt_loop *loop)
 		}
 		munmap(s, sizeof(*s));
 	}
-	loop->slabs = NULL;
-	loop->rec_free = NULL;
-	loop->stacks.n = 0;
-	if (loop->chunk_left)
-		munmap(loop->chunk, map_len(loop) * loop->chunk_left);
-	loop->chunk_left = 0;
+	ts->slabs = NULL;
+	ts->rec_free = NULL;
+	ts->stacks.n = 0;
+	if (ts->chunk_left)
+		munmap(ts->chunk, map_len(ts) * ts->chunk_left);
+	ts->chunk_left = 0;
 }
 
 bool urt__task_stack_ok(struct urt_task *t)
@@ -349,7 +356,7 @@ static void report_overflow(const struct urt_task *t, const char *why)
 		msg_num(&m, (uintptr_t)t, 16);
 	}
 	msg_str(&m, " overflowed its stack of ");
-	msg_num(&m, t->loop->stack_size, 10);
+	msg_num(&m, t->map_len - page_size(), 10);
 	msg_str(&m, " bytes (");
 	msg_str(&m, why);
 	msg_str(&m, ")\n");
@@ -494,15 +501,15 @@ void urt__overflow_report_remove(void)
  * one tasks switch back to.
  */
 #if URT__ASAN
-static void asan_arrived(struct urt_loop *loop, void *fake)
+static void asan_arrived(struct urt__tasks *ts, void *fake)
 {
 	const void *bottom;
 	size_t size;
 
 	__sanitizer_finish_switch_fiber(fake, &bottom, &size);
-	if (!loop->asan_from_task) {
-		loop->asan_sched_bottom = bottom;
-		loop->asan_sched_size = size;
+	if (!ts->asan_from_task) {
+		ts->asan_sched_bottom = bottom;
+		ts->asan_sched_size = size;
 	}
 }
 #endif
@@ -510,21 +517,21 @@ static void asan_arrived(struct urt_loop *loop, void *fake)
 static void task_entry(void *arg)
 {
 	struct urt_task *t = arg;
-	struct urt_loop *loop = t->loop;
+	struct urt__tasks *ts = urt__tasks_of(t->loop);
 
 #if URT__ASAN
-	asan_arrived(loop, NULL);
+	asan_arrived(ts, NULL);
 #endif
 	t->result = t->fn(t->arg);
 	t->state = URT__DONE; /* the scheduler finishes what is left */
 #if URT__ASAN
 	/* NULL: this stack never runs again, free its fake frames. */
-	__sanitizer_start_switch_fiber(NULL, loop->asan_sched_bottom, loop->asan_sched_size);
+	__sanitizer_start_switch_fiber(NULL, ts->asan_sched_bottom, ts->asan_sched_size);
 #endif
 #if URT__TSAN
-	__tsan_switch_to_fiber(loop->tsan_sched, 0);
+	__tsan_switch_to_fiber(ts->tsan_sched, 0);
 #endif
-	urt__ctx_switch(&t->sp, loop->sched_sp);
+	urt__ctx_switch(&t->sp, ts->sched_sp);
 	__builtin_unreachable();
 }
 
@@ -543,21 +550,21 @@ static void canary_check(struct urt_task *t)
 
 struct urt_task *urt__task_resume(struct urt_task *t)
 {
-	struct urt_loop *loop = t->loop;
+	struct urt__tasks *ts = urt__tasks_of(t->loop);
 	struct urt_task *back;
 
 	t->state = URT__RUNNING;
 	urt__cur_task = t;
 #if URT__ASAN
-	loop->asan_from_task = false;
-	__sanitizer_start_switch_fiber(&loop->asan_sched_fake, t->asan_bottom, t->asan_size);
+	ts->asan_from_task = false;
+	__sanitizer_start_switch_fiber(&ts->asan_sched_fake, t->asan_bottom, t->asan_size);
 #endif
 #if URT__TSAN
 	__tsan_switch_to_fiber(t->tsan_fiber, 0);
 #endif
-	urt__ctx_switch(&loop->sched_sp, t->sp);
+	urt__ctx_switch(&ts->sched_sp, t->sp);
 #if URT__ASAN
-	__sanitizer_finish_switch_fiber(loop->asan_sched_fake, NULL, NULL);
+	__sanitizer_finish_switch_fiber(ts->asan_sched_fake, NULL, NULL);
 #endif
 	/* Not always t: tasks may have switched to one another since. */
 	back = urt__cur_task;
@@ -574,7 +581,7 @@ void urt__task_switch(struct urt_task *from, struct urt_task *to)
 	to->state = URT__RUNNING;
 	urt__cur_task = to;
 #if URT__ASAN
-	from->loop->asan_from_task = true;
+	urt__tasks_of(from->loop)->asan_from_task = true;
 	__sanitizer_start_switch_fiber(&from->asan_fake, to->asan_bottom, to->asan_size);
 #endif
 #if URT__TSAN
@@ -582,22 +589,22 @@ void urt__task_switch(struct urt_task *from, struct urt_task *to)
 #endif
 	urt__ctx_switch(&from->sp, to->sp);
 #if URT__ASAN
-	asan_arrived(from->loop, from->asan_fake);
+	asan_arrived(urt__tasks_of(from->loop), from->asan_fake);
 #endif
 }
 
 void urt__task_suspend(struct urt_task *t)
 {
-	struct urt_loop *loop = t->loop;
+	struct urt__tasks *ts = urt__tasks_of(t->loop);
 
 #if URT__ASAN
-	__sanitizer_start_switch_fiber(&t->asan_fake, loop->asan_sched_bottom, loop->asan_sched_size);
+	__sanitizer_start_switch_fiber(&t->asan_fake, ts->asan_sched_bottom, ts->asan_sched_size);
 #endif
 #if URT__TSAN
-	__tsan_switch_to_fiber(loop->tsan_sched, 0);
+	__tsan_switch_to_fiber(ts->tsan_sched, 0);
 #endif
-	urt__ctx_switch(&t->sp, loop->sched_sp);
+	urt__ctx_switch(&t->sp, ts->sched_sp);
 #if URT__ASAN
-	asan_arrived(loop, t->asan_fake);
+	asan_arrived(ts, t->asan_fake);
 #endif
 }

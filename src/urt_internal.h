@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h> /* every list: LIST_* (unordered), TAILQ_* (FIFO) */
@@ -290,13 +291,49 @@ struct urt__closable {
 };
 
 
+/*
+ * The task layer's state on each loop: the records and stacks it hands
+ * out, and the scheduler's side of every switch. It is the first member
+ * of struct urt_loop, so that the task layer reaches it from a task's
+ * loop without knowing the rest of the loop.
+ */
+struct urt__tasks {
+	void *sched_sp;             /* the scheduler's saved stack pointer */
+	struct urt__stack_cache stacks;
+	struct urt__rec_slab *slabs;   /* every record, live or free */
+	struct urt_task *rec_free;     /* free records, linked by next */
+	void *chunk;                /* unguarded stacks not handed out yet */
+	unsigned chunk_left;
+	size_t stack_size;          /* usable bytes per stack */
+	bool guard;                 /* a guard page below each stack, within
+				     * the budget */
+#if URT__ASAN
+	const void *asan_sched_bottom;
+	size_t asan_sched_size;
+	void *asan_sched_fake;
+	bool asan_from_task;        /* the switch under way leaves a task */
+#endif
+#if URT__TSAN
+	void *tsan_sched;           /* the scheduler's fiber */
+#endif
+};
+
+static inline struct urt__tasks *urt__tasks_of(struct urt_loop *loop)
+{
+	return (struct urt__tasks *)(void *)loop; /* its first member */
+}
+
+/* No task yet; stacks of stack_size usable bytes, at most cache_limit
+ * kept when their tasks end, guarded when guard is set. */
+void urt__tasks_init(struct urt__tasks *ts, size_t stack_size, size_t cache_limit, bool guard);
+/* Unmap every record and stack; every task must have been freed. */
+void urt__tasks_fini(struct urt__tasks *ts);
 /* Allocate a task with its stack (a free record, with its stack when it
  * kept one, or a new record and a new stack). */
 int urt__task_new(struct urt_loop *loop, struct urt_task **out);
 /* Put a finished task's record on the free list, its stack kept for the
  * next task (or unmapped past the cache's limit). */
 void urt__task_free(struct urt_task *t);
-void urt__stack_cache_fini(struct urt_loop *loop);
 /* Prepare a new task's first frame: its first resume calls t->fn(t->arg).
  * When fn returns, the task is URT__DONE and switches to the scheduler
  * for good (urt__task_resume returns it). */
@@ -376,9 +413,9 @@ struct __attribute__((aligned(128))) urt__done {
 /* ---- loop ---- */
 
 struct urt_loop {
+	struct urt__tasks tasks;    /* first: see urt__tasks_of */
 	struct urt__ring ring;
 	pthread_t owner;
-	void *sched_sp;             /* the scheduler's saved stack pointer */
 	struct urt_task *rq_head, *rq_tail;
 	size_t rq_len;
 	size_t batch_left;          /* tasks of the current pass not yet run */
@@ -390,11 +427,6 @@ struct urt_loop {
 	size_t live;                /* tasks spawned and not yet returned */
 	uint64_t spawned;
 	struct urt__timers timers;  /* the deadlines of waiting tasks */
-	struct urt__stack_cache stacks;
-	struct urt__rec_slab *slabs;   /* every record, live or free */
-	struct urt_task *rec_free;     /* free records, linked by next */
-	void *chunk;                /* unguarded stacks not handed out yet */
-	unsigned chunk_left;
 	struct urt_pool *pool;
 	bool own_pool;
 	int pool_err;               /* why the own pool could not start */
@@ -411,21 +443,11 @@ struct urt_loop {
 	uint64_t stall_ns;          /* 0: stall detection off */
 	void (*on_stall)(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
 	void *stall_ctx;
-	size_t stack_size;          /* usable bytes per stack */
-	unsigned flags;
 	bool running;
 	bool stop;                  /* urt_loop_stop asked for a return */
 	bool destroying;
-#if URT__ASAN
-	const void *asan_sched_bottom;
-	size_t asan_sched_size;
-	void *asan_sched_fake;
-	bool asan_from_task;        /* the switch under way leaves a task */
-#endif
-#if URT__TSAN
-	void *tsan_sched;
-#endif
 };
+_Static_assert(offsetof(struct urt_loop, tasks) == 0, "urt__tasks_of needs it first");
 
 /* Whether the calling thread owns loop (made it): the only thread that
  * may run it and use its tasks. */
