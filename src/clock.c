@@ -1,7 +1,7 @@
 /* clock: the one clock every layer reads (CLOCK_MONOTONIC, in ns). */
 #include <time.h>
 
-#include "urt_internal.h"
+#include "base.h"
 
 uint64_t urt_now_ns(void)
 {

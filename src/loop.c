@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "urt_internal.h"
+#include "op.h"
 
 #if URT__TSAN
 #include <sanitizer/tsan_interface.h>
@@ -121,6 +121,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	struct urt_loop_opts o = { 0 };
 	struct urt_loop *loop;
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	uint64_t spin_ns;
 	int ret;
 
 	if (!out)
@@ -164,18 +165,17 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	loop->stall_ns = o.stall_ns;
 	loop->on_stall = o.on_stall;
 	loop->stall_ctx = o.on_stall ? o.stall_ctx : NULL;
-	loop->spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
+	spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
 	if (urt__cpus_allowed() < 2)
-		loop->spin_ns = 0; /* the worker could not run while we spin */
-	if (o.pool_opts)
-		loop->pool_opts = *o.pool_opts;
-	if (o.pool) {
-		loop->pool = o.pool;
-		urt__pool_attach(o.pool);
-	}
+		spin_ns = 0; /* the worker could not run while we spin */
+	ret = urt__offload_init(loop, o.pool, o.pool_opts, spin_ns);
+	if (ret)
+		goto out_report;
 	*out = loop;
 	return 0;
 
+out_report:
+	urt__overflow_report_remove();
 out_ring:
 	urt__ring_fini(&loop->ring);
 out_free:
@@ -242,22 +242,17 @@ void urt_loop_destroy(urt_loop *loop)
 	drained = run_loop(loop) == 0 && drain(loop) == 0;
 	loop_exit(loop);
 	close_all(loop, URT__CLOSE_FREE);
-	if (loop->pool) {
-		urt__pool_detach(loop->pool);
-		/* Joins the workers: none touches this loop afterwards. */
-		if (loop->own_pool)
-			urt_pool_destroy(loop->pool);
-	}
 	/*
 	 * Not drained (the ring failed): the kernel may still write into what
 	 * its operations target (buffers on the tasks' stacks) until it has
 	 * cancelled them, after the ring is gone; and a worker of a shared
 	 * pool may still finish a job of this loop, writing the job's record,
-	 * pushing it onto loop->done and messaging the ring. What they may
-	 * write is left allocated, deliberately: the stacks and records, and
-	 * with a shared pool's jobs in flight the loop and its ring too.
+	 * pushing it onto the loop's finished list and messaging the ring.
+	 * What they may write is left allocated, deliberately: the stacks and
+	 * records, and with a shared pool's jobs in flight the loop, its ring
+	 * and its side of the pool too.
 	 */
-	keep_loop = !drained && loop->jobs_inflight && !loop->own_pool;
+	keep_loop = urt__offload_fini(loop, drained);
 	if (!keep_loop)
 		urt__ring_fini(&loop->ring); /* before a stack is unmapped */
 	if (drained) {

@@ -10,21 +10,40 @@
 
 #include "op.h"
 
+/*
+ * The loop's side of the pool, allocated with the loop. Its finished list
+ * comes first, on lines of its own, since pool workers write it.
+ */
+struct urt__offload {
+	struct urt__done done;      /* finished jobs, from the pool */
+	struct urt_loop *loop;
+	struct urt_pool *pool;      /* NULL until the first job, unless shared */
+	bool own_pool;
+	int pool_err;               /* why the own pool could not start */
+	struct urt_pool_opts pool_opts;
+	struct urt__job *handoff_head, *handoff_tail; /* jobs to hand to the pool
+						       * at the end of this turn */
+	unsigned handoff_n;
+	LIST_HEAD(, urt__job) jobs_out; /* jobs submitted, not back yet */
+	struct urt__closable closable;
+	uint64_t inflight;          /* jobs submitted, not back yet */
+	uint64_t spin_ns;
+};
+
 /* ---- offloaded jobs ---- */
 
-static struct urt_loop *loop_of_done(struct urt__done *d)
+static struct urt__offload *off_of_done(struct urt__done *d)
 {
-	return (struct urt_loop *)((char *)d - offsetof(struct urt_loop, done));
+	return (struct urt__offload *)((char *)d - offsetof(struct urt__offload, done));
 }
 
 static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct urt__job *job = (struct urt__job *)((char *)op - offsetof(struct urt__job, op));
-	struct urt_loop *loop = loop_of_done(job->done);
 	struct urt_task *t = job->waiter;
 
 	(void)flags;
-	loop->jobs_inflight--;
+	off_of_done(job->done)->inflight--;
 	LIST_REMOVE(job, out_link);
 	if (!job->owned) {
 		job->res = res;
@@ -57,7 +76,7 @@ static void job_interrupt(struct urt_task *t, int res)
 static void done_wake(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct urt__done *d = (struct urt__done *)((char *)op - offsetof(struct urt__done, wake));
-	struct urt_loop *loop = loop_of_done(d);
+	struct urt_loop *loop = off_of_done(d)->loop;
 	struct urt__job *j, *next;
 
 	(void)res;
@@ -68,41 +87,32 @@ static void done_wake(struct urt__op *op, int32_t res, uint32_t flags)
 	}
 }
 
-static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage stage);
-
 /* Queue a job for the loop's next turn, which hands every job queued in the
  * turn to the pool at once. */
 static int job_submit(struct urt_task *t, struct urt__job *job)
 {
 	struct urt_loop *loop = t->loop;
-	struct urt_pool *pool;
+	struct urt__offload *off = loop->offload;
 
 	if (loop->destroying)
 		return -ESHUTDOWN;
-	pool = urt_loop_pool(loop);
-	if (!pool)
-		return loop->pool_err;
-	if (!loop->done.wake.done) {
-		loop->done.wake.done = done_wake;
-		loop->done.wake.unsolicited = true;
-		loop->done.ring_fd = loop->ring.ring.ring_fd;
-		loop->jobs_closable.close = jobs_close_with_loop;
-		urt__closable_add(loop, &loop->jobs_closable);
-	}
+	if (!urt_loop_pool(loop))
+		return off->pool_err;
 	job->op = (struct urt__op){ .done = job_done };
 	job->waiter = t;
-	job->done = &loop->done;
+	job->done = &off->done;
 	job->next = NULL;
 	job->res = 0;
 	atomic_init(&job->state, URT__JOB_QUEUED);
-	LIST_INSERT_HEAD(&loop->jobs_out, job, out_link);
-	if (loop->handoff_tail)
-		loop->handoff_tail->next = job;
+	LIST_INSERT_HEAD(&off->jobs_out, job, out_link);
+	if (off->handoff_tail)
+		off->handoff_tail->next = job;
 	else
-		loop->handoff_head = job;
-	loop->handoff_tail = job;
-	loop->handoff_n++;
-	loop->jobs_inflight++;
+		off->handoff_head = job;
+	off->handoff_tail = job;
+	if (!off->handoff_n++)
+		loop->turn_due++;
+	off->inflight++;
 	urt__ring_expect(&loop->ring);
 	return 0;
 }
@@ -170,86 +180,145 @@ int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *), uint64_t t
 	return urt__park(t, job_interrupt, job);
 }
 
+/* Take the jobs of this turn back from the hand-off: returned as a list
+ * linked by next. */
+static struct urt__job *handoff_take(struct urt__offload *off)
+{
+	struct urt__job *head = off->handoff_head;
+
+	if (off->handoff_n)
+		off->loop->turn_due--;
+	off->handoff_head = off->handoff_tail = NULL;
+	off->handoff_n = 0;
+	return head;
+}
+
 /* Loop destroy, once its tasks are cancelled: drop every job no worker
  * has started. */
-static void jobs_drop(struct urt_loop *loop)
+static void jobs_drop(struct urt__offload *off)
 {
-	struct urt__job *j;
+	struct urt__ring *ring = &off->loop->ring;
+	struct urt__job *j, *next;
 
 	/* A job a worker has claimed but not started is marked: the worker
 	 * posts its completion with -ECANCELED instead of running it. */
-	LIST_FOREACH(j, &loop->jobs_out, out_link) {
+	LIST_FOREACH(j, &off->jobs_out, out_link) {
 		int queued = URT__JOB_QUEUED;
 
 		atomic_compare_exchange_strong(&j->state, &queued, URT__JOB_DROPPED);
 	}
 	/* Jobs not yet handed to the pool complete here and now. */
-	while ((j = loop->handoff_head)) {
-		loop->handoff_head = j->next;
-		urt__ring_complete(&loop->ring, &j->op, -ECANCELED);
+	for (j = handoff_take(off); j; j = next) {
+		next = j->next;
+		urt__ring_complete(ring, &j->op, -ECANCELED);
 	}
-	loop->handoff_tail = NULL;
-	loop->handoff_n = 0;
 	/* Jobs still in the pool's queue are taken back and complete here. */
-	if (loop->pool) {
-		struct urt__job *next;
-
-		for (j = urt__pool_drop(loop->pool, &loop->done); j; j = next) {
+	if (off->pool) {
+		for (j = urt__pool_drop(off->pool, &off->done); j; j = next) {
 			next = j->next;
-			urt__ring_complete(&loop->ring, &j->op, -ECANCELED);
+			urt__ring_complete(ring, &j->op, -ECANCELED);
 		}
 	}
 }
 
 static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage stage)
 {
-	struct urt_loop *loop = (struct urt_loop *)((char *)c -
-						    offsetof(struct urt_loop, jobs_closable));
+	struct urt__offload *off = (struct urt__offload *)((char *)c -
+							   offsetof(struct urt__offload, closable));
 
 	if (stage == URT__CLOSE_CANCEL)
-		jobs_drop(loop);
+		jobs_drop(off);
 }
 
 
 /* ---- the loop's side of the pool ---- */
 
-urt_pool *urt_loop_pool(urt_loop *loop)
+int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
+		      const struct urt_pool_opts *pool_opts, uint64_t spin_ns)
 {
-	if (!loop)
-		return NULL;
-	if (!loop->pool && !loop->pool_err) {
-		int ret = urt__pool_start(&loop->pool, &loop->pool_opts);
+	struct urt__offload *off = urt__alloc_lines(sizeof(*off));
 
-		if (ret) {
-			loop->pool_err = ret;
-			return NULL;
-		}
-		loop->own_pool = true;
-		urt__pool_attach(loop->pool);
+	if (!off)
+		return -ENOMEM;
+	off->loop = loop;
+	off->done.wake.done = done_wake;
+	off->done.wake.unsolicited = true;
+	off->done.ring_fd = loop->ring.ring.ring_fd;
+	if (pool_opts)
+		off->pool_opts = *pool_opts;
+	if (pool) {
+		off->pool = pool;
+		urt__pool_attach(pool);
 	}
-	return loop->pool;
+	LIST_INIT(&off->jobs_out);
+	off->spin_ns = spin_ns;
+	off->closable.close = jobs_close_with_loop;
+	urt__closable_add(loop, &off->closable);
+	loop->offload = off;
+	return 0;
 }
 
-/* Hand the jobs queued during this turn to the pool, in one batch. */
+bool urt__offload_fini(struct urt_loop *loop, bool drained)
+{
+	struct urt__offload *off = loop->offload;
+	bool busy;
+
+	if (off->pool) {
+		urt__pool_detach(off->pool);
+		/* Joins the workers: none touches this loop afterwards. */
+		if (off->own_pool)
+			urt_pool_destroy(off->pool);
+	}
+	busy = !drained && off->inflight && !off->own_pool;
+	if (!busy) {
+		urt__closable_del(loop, &off->closable);
+		free(off);
+		loop->offload = NULL;
+	}
+	return busy;
+}
+
+urt_pool *urt_loop_pool(urt_loop *loop)
+{
+	struct urt__offload *off;
+
+	if (!loop)
+		return NULL;
+	off = loop->offload;
+	if (!off->pool && !off->pool_err) {
+		int ret = urt__pool_start(&off->pool, &off->pool_opts);
+
+		if (ret) {
+			off->pool_err = ret;
+			return NULL;
+		}
+		off->own_pool = true;
+		urt__pool_attach(off->pool);
+	}
+	return off->pool;
+}
+
 void urt__offload_flush(struct urt_loop *loop)
 {
-	if (!loop->handoff_n)
-		return;
-	urt__pool_push(loop->pool, loop->handoff_head, loop->handoff_tail, loop->handoff_n);
-	loop->handoff_head = loop->handoff_tail = NULL;
-	loop->handoff_n = 0;
+	struct urt__offload *off = loop->offload;
+	struct urt__job *tail = off->handoff_tail;
+	unsigned n = off->handoff_n;
+
+	if (n)
+		urt__pool_push(off->pool, handoff_take(off), tail, n);
 }
 
 /* With jobs in flight, a completion is often microseconds away, and waking
  * from a sleep in the kernel costs more than that on an idle CPU (see the
- * README): spin for it a bounded while. True when something arrived. */
+ * README): spin for it a bounded while. */
 bool urt__offload_spin(struct urt_loop *loop)
 {
+	struct urt__offload *off = loop->offload;
 	uint64_t until;
 
-	if (!loop->jobs_inflight || !loop->spin_ns)
+	if (!off->inflight || !off->spin_ns)
 		return false;
-	until = urt_now_ns() + loop->spin_ns;
+	until = urt_now_ns() + off->spin_ns;
 	do {
 		for (int i = 0; i < 64; i++) {
 			if (urt__ring_pending(&loop->ring))

@@ -3,7 +3,41 @@
 #ifndef URT_OP_H
 #define URT_OP_H
 
-#include "urt_internal.h"
+#include "wait.h"
+
+/* A task's wait for one I/O operation: the operation (op, its SQE's
+ * user_data) and what the wait needs to know of it. */
+struct urt__io_wait {
+	struct urt__op op;
+	struct urt_task *task;
+	bool done;          /* its CQE has come (the result is the wake's) */
+	bool cancel_sent;
+	bool linked;        /* an IORING_OP_LINK_TIMEOUT follows the SQE */
+	struct __kernel_timespec ts; /* the linked timeout's deadline */
+};
+
+/* The loop's side of the pool, for a new loop: pool is a shared pool to
+ * use (NULL: the loop starts its own, with pool_opts, at its first job);
+ * spin_ns bounds the spin before sleeping with jobs in flight. 0 or
+ * -ENOMEM. */
+int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
+		      const struct urt_pool_opts *pool_opts, uint64_t spin_ns);
+/* After the loop's last turn: let go of the pool (an own pool's workers
+ * are joined) and free the loop's side. drained: every CQE came in. True
+ * when a shared pool's worker may still finish a job of this loop (not
+ * drained): the loop and its ring must then stay allocated, as this
+ * side does. */
+bool urt__offload_fini(struct urt_loop *loop, bool drained);
+/* Hand the jobs queued during this turn to the pool, in one batch. */
+void urt__offload_flush(struct urt_loop *loop);
+/* Before the loop sleeps with jobs in flight: spin a bounded while for a
+ * completion. True when something arrived. */
+bool urt__offload_spin(struct urt_loop *loop);
+
+/* Ask the kernel to cancel the I/O operation t is parked in (op.c): t
+ * wakes when the operation's CQE comes. */
+void urt__io_cancel(struct urt_task *t);
+
 
 /* The most read(2) transfers in one call. */
 #define URT__MAX_RW 0x7ffff000u

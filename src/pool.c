@@ -14,7 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "urt_internal.h"
+#include "pool.h"
 
 /* Kernel 6.13+: a MSG_RING sent with no source ring (liburing 2.3 has no
  * helper for it). */

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "urt_internal.h"
+#include "ring.h"
 
 /* Setup flags wanted, most demanding first. When the kernel answers -EINVAL
  * the first one left is dropped and setup is tried again. DEFER_TASKRUN needs

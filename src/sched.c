@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include "urt_internal.h"
+#include "sched.h"
 
 URT__TLS struct urt_loop *urt__cur_loop;
 
@@ -215,7 +215,7 @@ static bool direct_switch_ok(struct urt_loop *loop)
 		return false;
 	if (loop->batch_left)
 		return true;
-	return !loop->timers.n && !loop->handoff_n && !loop->stop &&
+	return !loop->timers.n && !loop->turn_due && !loop->stop &&
 	       !io_uring_sq_ready(&loop->ring.ring) && !urt__ring_pending(&loop->ring);
 }
 

@@ -1,7 +1,7 @@
 /* spawn: a task's life as the API sees it: spawn, join, detach. */
 #include <errno.h>
 
-#include "urt_internal.h"
+#include "wait.h"
 
 /* ---- the task API ---- */
 

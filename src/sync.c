@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "urt_internal.h"
+#include "wait.h"
 
 /* ---- channels ---- */
 

@@ -1,6 +1,7 @@
 /* task: stacks (mmap, guard page within the VMA budget, canary always), the
  * context switch with the sanitizers told about it, and task records. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -9,7 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "urt_internal.h"
+#include "task.h"
 
 #if URT__ASAN
 #include <sanitizer/asan_interface.h>

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "urt_internal.h"
+#include "timer.h"
 
 /* ---- timers: a binary min-heap by deadline ---- */
 

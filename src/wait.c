@@ -4,7 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 
-#include "urt_internal.h"
+#include "wait.h"
 
 bool urt__wait_interrupt(struct urt_task *t, int res)
 {

@@ -20,8 +20,8 @@ pool:  pool
 task:  switch_x86_64 switch_aarch64 ctx task
 timer: timer
 sched: sched
-wait:  wait spawn
-ops:   op file net acceptor offload sync
+wait:  wait spawn sync
+ops:   op file net acceptor offload
 loop:  loop
 '
 

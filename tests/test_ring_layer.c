@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "urt_internal.h"
+#include "../src/ring.h"
 
 #define FIRST 8   /* NOPs in the CQ before the turn */
 #define MORE 6    /* NOPs the handler of op HOLDER submits */

@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "urt_internal.h"
+#include "../src/timer.h"
 
 #define N 5000
 

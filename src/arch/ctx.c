@@ -2,7 +2,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../urt_internal.h"
+#include "../task.h"
 
 void urt__ctx_start(void);
 

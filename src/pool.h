@@ -1,0 +1,75 @@
+/* The pool (pool.c): worker threads, the jobs they run and the lists that
+ * bring finished jobs back to their loop. Knows nothing of tasks. */
+#ifndef URT_POOL_H
+#define URT_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "ring.h"
+
+/*
+ * One offloaded job. For urt_to_thread it lives on the parked task's stack;
+ * for urt_job_run it is allocated, since the caller may leave before it ends.
+ * A worker reads what it needs, runs fn, then pushes the job onto its
+ * loop's finished list (struct urt__done): after the push it never touches
+ * the job again.
+ */
+enum urt__job_state {
+	URT__JOB_QUEUED,   /* not started; the loop may still drop it */
+	URT__JOB_RUNNING,  /* a worker claimed it: it runs to its end */
+	URT__JOB_DROPPED,  /* the loop dropped it: it completes with -ECANCELED */
+};
+
+struct urt__done;
+
+struct __attribute__((aligned(128))) urt__job {
+	struct urt__op op;
+	void (*fn)(void *);
+	void *arg;
+	struct urt__job *next;      /* the pool's queue, then the finished list */
+	LIST_ENTRY(urt__job) out_link; /* the loop's jobs out */
+	_Atomic int state;          /* enum urt__job_state */
+	struct urt__done *done;     /* where the finished job goes */
+	int32_t res;                /* 0: fn ran; -ECANCELED: dropped unstarted */
+	struct urt_task *waiter;    /* NULL once an owned job is abandoned */
+	void (*dtor)(void *);       /* owned jobs */
+	bool owned;
+};
+
+/*
+ * Where pool workers put a loop's finished jobs: a lock-free stack that the
+ * loop takes whole. The worker whose push finds it empty wakes the loop
+ * with one IORING_OP_MSG_RING (user_data: wake); the others push and go
+ * on, so that a loop busy with many completions gets one message for all.
+ * The loop takes the stack only when a wake-up arrives: every wake-up
+ * then finds the stack its sender made non-empty, and none is in flight
+ * once the loop's last job has come back (the loop may be destroyed).
+ */
+struct __attribute__((aligned(128))) urt__done {
+	_Atomic(struct urt__job *) head; /* newest first */
+	int ring_fd;                     /* the loop's ring */
+	struct urt__op wake;
+};
+
+struct urt_pool;
+/* 0 for options urt_pool_create accepts, else -EINVAL. */
+int urt__pool_opts_check(const struct urt_pool_opts *o);
+int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts);
+void urt__pool_attach(struct urt_pool *pool);
+void urt__pool_detach(struct urt_pool *pool);
+/* Hand a list of jobs to the workers (one lock, one wake-up at most per
+ * sleeping worker). */
+void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__job *tail,
+		    unsigned n);
+/* Take back the jobs bound for done that no worker has started: returned
+ * as a list linked by next, for the caller to complete. */
+struct urt__job *urt__pool_drop(struct urt_pool *pool, const struct urt__done *done);
+/* The finished jobs on done, oldest first, linked by next (the loop's
+ * side, when a wake-up arrives). */
+struct urt__job *urt__done_take(struct urt__done *done);
+/* CPUs the process may run on: spinning for another thread only helps
+ * when that thread can run meanwhile. */
+int urt__cpus_allowed(void);
+
+#endif

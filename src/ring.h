@@ -1,0 +1,75 @@
+/* The ring layer (ring.c): io_uring setup, SQE acquisition, submit, reap,
+ * dispatch. Knows nothing of tasks: a CQE goes to its op's done(). */
+#ifndef URT_RING_H
+#define URT_RING_H
+
+#include <liburing.h>
+
+#include "base.h"
+
+/*
+ * One in-flight SQE. Its address is the SQE's user_data; the CQE is handed to
+ * done(). The record lives wherever its owner keeps it (a parked task's stack,
+ * the loop), never allocated per operation.
+ */
+struct urt__op {
+	void (*done)(struct urt__op *op, int32_t res, uint32_t cqe_flags);
+	/* Its CQEs come with no SQE of ours and nobody waits for them (the
+	 * pool's wake-up messages): each is counted as a message when it
+	 * arrives, not as an SQE's completion. */
+	bool unsolicited;
+};
+
+struct urt__ring {
+	struct io_uring ring;
+	unsigned setup_flags; /* the flags the kernel accepted */
+	unsigned features;
+	uint64_t inflight;    /* SQEs prepared whose CQE has not been reaped */
+	uint64_t sqes;        /* SQEs prepared, ever */
+	uint64_t expected;    /* CQEs expected without an SQE (urt__ring_expect) */
+	uint64_t cqes;        /* CQEs reaped, ever */
+	uint64_t more;        /* of which flagged IORING_CQE_F_MORE */
+	uint64_t settled;     /* expected CQEs settled by urt__ring_complete */
+	/* CQEs moved out of the CQ, undispatched, when the kernel wanted room
+	 * for SQEs: the next turn dispatches them first. */
+	struct io_uring_cqe *held;
+	size_t held_head, held_n, held_cap;
+	int error;            /* why urt__ring_sqe last returned NULL */
+	bool reaping;
+};
+
+int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries);
+void urt__ring_fini(struct urt__ring *r);
+/* A free SQE, flushing the SQ to the kernel when it is full. user_data is set
+ * to op (NULL: a CQE nobody waits for, a cancel's or a timeout update's).
+ * Safe anywhere, also in a completion handler: when the kernel wants CQEs
+ * reaped first, they are held for the next turn, never dispatched here.
+ * NULL when the SQ cannot be flushed (the ring is unusable, or the kernel
+ * stays short of memory): r->error says why. */
+struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op);
+/* Make room for n SQEs that must reach the kernel in one submit (a linked
+ * pair): flushes the SQ first when fewer than n entries are free. 0, or
+ * -errno as urt__ring_sqe; after 0, n calls of urt__ring_sqe succeed. */
+int urt__ring_reserve(struct urt__ring *r, unsigned n);
+/* Move every CQE out of the CQ into r->held, undispatched: the room the
+ * kernel wants (-EBUSY, -EAGAIN) before it takes more SQEs. The next turn
+ * dispatches them first, in order. 0 or -ENOMEM. */
+int urt__ring_hold(struct urt__ring *r);
+/* Count a CQE that arrives without an SQE of ours (a MSG_RING from a pool
+ * worker), so that the loop waits for it. */
+static inline void urt__ring_expect(struct urt__ring *r)
+{
+	r->inflight++;
+	r->expected++;
+}
+/* Deliver a result to op as if its CQE had arrived (for an expected CQE that
+ * will never come, e.g. a job dropped before it was sent). */
+void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res);
+/* True when a CQE is ready or held, or the kernel holds work that would
+ * post one. */
+bool urt__ring_pending(struct urt__ring *r);
+/* Submit what is queued; wait for at least one CQE when wait is set. Then
+ * dispatch every CQE available. Returns the CQEs dispatched, or -errno. */
+int urt__ring_turn(struct urt__ring *r, bool wait);
+
+#endif

@@ -1,0 +1,47 @@
+/* The timer layer (timer.c): the deadlines of waiting tasks on a heap, and
+ * the one kernel timeout armed for the earliest. */
+#ifndef URT_TIMER_H
+#define URT_TIMER_H
+
+#include "ring.h"
+#include "task.h"
+
+/* A heap entry carries its deadline, so that sifting compares without
+ * touching the sleeping tasks' stacks. */
+struct urt__timer {
+	uint64_t deadline;
+	struct urt_task *task;
+};
+
+/* The deadlines of waiting tasks: a binary min-heap by deadline (each
+ * task's heap_idx says where it is, SIZE_MAX: not on it), with one
+ * absolute IORING_OP_TIMEOUT armed in the kernel for the earliest. */
+struct urt__timers {
+	struct urt__timer *heap;
+	size_t n, cap;
+	struct urt__op op;          /* the armed timeout's */
+	bool armed;
+	uint64_t at;                /* when the armed timeout fires */
+	struct __kernel_timespec ts;
+	struct __kernel_timespec update_ts;
+};
+
+/* An empty heap with nothing armed. */
+void urt__timers_init(struct urt__timers *tm);
+/* Free the heap (its tasks are the caller's). */
+void urt__timers_fini(struct urt__timers *tm);
+/* Put t on the heap at deadline (t must not be on it). 0 or -ENOMEM. */
+int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline);
+/* Take t off the heap; nothing when it is not on it. */
+void urt__timer_del(struct urt__timers *tm, struct urt_task *t);
+/* The task whose deadline is earliest, when it is no later than now,
+ * taken off the heap; else NULL. */
+struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now);
+/* Keep the one kernel timeout armed on r no later than the earliest
+ * deadline (the heap must not be empty). 0, or the ring's error. */
+int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r);
+/* Remove the armed timeout, if any (its CQE still comes). 0, or the
+ * ring's error. */
+int urt__timer_disarm(struct urt__timers *tm, struct urt__ring *r);
+
+#endif
