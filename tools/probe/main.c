@@ -1,0 +1,260 @@
+/*
+ * urt-latency-probe: how late does a task that sleeps 1 ms wake up, while
+ * the loop is idle, while blocking work is offloaded properly, while CPU work
+ * wrongly runs inline, while many tasks read? And how late does a plain
+ * thread wake, with no runtime at all (the kernel's own floor)?
+ *
+ * Each load runs in turn on a fresh loop; ticker tasks sleep one interval at
+ * a time and record lateness = (woke - slept_at) - interval. The runtime's
+ * stall detector is on, and its reports are counted.
+ *
+ * This file: the options, the shared results and helpers, main. The loads
+ * are in loads.c, the report's forms in report.c.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <urt.h>
+
+#include "probe.h"
+
+const char *const load_names[L_COUNT] = { "baseline", "idle", "offload", "inline", "read" };
+const char *const load_desc[L_COUNT] = {
+	"plain thread, clock_nanosleep, no runtime, no timer slack",
+	"the loop with only the tickers",
+	"sleeping and CPU jobs in flight via urt_to_thread",
+	"the same CPU work on the loop, yielding every 5 ms",
+	"64 tasks reading a file and a pipe",
+};
+
+struct opts opt = {
+	.duration_s = 2.0,
+	.interval_ns = 1 * MS,
+	.tickers = 1,
+	.workers = 0,
+	.rounds = 4,
+	.stall_ms = 2.0,
+};
+
+struct load_result res[L_COUNT];
+struct samples round_trips;
+bool show_progress;
+unsigned round_no;
+
+/* ---- small helpers ---- */
+
+void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "urt-latency-probe: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'urt-latency-probe --help'.\n");
+	exit(2);
+}
+
+void die(const char *what, int err)
+{
+	fprintf(stderr, "urt-latency-probe: %s: %s\n", what, strerror(err));
+	exit(1);
+}
+
+void push(struct samples *s, uint64_t v)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 4096;
+		uint64_t *nv = realloc(s->v, cap * sizeof(*nv));
+
+		if (!nv)
+			die("out of memory", ENOMEM);
+		s->v = nv;
+		s->cap = cap;
+	}
+	s->v[s->n++] = v;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+void samples_sort(struct samples *s)
+{
+	qsort(s->v, s->n, sizeof(uint64_t), cmp_u64);
+}
+
+/* Percentile of sorted samples, nearest rank. */
+uint64_t pct(const struct samples *s, double p)
+{
+	size_t i;
+
+	if (!s->n)
+		return 0;
+	i = (size_t)ceil(p / 100.0 * (double)s->n);
+	return s->v[i ? i - 1 : 0];
+}
+
+double us(uint64_t ns)
+{
+	return (double)ns / 1e3;
+}
+
+/* ---- arguments ---- */
+
+static void usage(void)
+{
+	printf("usage: urt-latency-probe [options]\n\n"
+	       "Measures how late a task that sleeps one interval wakes up, under each load\n"
+	       "in turn, and prints a table, a histogram per load and a verdict.\n\n"
+	       "  --load LIST      loads to run, comma separated (default: all):\n"
+	       "                   baseline, idle, offload, inline, read\n"
+	       "  --duration SEC   seconds per load (default 2)\n"
+	       "  --rounds N       split each load's time into N rounds, the loads taking\n"
+	       "                   turns, so that noise falls on all alike (default 4)\n"
+	       "  --interval US    sleep length in microseconds (default 1000)\n"
+	       "  --tickers N      ticker tasks (baseline: threads) per load (default 1)\n"
+	       "  --workers N      pool threads for offload (default: online CPUs)\n"
+	       "  --stall-ms MS    the runtime's stall threshold (default 2)\n"
+	       "  --json           print one JSON document instead of the table\n"
+	       "  --csv FILE       write every sample (load,ticker,tick,lateness_ns)\n"
+	       "  --svg FILE       write a CDF chart of all loads (log-scaled x axis)\n"
+	       "  --help           this text\n\n"
+	       "Exit status: 0 done, 1 a run failed, 2 bad arguments.\n");
+}
+
+static double num_arg(const char *name, const char *v, double min, double max)
+{
+	char *end;
+	double d;
+
+	if (!v)
+		die_usage("%s needs a value", name);
+	errno = 0;
+	d = strtod(v, &end);
+	if (errno || end == v || *end || !(d >= min && d <= max))
+		die_usage("%s: '%s' is not a number in [%g, %g]", name, v, min, max);
+	return d;
+}
+
+static void parse_loads(const char *list)
+{
+	char *copy, *tok, *save;
+
+	if (!list)
+		die_usage("--load needs a value");
+	copy = strdup(list);
+	memset(opt.want, 0, sizeof(opt.want));
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		int l;
+
+		for (l = 0; l < L_COUNT && strcmp(tok, load_names[l]); l++)
+			;
+		if (l == L_COUNT)
+			die_usage("--load: unknown load '%s' (baseline, idle, offload, inline, read)",
+				  tok);
+		opt.want[l] = true;
+	}
+	free(copy);
+	for (int l = 0; l < L_COUNT; l++)
+		if (opt.want[l])
+			return;
+	die_usage("--load: no load given");
+}
+
+static void parse_args(int argc, char **argv)
+{
+	for (int l = 0; l < L_COUNT; l++)
+		opt.want[l] = true;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage();
+			exit(0);
+		} else if (!strcmp(a, "--json")) {
+			opt.json = true;
+			continue;
+		} else if (!strcmp(a, "--load")) {
+			parse_loads(v);
+		} else if (!strcmp(a, "--duration")) {
+			opt.duration_s = num_arg(a, v, 0.01, 3600);
+		} else if (!strcmp(a, "--interval")) {
+			opt.interval_ns = (uint64_t)(num_arg(a, v, 10, 10e6) * 1e3);
+		} else if (!strcmp(a, "--tickers")) {
+			opt.tickers = (unsigned)num_arg(a, v, 1, 10000);
+		} else if (!strcmp(a, "--rounds")) {
+			opt.rounds = (unsigned)num_arg(a, v, 1, 1000);
+		} else if (!strcmp(a, "--workers")) {
+			opt.workers = (unsigned)num_arg(a, v, 1, 1024);
+		} else if (!strcmp(a, "--stall-ms")) {
+			opt.stall_ms = num_arg(a, v, 0.001, 60000);
+		} else if (!strcmp(a, "--csv")) {
+			if (!v)
+				die_usage("--csv needs a file name");
+			opt.csv = v;
+		} else if (!strcmp(a, "--svg")) {
+			if (!v)
+				die_usage("--svg needs a file name");
+			opt.svg = v;
+		} else {
+			die_usage("unknown argument '%s'", a);
+		}
+		i++;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	char verdict_text[2048] = "";
+
+	parse_args(argc, argv);
+	show_progress = isatty(STDERR_FILENO);
+	for (int l = 0; l < L_COUNT; l++) {
+		if (!opt.want[l])
+			continue;
+		res[l].per_ticker = calloc(opt.tickers, sizeof(struct samples));
+		if (!res[l].per_ticker)
+			die("out of memory", ENOMEM);
+		res[l].ran = true;
+	}
+	for (round_no = 0; round_no < opt.rounds; round_no++)
+		for (int l = 0; l < L_COUNT; l++) {
+			if (!opt.want[l])
+				continue;
+			if (l == L_BASELINE)
+				run_baseline();
+			else
+				run_urt_load((enum load_id)l);
+		}
+	progress_done();
+	for (int l = 0; l < L_COUNT; l++) {
+		for (unsigned t = 0; res[l].ran && t < opt.tickers; t++)
+			for (size_t i = 0; i < res[l].per_ticker[t].n; i++)
+				push(&res[l].late, res[l].per_ticker[t].v[i]);
+		samples_sort(&res[l].late);
+	}
+	samples_sort(&round_trips);
+	verdict(verdict_text, sizeof(verdict_text));
+	if (opt.json) {
+		print_json(verdict_text);
+	} else {
+		print_table();
+		print_histograms();
+		printf("\nverdict: %s\n", verdict_text);
+	}
+	if (opt.csv)
+		write_csv(opt.csv);
+	if (opt.svg)
+		write_svg(opt.svg);
+	return 0;
+}

@@ -1,0 +1,81 @@
+/* urt-latency-probe's parts: the loads (loads.c), the report (report.c)
+ * and the command line (main.c) share the options, the results and a few
+ * helpers declared here. */
+#ifndef URT_PROBE_H
+#define URT_PROBE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define US 1000ull
+#define MS 1000000ull
+#define CRUNCH_NS (5 * MS)    /* one chunk of CPU work, offloaded or inline */
+
+enum load_id { L_BASELINE, L_IDLE, L_OFFLOAD, L_INLINE, L_READ, L_COUNT };
+
+extern const char *const load_names[L_COUNT];
+extern const char *const load_desc[L_COUNT];
+
+/* A growable array of nanosecond samples. */
+struct samples {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+struct load_result {
+	bool ran;
+	struct samples late;      /* every tick's lateness */
+	struct samples *per_ticker;
+	unsigned stalls;
+	uint64_t stall_max_ns;
+	char stall_example[128];
+};
+
+struct opts {
+	bool want[L_COUNT];
+	double duration_s;
+	uint64_t interval_ns;
+	unsigned tickers;
+	unsigned workers;
+	unsigned rounds;
+	double stall_ms;
+	bool json;
+	const char *csv, *svg;
+};
+
+extern struct opts opt;
+extern struct load_result res[L_COUNT];
+extern struct samples round_trips;  /* urt_to_thread overhead during offload */
+extern bool show_progress;          /* a progress bar on stderr */
+extern unsigned round_no;           /* the round running, from 0 */
+
+/* main.c: exit 2 with a message and a pointer to --help. */
+void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* main.c: exit 1 with "what: strerror(err)". */
+void die(const char *what, int err) __attribute__((noreturn));
+/* main.c: append v to s (exits when out of memory). */
+void push(struct samples *s, uint64_t v);
+/* main.c: sort s's samples, which pct() needs. */
+void samples_sort(struct samples *s);
+/* main.c: percentile of sorted samples, nearest rank; 0 when empty. */
+uint64_t pct(const struct samples *s, double p);
+/* main.c: ns as us. */
+double us(uint64_t ns);
+
+/* loads.c: one round's slice of a plain thread per ticker (the kernel's
+ * own wake-up latency), or of a urt load; samples go to res[l]. */
+void run_baseline(void);
+void run_urt_load(enum load_id l);
+/* loads.c: clear the progress bar's line. */
+void progress_done(void);
+
+/* report.c: the forms of the result, from res[] and round_trips (sorted). */
+void verdict(char *out, size_t len);
+void print_table(void);
+void print_histograms(void);
+void print_json(const char *verdict_text);
+void write_csv(const char *path);
+void write_svg(const char *path);
+
+#endif

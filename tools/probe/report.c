@@ -1,0 +1,238 @@
+/* urt-latency-probe's report: a table, histograms and a verdict for people;
+ * JSON, CSV and an SVG chart for programs. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "probe.h"
+
+struct bucket {
+	uint64_t below;      /* upper bound, ns */
+	const char *label;
+};
+
+static const struct bucket buckets[] = {
+	{ 10 * US, "<10us" },     { 20 * US, "10-20us" },   { 50 * US, "20-50us" },
+	{ 100 * US, "50-100us" }, { 200 * US, ".1-.2ms" },  { 500 * US, ".2-.5ms" },
+	{ 1 * MS, ".5-1ms" },     { 2 * MS, "1-2ms" },      { 5 * MS, "2-5ms" },
+	{ 10 * MS, "5-10ms" },    { UINT64_MAX, ">=10ms" },
+};
+#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
+
+static void histogram(const struct samples *s, size_t counts[NBUCKETS])
+{
+	size_t b = 0;
+
+	memset(counts, 0, NBUCKETS * sizeof(counts[0]));
+	for (size_t i = 0; i < s->n; i++) { /* sorted: walk the buckets along */
+		while (s->v[i] >= buckets[b].below)
+			b++;
+		counts[b]++;
+	}
+}
+
+void print_table(void)
+{
+	printf("\nwake-up lateness of a %.0f us sleep, %u ticker%s, %.1f s per load in %u "
+	       "interleaved rounds (us)\n\n",
+	       us(opt.interval_ns), opt.tickers, opt.tickers == 1 ? "" : "s", opt.duration_s,
+	       opt.rounds);
+	printf("%-9s %9s %9s %9s %9s %9s %8s  %s\n", "load", "p50", "p90", "p99", "p99.9",
+	       "max", "ticks", "what runs");
+	for (int l = 0; l < L_COUNT; l++) {
+		const struct samples *s = &res[l].late;
+
+		if (!res[l].ran)
+			continue;
+		printf("%-9s %9.1f %9.1f %9.1f %9.1f %9.1f %8zu  %s\n", load_names[l],
+		       us(pct(s, 50)), us(pct(s, 90)), us(pct(s, 99)), us(pct(s, 99.9)),
+		       us(s->n ? s->v[s->n - 1] : 0), s->n, load_desc[l]);
+	}
+	if (round_trips.n)
+		printf("\nurt_to_thread round trip during offload (hand-off + completion, fn's own "
+		       "time excluded): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f us, %zu jobs\n",
+		       us(pct(&round_trips, 50)), us(pct(&round_trips, 90)),
+		       us(pct(&round_trips, 99)), us(round_trips.v[round_trips.n - 1]),
+		       round_trips.n);
+}
+
+void print_histograms(void)
+{
+	printf("\nlateness histogram (share of ticks per bucket)\n");
+	for (int l = 0; l < L_COUNT; l++) {
+		size_t counts[NBUCKETS];
+
+		if (!res[l].ran || !res[l].late.n)
+			continue;
+		histogram(&res[l].late, counts);
+		printf("\n%s\n", load_names[l]);
+		for (size_t b = 0; b < NBUCKETS; b++) {
+			double f = (double)counts[b] / (double)res[l].late.n;
+			int bar = (int)lround(f * 40);
+
+			if (!counts[b])
+				continue;
+			printf("  %8s %5.1f%% %.*s%s\n", buckets[b].label, f * 100, bar,
+			       "########################################", bar ? "" : ".");
+		}
+	}
+}
+
+/* The verdict, in plain words; also the JSON's "verdict". */
+void verdict(char *out, size_t len)
+{
+	size_t n = 0;
+
+#define SAY(...) (n += (size_t)snprintf(out + n, n < len ? len - n : 0, __VA_ARGS__))
+	if (res[L_IDLE].ran && res[L_BASELINE].ran) {
+		double ratio = (double)pct(&res[L_IDLE].late, 99) /
+			       (double)(pct(&res[L_BASELINE].late, 99) ? pct(&res[L_BASELINE].late, 99) : 1);
+
+		SAY("Idle, the loop woke %.0f us late at p99, %.2fx a plain thread's %.0f us "
+		    "(the kernel's own wake-up latency on this machine). ",
+		    us(pct(&res[L_IDLE].late, 99)), ratio, us(pct(&res[L_BASELINE].late, 99)));
+	}
+	if (res[L_INLINE].ran && res[L_OFFLOAD].ran)
+		SAY("Inline CPU work delayed wake-ups by %.1f ms at p50 (%.1f ms at p99); "
+		    "offloaded with urt_to_thread, the same work cost %.0f us at p50 (%.0f us at p99). ",
+		    us(pct(&res[L_INLINE].late, 50)) / 1e3, us(pct(&res[L_INLINE].late, 99)) / 1e3,
+		    us(pct(&res[L_OFFLOAD].late, 50)), us(pct(&res[L_OFFLOAD].late, 99)));
+	else if (res[L_INLINE].ran)
+		SAY("Inline CPU work delayed wake-ups by %.1f ms at p50. ",
+		    us(pct(&res[L_INLINE].late, 50)) / 1e3);
+	if (res[L_READ].ran && res[L_IDLE].ran)
+		SAY("Under 64 reading tasks, p99 was %.0f us against %.0f us idle. ",
+		    us(pct(&res[L_READ].late, 99)), us(pct(&res[L_IDLE].late, 99)));
+	if (res[L_INLINE].ran)
+		SAY("The stall detector (threshold %.1f ms) reported %u stall%s under inline%s%s%s.",
+		    opt.stall_ms, res[L_INLINE].stalls, res[L_INLINE].stalls == 1 ? "" : "s",
+		    res[L_INLINE].stalls ? ", e.g. \"" : "", res[L_INLINE].stall_example,
+		    res[L_INLINE].stalls ? "\"" : "");
+#undef SAY
+}
+
+void print_json(const char *verdict_text)
+{
+	printf("{\n  \"interval_us\": %.3f,\n  \"duration_s\": %.3f,\n  \"rounds\": %u,\n"
+	       "  \"tickers\": %u,\n"
+	       "  \"stall_threshold_ms\": %.3f,\n  \"loads\": [",
+	       us(opt.interval_ns), opt.duration_s, opt.rounds, opt.tickers, opt.stall_ms);
+	for (int l = 0, first = 1; l < L_COUNT; l++) {
+		const struct samples *s = &res[l].late;
+		size_t counts[NBUCKETS];
+
+		if (!res[l].ran)
+			continue;
+		histogram(s, counts);
+		printf("%s\n    {\"name\": \"%s\", \"ticks\": %zu, \"lateness_us\": {\"p50\": %.3f, "
+		       "\"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, \"max\": %.3f}, "
+		       "\"stalls\": %u, \"histogram\": {",
+		       first ? "" : ",", load_names[l], s->n, us(pct(s, 50)), us(pct(s, 90)),
+		       us(pct(s, 99)), us(pct(s, 99.9)), us(s->n ? s->v[s->n - 1] : 0),
+		       res[l].stalls);
+		for (size_t b = 0; b < NBUCKETS; b++)
+			printf("%s\"%s\": %zu", b ? ", " : "", buckets[b].label, counts[b]);
+		printf("}}");
+		first = 0;
+	}
+	printf("\n  ],\n  \"offload_round_trip_us\": {\"jobs\": %zu, \"p50\": %.3f, \"p90\": %.3f, "
+	       "\"p99\": %.3f},\n",
+	       round_trips.n, us(pct(&round_trips, 50)), us(pct(&round_trips, 90)),
+	       us(pct(&round_trips, 99)));
+	printf("  \"verdict\": \"");
+	for (const char *p = verdict_text; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			putchar('\\');
+		putchar(*p);
+	}
+	printf("\"\n}\n");
+}
+
+void write_csv(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		die(path, errno);
+	fprintf(f, "load,ticker,tick,lateness_ns\n");
+	for (int l = 0; l < L_COUNT; l++)
+		for (unsigned t = 0; res[l].ran && t < opt.tickers; t++)
+			for (size_t i = 0; i < res[l].per_ticker[t].n; i++)
+				fprintf(f, "%s,%u,%zu,%llu\n", load_names[l], t, i,
+					(unsigned long long)res[l].per_ticker[t].v[i]);
+	if (fclose(f))
+		die(path, errno);
+}
+
+/* A CDF of every load's lateness on a log-scaled x axis, as plain SVG. */
+void write_svg(const char *path)
+{
+	static const char *const colors[L_COUNT] = { "#555555", "#1f77b4", "#2ca02c", "#d62728",
+						     "#9467bd" };
+	const double W = 760, H = 440, left = 70, right = 170, top = 40, bottom = 60;
+	const double pw = W - left - right, ph = H - top - bottom;
+	double lo = 1, hi = 10; /* decades of microseconds */
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		die(path, errno);
+	for (int l = 0; l < L_COUNT; l++)
+		if (res[l].ran && res[l].late.n)
+			while (hi < us(res[l].late.v[res[l].late.n - 1]))
+				hi *= 10;
+	fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+		   "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
+		   "height=\"100%%\" fill=\"white\"/>\n", W, H);
+	fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">urt-latency-probe: wake-up "
+		   "lateness of a %.0f us sleep (CDF)</text>\n", left, us(opt.interval_ns));
+	for (double d = lo; d <= hi; d *= 10) {
+		double x = left + pw * log10(d / lo) / log10(hi / lo);
+
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+			   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+			x, top, x, top + ph, x, top + ph + 18,
+			d >= 1000 ? (d >= 1e6 ? (d >= 1e7 ? "10 s" : "1 s") :
+					       (d >= 1e5 ? "100 ms" : d >= 1e4 ? "10 ms" : "1 ms")) :
+				    (d >= 100 ? "100 us" : d >= 10 ? "10 us" : "1 us"));
+	}
+	for (int q = 0; q <= 4; q++) {
+		double y = top + ph - ph * q / 4.0;
+
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+			   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
+			left, y, left + pw, y, left - 6, y + 4, q / 4.0);
+	}
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">lateness (log scale)</text>\n"
+		   "<text transform=\"translate(18,%.1f) rotate(-90)\" text-anchor=\"middle\">"
+		   "share of ticks at or below</text>\n",
+		left + pw / 2, H - 18, top + ph / 2);
+	for (int l = 0, k = 0; l < L_COUNT; l++) {
+		const struct samples *s = &res[l].late;
+		size_t step;
+
+		if (!res[l].ran || !s->n)
+			continue;
+		step = s->n / 600 + 1;
+		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+			colors[l]);
+		for (size_t i = 0; i < s->n; i += step) {
+			double v = us(s->v[i]) < lo ? lo : us(s->v[i]);
+
+			fprintf(f, "%.1f,%.1f ", left + pw * log10(v / lo) / log10(hi / lo),
+				top + ph - ph * (double)(i + 1) / (double)s->n);
+		}
+		fprintf(f, "%.1f,%.1f\"/>\n",
+			left + pw * log10((us(s->v[s->n - 1]) < lo ? lo : us(s->v[s->n - 1])) / lo) /
+				       log10(hi / lo),
+			top);
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+			   "stroke-width=\"3\"/><text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
+			W - right + 15, top + 10 + 20.0 * k, W - right + 40, top + 10 + 20.0 * k,
+			colors[l], W - right + 46, top + 14 + 20.0 * k, load_names[l]);
+		k++;
+	}
+	fprintf(f, "</svg>\n");
+	if (fclose(f))
+		die(path, errno);
+}
