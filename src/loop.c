@@ -7,9 +7,6 @@
 
 #include "op.h"
 
-#if URT__TSAN
-#include <sanitizer/tsan_interface.h>
-#endif
 
 #define DEFAULT_ENTRIES 256u
 #define DEFAULT_STACK (64u * 1024u)
@@ -79,7 +76,10 @@ int urt_loop_stop(urt_loop *loop)
 	return 0;
 }
 
-static int loop_enter(struct urt_loop *loop)
+/* The calling thread starts running loop (its run, or its destroy's last
+ * turns): -EBUSY from a task or while it runs already, -EPERM off its
+ * thread. */
+static int run_begin(struct urt_loop *loop)
 {
 	if (urt__cur_task)
 		return -EBUSY;
@@ -89,13 +89,11 @@ static int loop_enter(struct urt_loop *loop)
 		return -EPERM;
 	loop->running = true;
 	urt__cur_loop = loop;
-#if URT__TSAN
-	loop->tasks.tsan_sched = __tsan_get_current_fiber();
-#endif
+	urt__tasks_begin(&loop->tasks);
 	return 0;
 }
 
-static void loop_exit(struct urt_loop *loop)
+static void run_end(struct urt_loop *loop)
 {
 	loop->running = false;
 	loop->stop = false;
@@ -108,11 +106,11 @@ int urt_loop_run(urt_loop *loop)
 
 	if (!loop)
 		return -EINVAL;
-	ret = loop_enter(loop);
+	ret = run_begin(loop);
 	if (ret)
 		return ret;
 	ret = run_loop(loop);
-	loop_exit(loop);
+	run_end(loop);
 	return ret;
 }
 
@@ -224,7 +222,7 @@ void urt_loop_destroy(urt_loop *loop)
 	if (!loop || loop->running || !urt__owned(loop))
 		return;
 	urt__cur_task = NULL;
-	if (loop_enter(loop)) {
+	if (run_begin(loop)) {
 		urt__cur_task = outer_task;
 		return;
 	}
@@ -240,7 +238,7 @@ void urt_loop_destroy(urt_loop *loop)
 	/* Cancelled tasks run to their end: their waits return -ECANCELED
 	 * at once, or when the cancelled operation's CQE arrives. */
 	drained = run_loop(loop) == 0 && drain(loop) == 0;
-	loop_exit(loop);
+	run_end(loop);
 	close_all(loop, URT__CLOSE_FREE);
 	/*
 	 * Not drained (the ring failed): the kernel may still write into what

@@ -283,6 +283,15 @@ void urt__tasks_init(struct urt__tasks *ts, size_t stack_size, size_t cache_limi
 	ts->stacks.limit = cache_limit;
 }
 
+void urt__tasks_begin(struct urt__tasks *ts)
+{
+#if URT__TSAN
+	ts->tsan_sched = __tsan_get_current_fiber();
+#else
+	(void)ts;
+#endif
+}
+
 void urt__tasks_fini(struct urt__tasks *ts)
 {
 	struct urt__rec_slab *s, *next;

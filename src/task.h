@@ -125,6 +125,9 @@ static inline struct urt__tasks *urt__tasks_of(struct urt_loop *loop)
 /* No task yet; stacks of stack_size usable bytes, at most cache_limit
  * kept when their tasks end, guarded when guard is set. */
 void urt__tasks_init(struct urt__tasks *ts, size_t stack_size, size_t cache_limit, bool guard);
+/* The scheduler runs on the calling thread's stack from now on (each run
+ * of the loop): the sanitizers learn where tasks switch back to. */
+void urt__tasks_begin(struct urt__tasks *ts);
 /* Unmap every record and stack; every task must have been freed. */
 void urt__tasks_fini(struct urt__tasks *ts);
 /* Allocate a task with its stack (a free record, with its stack when it
