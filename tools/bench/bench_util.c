@@ -89,6 +89,26 @@ int64_t bench_max_i64(const int64_t *v, size_t n)
 	return m;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+void bench_sort_double(double *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+}
+
+double bench_median(double *v, size_t n)
+{
+	if (!n)
+		return 0;
+	bench_sort_double(v, n);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 void bench_lateness_report(const char *workload, const char *impl, int64_t *v, size_t n)
 {
 	int64_t mx = bench_max_i64(v, n);
@@ -141,6 +161,15 @@ uint64_t bench_count(const char *s, const char *what)
 	if (errno || end == s || *end || v == 0)
 		bench_die("%s: want a positive count, got '%s'", what, s);
 	return v;
+}
+
+unsigned bench_count_max(const char *s, const char *what, unsigned max)
+{
+	uint64_t v = bench_count(s, what);
+
+	if (v > max)
+		bench_die("%s: at most %u", what, max);
+	return (unsigned)v;
 }
 
 static void fill_block(unsigned char *b, uint64_t i)

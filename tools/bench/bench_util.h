@@ -41,6 +41,13 @@ int64_t bench_pct_i64(int64_t *v, size_t n, double p);
 /* Largest of v (unsorted). */
 int64_t bench_max_i64(const int64_t *v, size_t n);
 
+/* Sort v ascending: per-run figures (times, rates) to take medians of. */
+void bench_sort_double(double *v, size_t n);
+
+/* Sort v and return its median, the mean of the middle two when n is even
+ * (0 when n is 0). */
+double bench_median(double *v, size_t n);
+
 /*
  * W5's figures for one run: p50, p99 and max of the lateness samples (ns),
  * printed for people and as "result <workload> <impl> p50_us|p99_us|max_us".
@@ -57,6 +64,9 @@ long bench_peak_rss_kib(void);
 
 /* Parse a positive count ("100000", also "100k", "1m"); dies on junk. */
 uint64_t bench_count(const char *s, const char *what);
+
+/* The same for an option with a ceiling: dies above max too. */
+unsigned bench_count_max(const char *s, const char *what, unsigned max);
 
 /*
  * W4's file: blocks of 4 KiB, block i starting with i as a little-endian

@@ -151,22 +151,6 @@ static int pair_once(unsigned workers, double *ms)
 	return p.waited;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static unsigned count(const char *s, const char *what, unsigned max)
-{
-	uint64_t v = bench_count(s, what);
-
-	if (v > max)
-		bench_die("%s: at most %u", what, max);
-	return (unsigned)v;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -184,10 +168,10 @@ int main(int argc, char **argv)
 	bench_prog = "urt-bench-burst";
 	while ((c = getopt_long(argc, argv, "j:w:m:r:h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'j': jobs = count(optarg, "--jobs", MAX_JOBS); break;
-		case 'w': workers = count(optarg, "--workers", 1024); break;
-		case 'm': ms = count(optarg, "--ms", 10000); break;
-		case 'r': runs = count(optarg, "--runs", MAX_RUNS); break;
+		case 'j': jobs = bench_count_max(optarg, "--jobs", MAX_JOBS); break;
+		case 'w': workers = bench_count_max(optarg, "--workers", 1024); break;
+		case 'm': ms = bench_count_max(optarg, "--ms", 10000); break;
+		case 'r': runs = bench_count_max(optarg, "--runs", MAX_RUNS); break;
 		case 'h':
 			printf("usage: urt-bench-burst [--jobs J] [--workers W] [--ms D] [--runs N]\n"
 			       "J jobs of D ms offloaded in one turn to W workers (default 8, 4, 50),\n"
@@ -212,8 +196,8 @@ int main(int argc, char **argv)
 		printf("run %u burst %.1f ms (at most %u at once), pair %s in %.1f ms\n", r + 1,
 		       wall[r], most, missed ? "timed out" : "met", pair_ms[r]);
 	}
-	qsort(wall, runs, sizeof(*wall), cmp_double);
-	qsort(pair_ms, runs, sizeof(*pair_ms), cmp_double);
+	bench_sort_double(wall, runs);
+	bench_sort_double(pair_ms, runs);
 	printf("\n%u jobs of %u ms, one turn, %u workers: median %.1f ms, %.2fx the ideal %.0f ms;\n"
 	       "fewest at once %u (ideal %u); the waiting pair: %u of %u runs timed out, median %.1f ms\n",
 	       jobs, ms, workers, wall[runs / 2], wall[runs / 2] / ideal, ideal, most_min,

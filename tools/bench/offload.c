@@ -34,7 +34,6 @@
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -43,10 +42,11 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <urt.h>
+
+#include "bench_util.h"
 
 /* Kernel 6.13+: MSG_RING without a source ring (liburing 2.3 lacks it). */
 #ifndef IORING_REGISTER_SEND_MSG_RING
@@ -63,29 +63,6 @@
 #define DEFAULT_JOBS 10000u	/* the workloads: 100 k (W2), 1 M (W3) */
 #define MAX_RUNS 99u
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fflush(stdout);
-	fputs("urt-bench-offload: error: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__)
@@ -99,7 +76,7 @@ static inline void cpu_relax(void)
  * every 64 polls, as urt's loop does, so that polling stays cheap. */
 static bool spin_until(bool (*ready)(void *), void *arg, uint64_t ns)
 {
-	uint64_t until = now_ns() + ns;
+	uint64_t until = bench_now_ns() + ns;
 
 	do {
 		for (int i = 0; i < 64; i++) {
@@ -107,7 +84,7 @@ static bool spin_until(bool (*ready)(void *), void *arg, uint64_t ns)
 				return true;
 			cpu_relax();
 		}
-	} while (now_ns() < until);
+	} while (bench_now_ns() < until);
 	return false;
 }
 
@@ -152,7 +129,7 @@ static void placements_init(void)
 	int first = -1, second = -1;
 
 	if (sched_getaffinity(0, sizeof(all_cpus), &all_cpus))
-		die("sched_getaffinity: %s", strerror(errno));
+		bench_die("sched_getaffinity: %s", strerror(errno));
 	for (int c = 0; c < CPU_SETSIZE && second < 0; c++) {
 		if (!CPU_ISSET(c, &all_cpus))
 			continue;
@@ -172,7 +149,7 @@ static void pin_main(const cpu_set_t *cpus)
 	int ret = pin_self(cpus);
 
 	if (ret)
-		die("pinning the main thread: %s", strerror(-ret));
+		bench_die("pinning the main thread: %s", strerror(-ret));
 }
 
 /* ---- jobs and their verification ---- */
@@ -214,7 +191,7 @@ struct tally {
 static void tally_add(struct tally *t, struct job *j)
 {
 	if (j->out != answer(j->in))
-		die("job %" PRIu64 " completed without its answer", j->in);
+		bench_die("job %" PRIu64 " completed without its answer", j->in);
 	j->out = 0;
 	t->jobs++;
 	t->sum += j->in;
@@ -226,11 +203,19 @@ static void tally_check(const struct tally *t, uint64_t n, const char *what)
 	uint64_t sum = n ? n * (n - 1) / 2 : 0;
 
 	if (t->jobs != n || t->sum != sum)
-		die("%s: %" PRIu64 " jobs (input sum %" PRIu64 ") completed, expected %" PRIu64
-		    " (sum %" PRIu64 ")", what, t->jobs, t->sum, n, sum);
+		bench_die("%s: %" PRIu64 " jobs (input sum %" PRIu64 ") completed, expected %"
+			  PRIu64 " (sum %" PRIu64 ")", what, t->jobs, t->sum, n, sum);
 }
 
 /* ---- the hand-off queue of the raw variants: urt's pool, minus urt ---- */
+
+/*
+ * The floors keep their own hand-off (this queue, post_*, reap_*) rather than
+ * urt's pool or a shared helper: it is the thing measured, the floor urt's
+ * pool is compared against, so it must not share urt's or the helpers' code
+ * paths, and a change to either must not move it. Only the clock its spins
+ * read is shared: bench_now_ns, a bare clock_gettime.
+ */
 
 struct hq {
 	pthread_mutex_t mu;
@@ -394,7 +379,7 @@ static void main_ring_init(struct io_uring *ring)
 		if (ret != -EINVAL)
 			break;
 	}
-	die("io_uring setup: %s", strerror(-ret));
+	bench_die("io_uring setup: %s", strerror(-ret));
 }
 
 /* Learn the flags the kernel takes, for the header. */
@@ -452,7 +437,7 @@ static void post_ringless(struct raw_worker *w, struct job **jobs, unsigned n)
 		msg_prep(&sqe, w->raw->ring.ring_fd, jobs[i]);
 		while ((ret = send_ringless(&sqe)) < 0)
 			if (!send_retry(ret))
-				die("ring-less MSG_RING: %s", strerror(-ret));
+				bench_die("ring-less MSG_RING: %s", strerror(-ret));
 	}
 }
 
@@ -468,19 +453,19 @@ static void post_worker_ring(struct raw_worker *w, struct job **jobs, unsigned n
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 
 		if (!sqe)
-			die("worker ring: no SQE");
+			bench_die("worker ring: no SQE");
 		msg_prep(sqe, w->raw->ring.ring_fd, jobs[i]);
 	}
 	ret = io_uring_submit_and_wait(&w->ring, n);
 	if (ret < 0)
-		die("worker ring submit: %s", strerror(-ret));
+		bench_die("worker ring submit: %s", strerror(-ret));
 	io_uring_for_each_cqe(&w->ring, head, cqe) {
 		if (cqe->res < 0)
-			die("MSG_RING from a worker ring: %s", strerror(-cqe->res));
+			bench_die("MSG_RING from a worker ring: %s", strerror(-cqe->res));
 		seen++;
 	}
 	if (seen != n)
-		die("worker ring: %u of %u MSG_RING CQEs", seen, n);
+		bench_die("worker ring: %u of %u MSG_RING CQEs", seen, n);
 	io_uring_cq_advance(&w->ring, seen);
 }
 
@@ -500,7 +485,7 @@ static void post_eventfd(struct raw_worker *w, struct job **jobs, unsigned n)
 						      memory_order_release,
 						      memory_order_relaxed));
 	if (write(r->efd, &one, sizeof(one)) != sizeof(one))
-		die("eventfd write: %s", strerror(errno));
+		bench_die("eventfd write: %s", strerror(errno));
 }
 
 static void post(struct raw_worker *w, struct job **jobs, unsigned n)
@@ -563,7 +548,7 @@ static unsigned reap_msg(struct raw *r, struct job **out, unsigned max)
 		ret = io_uring_wait_cqe(&r->ring, &cqe);
 	while (ret == -EINTR);
 	if (ret < 0)
-		die("io_uring_wait_cqe: %s", strerror(-ret));
+		bench_die("io_uring_wait_cqe: %s", strerror(-ret));
 	io_uring_for_each_cqe(&r->ring, head, cqe) {
 		if (n == max)
 			break;
@@ -587,7 +572,7 @@ static unsigned reap_eventfd(struct raw *r, struct job **out, unsigned max)
 		if (j) {
 			for (; j; j = j->next) {
 				if (n == max)
-					die("eventfd: more completions than jobs in flight");
+					bench_die("eventfd: more completions than jobs in flight");
 				out[n++] = j;
 			}
 			return n;
@@ -595,7 +580,7 @@ static unsigned reap_eventfd(struct raw *r, struct job **out, unsigned max)
 		if (r->spin_ns && spin_until(done_ready, r, r->spin_ns))
 			continue;
 		if (read(r->efd, &v, sizeof(v)) < 0 && errno != EINTR)
-			die("eventfd read: %s", strerror(errno));
+			bench_die("eventfd read: %s", strerror(errno));
 	}
 }
 
@@ -617,7 +602,7 @@ static void raw_start(struct raw *r, enum chan chan, unsigned nworkers, bool spi
 	if (chan == CHAN_EVENTFD) {
 		r->efd = eventfd(0, EFD_CLOEXEC);
 		if (r->efd < 0)
-			die("eventfd: %s", strerror(errno));
+			bench_die("eventfd: %s", strerror(errno));
 	} else {
 		main_ring_init(&r->ring);
 	}
@@ -629,11 +614,11 @@ static void raw_start(struct raw *r, enum chan chan, unsigned nworkers, bool spi
 		if (chan == CHAN_WORKER_RING) {
 			ret = io_uring_queue_init(BATCH, &w->ring, 0);
 			if (ret < 0)
-				die("worker ring: %s", strerror(-ret));
+				bench_die("worker ring: %s", strerror(-ret));
 		}
 		ret = pthread_create(&w->thread, NULL, raw_worker_main, w);
 		if (ret)
-			die("pthread_create: %s", strerror(ret));
+			bench_die("pthread_create: %s", strerror(ret));
 	}
 }
 
@@ -645,7 +630,7 @@ static void raw_stop(struct raw *r)
 
 		pthread_join(w->thread, NULL);
 		if (w->pin_err)
-			die("pinning a worker: %s", strerror(-w->pin_err));
+			bench_die("pinning a worker: %s", strerror(-w->pin_err));
 		if (r->chan == CHAN_WORKER_RING)
 			io_uring_queue_exit(&w->ring);
 	}
@@ -672,7 +657,7 @@ static urt_loop *urt_setup(unsigned threads, bool spin, unsigned pool_flags)
 	int ret = urt_loop_create(&loop, &lo);
 
 	if (ret)
-		die("urt_loop_create: %s", strerror(-ret));
+		bench_die("urt_loop_create: %s", strerror(-ret));
 	return loop;
 }
 
@@ -681,7 +666,7 @@ static void urt_run_all(urt_loop *loop)
 	int ret = urt_loop_run(loop);
 
 	if (ret)
-		die("urt_loop_run: %s", strerror(-ret));
+		bench_die("urt_loop_run: %s", strerror(-ret));
 }
 
 struct pin_arg {
@@ -741,10 +726,10 @@ static int rt_urt_task(void *arg)
 		uint64_t t0;
 
 		job_arm(&job, i);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		run->err = urt_to_thread(job_run, &job);
 		if (i >= WARMUP)
-			run->lat[i - WARMUP] = now_ns() - t0;
+			run->lat[i - WARMUP] = bench_now_ns() - t0;
 		if (run->err)
 			return 0;
 		tally_add(&run->tally, &job);
@@ -758,11 +743,11 @@ static void rt_urt(const struct rt_variant *v, struct rt_run *run)
 	int ret = urt_spawn(loop, NULL, rt_urt_task, run);
 
 	if (ret)
-		die("urt_spawn: %s", strerror(-ret));
+		bench_die("urt_spawn: %s", strerror(-ret));
 	urt_run_all(loop);
 	urt_loop_destroy(loop);
 	if (run->err)
-		die("W2 urt task: %s", strerror(-run->err));
+		bench_die("W2 urt task: %s", strerror(-run->err));
 }
 
 static void rt_raw(const struct rt_variant *v, struct rt_run *run)
@@ -776,13 +761,13 @@ static void rt_raw(const struct rt_variant *v, struct rt_run *run)
 		unsigned n;
 
 		job_arm(&job, i);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		hq_push(&r.q, &job, &job, 1);
 		n = raw_reap(&r, &got, 1);
 		if (i >= WARMUP)
-			run->lat[i - WARMUP] = now_ns() - t0;
+			run->lat[i - WARMUP] = bench_now_ns() - t0;
 		if (n != 1 || got != &job)
-			die("W2 %s: a completion for another job", chan_names[v->chan]);
+			bench_die("W2 %s: a completion for another job", chan_names[v->chan]);
 		tally_add(&run->tally, &job);
 	}
 	raw_stop(&r);
@@ -796,21 +781,13 @@ struct lat_stats {
 	uint64_t ns[NPCT];
 };
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Nearest-rank percentiles; sorts v. */
 static struct lat_stats lat_stats(uint64_t *v, size_t n)
 {
 	struct lat_stats s;
 
-	qsort(v, n, sizeof(*v), cmp_u64);
 	for (unsigned i = 0; i < NPCT; i++)
-		s.ns[i] = v[(n - 1) * pcts[i] / 100];
+		s.ns[i] = bench_pct(v, n, pcts[i]);
 	return s;
 }
 
@@ -886,15 +863,15 @@ static uint64_t tp_urt(const struct tp_variant *v, uint64_t total, struct tally 
 		first += tasks[i].n;
 		ret = urt_spawn(loop, NULL, tp_urt_task, &tasks[i]);
 		if (ret)
-			die("urt_spawn: %s", strerror(-ret));
+			bench_die("urt_spawn: %s", strerror(-ret));
 	}
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	urt_run_all(loop);
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	urt_loop_destroy(loop);
 	for (unsigned i = 0; i < TP_INFLIGHT; i++) {
 		if (tasks[i].err)
-			die("W3 urt task: %s", strerror(-tasks[i].err));
+			bench_die("W3 urt task: %s", strerror(-tasks[i].err));
 		tally->jobs += tasks[i].tally.jobs;
 		tally->sum += tasks[i].tally.sum;
 	}
@@ -931,7 +908,7 @@ static uint64_t tp_raw(const struct tp_variant *v, uint64_t total, struct tally 
 	for (unsigned i = 0; i < TP_INFLIGHT; i++)
 		slots[i] = &jobs[i];
 	raw_start(&r, v->chan, TP_THREADS, v->spin, &all_cpus);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	tp_issue(&r.q, slots, TP_INFLIGHT, &next, total);
 	while (tally->jobs < total) {
 		unsigned n = raw_reap(&r, slots, TP_INFLIGHT);
@@ -940,7 +917,7 @@ static uint64_t tp_raw(const struct tp_variant *v, uint64_t total, struct tally 
 			tally_add(tally, slots[i]);
 		tp_issue(&r.q, slots, n, &next, total);
 	}
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	raw_stop(&r);
 	return t1 - t0;
 }
@@ -999,20 +976,14 @@ static void run_once(const struct opts *o, unsigned r, uint64_t *lat)
 	}
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, unsigned n)
+/* Median over runs of a W3 cell, taken of a copy: tp_res[v][r] must stay
+ * beside its run's floor for the ratios. */
+static double tp_median(unsigned v, unsigned runs)
 {
 	double tmp[MAX_RUNS];
 
-	memcpy(tmp, v, n * sizeof(*v));
-	qsort(tmp, n, sizeof(*tmp), cmp_double);
-	return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+	memcpy(tmp, tp_res[v], runs * sizeof(*tmp));
+	return bench_median(tmp, runs);
 }
 
 /* The raw MSG_RING variant with the same spin setting. */
@@ -1037,7 +1008,7 @@ static double rt_median(unsigned p, unsigned v, unsigned runs, unsigned pct, boo
 		if (over)
 			x[r] /= (double)rt_res[p][rt_floor(v)][r].ns[pct];
 	}
-	return median(x, runs);
+	return bench_median(x, runs);
 }
 
 static void report_rt(const struct opts *o)
@@ -1066,7 +1037,7 @@ static unsigned tp_floor(unsigned runs)
 
 	for (unsigned v = 0; v < NTP; v++)
 		if (tp_variants[v].floor &&
-		    (best == NTP || median(tp_res[v], runs) > median(tp_res[best], runs)))
+		    (best == NTP || tp_median(v, runs) > tp_median(best, runs)))
 			best = v;
 	return best;
 }
@@ -1091,8 +1062,8 @@ static void report_tp(const struct opts *o)
 			ratio[r] = tp_res[v][r] / tp_res[f][r];
 		}
 		printf("%-36s %-4s %11.0f %11.0f %11.0f %6.2fx\n", tp_variants[v].name,
-		       spin_name(tp_variants[v].spin), median(tp_res[v], o->runs), lo, hi,
-		       median(ratio, o->runs));
+		       spin_name(tp_variants[v].spin), tp_median(v, o->runs), lo, hi,
+		       bench_median(ratio, o->runs));
 	}
 }
 
@@ -1152,18 +1123,6 @@ static void usage(FILE *f)
 		DEFAULT_JOBS, DEFAULT_JOBS * TP_PER_RT);
 }
 
-static unsigned parse_count(const char *s, const char *what, unsigned max)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || !*s || v == 0 || v > max)
-		die("%s: want a count from 1 to %u, got '%s'", what, max, s);
-	return (unsigned)v;
-}
-
 static void parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
@@ -1179,12 +1138,12 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, "r:j:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
-			o->runs = parse_count(optarg, "--runs", MAX_RUNS);
+			o->runs = bench_count_max(optarg, "--runs", MAX_RUNS);
 			break;
 		case 'j':
 			/* W3 runs TP_PER_RT x jobs, counted in a uint64_t but
 			 * printed as unsigned. */
-			o->jobs = parse_count(optarg, "--jobs", UINT32_MAX / TP_PER_RT);
+			o->jobs = bench_count_max(optarg, "--jobs", UINT32_MAX / TP_PER_RT);
 			break;
 		case 'h':
 			usage(stdout);
@@ -1203,9 +1162,10 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 int main(int argc, char **argv)
 {
 	struct opts o;
-	uint64_t *lat, t0 = now_ns();
+	uint64_t *lat, t0 = bench_now_ns();
 	bool ringless;
 
+	bench_prog = "urt-bench-offload";
 	parse_opts(argc, argv, &o);
 	placements_init();
 	ringless = ringless_works();
@@ -1214,12 +1174,12 @@ int main(int argc, char **argv)
 	print_header(&o, ringless);
 	lat = calloc(o.jobs, sizeof(*lat));
 	if (!lat)
-		die("out of memory");
+		bench_die("out of memory");
 	for (unsigned r = 0; r < o.runs; r++)
 		run_once(&o, r, lat);
 	report_rt(&o);
 	report_tp(&o);
-	printf("\ntotal wall time %.1f s\n", (double)(now_ns() - t0) / 1e9);
+	printf("\ntotal wall time %.1f s\n", (double)(bench_now_ns() - t0) / 1e9);
 	free(lat);
 	return 0;
 }
