@@ -3,6 +3,7 @@
 #ifndef URT_OP_H
 #define URT_OP_H
 
+#include "pool.h"
 #include "wait.h"
 
 /* A task's wait for one I/O operation: the operation (op, its SQE's

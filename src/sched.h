@@ -3,7 +3,8 @@
 #ifndef URT_SCHED_H
 #define URT_SCHED_H
 
-#include "pool.h"
+#include <pthread.h>
+
 #include "task.h"
 #include "timer.h"
 
