@@ -11,29 +11,19 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "pool.h"
 
-/* Kernel 6.13+: a MSG_RING sent with no source ring (liburing 2.3 has no
- * helper for it). */
-#ifndef IORING_REGISTER_SEND_MSG_RING
-#define IORING_REGISTER_SEND_MSG_RING 31
-#endif
-
 #define MAX_THREADS 1024
 #define DEFAULT_SPIN_NS 20000u
-#define WAKE_RETRY_MAX_US 10000u
 
 /* Each worker's record on 128-byte blocks of its own (it writes its ring's
  * fields), as are the pool's and the loop's. */
 struct __attribute__((aligned(128))) worker {
 	struct urt_pool *pool;
 	pthread_t thread;
-	struct io_uring ring;       /* sends wake-ups where the kernel has no
-				     * ring-less MSG_RING */
-	bool has_ring;
+	struct urt__msg_sender tx;  /* sends the wake-ups */
 };
 
 struct urt_pool {
@@ -59,101 +49,6 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static int send_ringless(struct io_uring_sqe *sqe)
-{
-	long ret = syscall(__NR_io_uring_register, -1, IORING_REGISTER_SEND_MSG_RING, sqe, 1);
-
-	return ret < 0 ? -errno : (int)ret;
-}
-
-/* Whether this kernel sends ring-less MSG_RINGs: send one to a scratch ring
- * and look for its CQE. */
-static bool probe_ringless(void)
-{
-	struct io_uring ring;
-	struct io_uring_sqe sqe;
-	struct io_uring_cqe *cqe;
-	bool ok = false;
-
-	if (io_uring_queue_init(2, &ring, 0) < 0)
-		return false;
-	memset(&sqe, 0, sizeof(sqe));
-	io_uring_prep_msg_ring(&sqe, ring.ring_fd, 7, 0x75727421, 0);
-	if (send_ringless(&sqe) == 0 && io_uring_peek_cqe(&ring, &cqe) == 0)
-		ok = cqe->user_data == 0x75727421 && cqe->res == 7;
-	io_uring_queue_exit(&ring);
-	return ok;
-}
-
-/* The wake-up from the worker's own ring. An SQE that a failed submit left
- * in the SQ goes again as it is: preparing another would send the message
- * twice. Returns the message's result or the submit's error. */
-static int send_from_ring(struct worker *w, int fd, uint64_t ud)
-{
-	struct io_uring_cqe *cqe;
-	int ret;
-
-	if (!io_uring_sq_ready(&w->ring)) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-
-		/* Every message's CQE is consumed before the next one. */
-		if (!sqe)
-			return -EBUSY;
-		io_uring_prep_msg_ring(sqe, fd, 0, ud, 0);
-	}
-	ret = io_uring_submit(&w->ring);
-	if (ret < 0)
-		return ret;
-	while ((ret = io_uring_wait_cqe(&w->ring, &cqe)) == -EINTR)
-		;
-	if (ret < 0)
-		return ret;
-	ret = cqe->res;
-	io_uring_cqe_seen(&w->ring, cqe);
-	return ret;
-}
-
-/* Errors after which the same message may go through: the target's CQ
- * cannot take it yet (-EOVERFLOW), memory or the ring is short for now
- * (-EAGAIN, -EBUSY, -ENOMEM), a signal (-EINTR). */
-static bool transient(int err)
-{
-	return err == -EAGAIN || err == -EBUSY || err == -EINTR || err == -EOVERFLOW ||
-	       err == -ENOMEM;
-}
-
-/*
- * Wake the loop whose finished list this worker made non-empty. A
- * transient failure is retried after a pause that doubles up to 10 ms (a
- * lost wake-up would leave the loop's tasks parked for good); any other
- * (the loop's ring is gone: its fd closed behind urt's back, its thread
- * dead) is given up at once: that loop can no longer run, and its own next
- * io_uring_enter reports why.
- */
-static void send_wake(struct worker *w, int fd, uint64_t ud)
-{
-	unsigned pause_us = 50;
-
-	for (;;) {
-		int ret;
-
-		if (w->pool->worker_rings) {
-			ret = send_from_ring(w, fd, ud);
-		} else {
-			struct io_uring_sqe sqe;
-
-			memset(&sqe, 0, sizeof(sqe));
-			io_uring_prep_msg_ring(&sqe, fd, 0, ud, 0);
-			ret = send_ringless(&sqe);
-		}
-		if (ret >= 0 || !transient(ret))
-			return;
-		usleep(pause_us);
-		if (pause_us < WAKE_RETRY_MAX_US)
-			pause_us *= 2;
-	}
-}
-
 /* A job has ended (res 0) or was dropped before it started (-ECANCELED):
  * push it onto its loop's finished list, and wake the loop when the list
  * was empty. What the wake-up needs is read before the push, since the
@@ -171,7 +66,7 @@ static void finish(struct worker *w, struct urt__job *job, int32_t res)
 	while (!atomic_compare_exchange_weak_explicit(&d->head, &old, job, memory_order_release,
 						      memory_order_relaxed));
 	if (!old)
-		send_wake(w, fd, ud);
+		urt__msg_send(&w->tx, fd, ud);
 }
 
 struct urt__job *urt__done_take(struct urt__done *d)
@@ -240,30 +135,6 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-/* Whether a ring can send a MSG_RING (5.18+): send one between two scratch
- * rings. Without it no job could ever complete. */
-static bool probe_msg_ring(void)
-{
-	struct io_uring from, to;
-	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
-	bool ok = false;
-
-	if (io_uring_queue_init(2, &from, 0) < 0)
-		return false;
-	if (io_uring_queue_init(2, &to, 0) < 0) {
-		io_uring_queue_exit(&from);
-		return false;
-	}
-	sqe = io_uring_get_sqe(&from);
-	io_uring_prep_msg_ring(sqe, to.ring_fd, 0, 0x75727421, 0);
-	if (io_uring_submit_and_wait(&from, 1) == 1 && io_uring_peek_cqe(&from, &cqe) == 0)
-		ok = cqe->res == 0;
-	io_uring_queue_exit(&to);
-	io_uring_queue_exit(&from);
-	return ok;
-}
-
 static void pool_free(struct urt_pool *p, unsigned started)
 {
 	pthread_mutex_lock(&p->mu);
@@ -273,8 +144,7 @@ static void pool_free(struct urt_pool *p, unsigned started)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(p->workers[i].thread, NULL);
 	for (unsigned i = 0; i < p->nthreads; i++)
-		if (p->workers[i].has_ring)
-			io_uring_queue_exit(&p->workers[i].ring);
+		urt__msg_sender_fini(&p->workers[i].tx);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p->workers);
@@ -318,15 +188,11 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 	p->spin_ns = (o.flags & URT_POOL_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
 	if (urt__cpus_allowed() < 2)
 		p->spin_ns = 0; /* the loop could not run while we spin */
-	p->worker_rings = (o.flags & URT_POOL_WORKER_RINGS) || !probe_ringless();
-	if (!probe_msg_ring())
+	p->worker_rings = (o.flags & URT_POOL_WORKER_RINGS) || !urt__msg_ringless_works();
+	if (!urt__msg_ring_works())
 		ret = -EOPNOTSUPP;
-	for (i = 0; ret == 0 && p->worker_rings && i < o.threads; i++) {
-		ret = io_uring_queue_init(2, &p->workers[i].ring, 0);
-		if (ret < 0)
-			break;
-		p->workers[i].has_ring = true;
-	}
+	for (i = 0; ret == 0 && i < o.threads; i++)
+		ret = urt__msg_sender_init(&p->workers[i].tx, p->worker_rings);
 	if (ret < 0) {
 		pool_free(p, 0);
 		return ret;

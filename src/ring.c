@@ -1,10 +1,13 @@
 /* ring: io_uring setup with feature fallback, SQE acquisition that flushes
  * a full SQ, batched submit-and-wait, and dispatch of each CQE to its op,
- * from the loop's turn only. */
+ * from the loop's turn only; and MSG_RINGs from threads without a loop. */
 #include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "ring.h"
 
@@ -263,4 +266,155 @@ int urt__ring_turn(struct urt__ring *r, bool wait)
 		return ret;
 	}
 	return reap(r);
+}
+
+
+/* ---- MSG_RING from a thread without a loop ---- */
+
+/* Kernel 6.13+: a MSG_RING sent with no source ring (liburing 2.3 has no
+ * helper for it). */
+#ifndef IORING_REGISTER_SEND_MSG_RING
+#define IORING_REGISTER_SEND_MSG_RING 31
+#endif
+
+#define SEND_RETRY_MAX_US 10000u
+
+static int send_ringless(struct io_uring_sqe *sqe)
+{
+	long ret = syscall(__NR_io_uring_register, -1, IORING_REGISTER_SEND_MSG_RING, sqe, 1);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+
+/* Once per process: 1 works, 0 does not, -1 not known yet. */
+static atomic_int ringless_ok = -1, msg_ring_ok = -1;
+
+bool urt__msg_ringless_works(void)
+{
+	struct io_uring ring;
+	struct io_uring_sqe sqe;
+	struct io_uring_cqe *cqe;
+	int ok = atomic_load(&ringless_ok);
+
+	if (ok >= 0)
+		return ok;
+	/* Send one to a scratch ring and look for its CQE. */
+	ok = 0;
+	if (io_uring_queue_init(2, &ring, 0) < 0)
+		return false; /* not known: ask again */
+	memset(&sqe, 0, sizeof(sqe));
+	io_uring_prep_msg_ring(&sqe, ring.ring_fd, 7, 0x75727421, 0);
+	if (send_ringless(&sqe) == 0 && io_uring_peek_cqe(&ring, &cqe) == 0)
+		ok = cqe->user_data == 0x75727421 && cqe->res == 7;
+	io_uring_queue_exit(&ring);
+	atomic_store(&ringless_ok, ok);
+	return ok;
+}
+
+bool urt__msg_ring_works(void)
+{
+	struct io_uring from, to;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int ok = atomic_load(&msg_ring_ok);
+
+	if (ok >= 0)
+		return ok;
+	/* Send one between two scratch rings. */
+	if (io_uring_queue_init(2, &from, 0) < 0)
+		return false;
+	if (io_uring_queue_init(2, &to, 0) < 0) {
+		io_uring_queue_exit(&from);
+		return false;
+	}
+	sqe = io_uring_get_sqe(&from);
+	io_uring_prep_msg_ring(sqe, to.ring_fd, 0, 0x75727421, 0);
+	ok = io_uring_submit_and_wait(&from, 1) == 1 && io_uring_peek_cqe(&from, &cqe) == 0 &&
+	     cqe->res == 0;
+	io_uring_queue_exit(&to);
+	io_uring_queue_exit(&from);
+	atomic_store(&msg_ring_ok, ok);
+	return ok;
+}
+
+int urt__msg_sender_init(struct urt__msg_sender *s, bool own_ring)
+{
+	int ret;
+
+	s->has_ring = false;
+	if (!own_ring)
+		return 0;
+	ret = io_uring_queue_init(2, &s->ring, 0);
+	if (ret < 0)
+		return ret;
+	s->has_ring = true;
+	return 0;
+}
+
+void urt__msg_sender_fini(struct urt__msg_sender *s)
+{
+	if (s->has_ring)
+		io_uring_queue_exit(&s->ring);
+	s->has_ring = false;
+}
+
+/* The message from the sender's own ring. An SQE that a failed submit left
+ * in the SQ goes again as it is: preparing another would send the message
+ * twice. Returns the message's result or the submit's error. */
+static int send_from_ring(struct urt__msg_sender *s, int fd, uint64_t ud)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (!io_uring_sq_ready(&s->ring)) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+		/* Every message's CQE is consumed before the next one. */
+		if (!sqe)
+			return -EBUSY;
+		io_uring_prep_msg_ring(sqe, fd, 0, ud, 0);
+	}
+	ret = io_uring_submit(&s->ring);
+	if (ret < 0)
+		return ret;
+	while ((ret = io_uring_wait_cqe(&s->ring, &cqe)) == -EINTR)
+		;
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(&s->ring, cqe);
+	return ret;
+}
+
+/* Errors after which the same message may go through: the target's CQ
+ * cannot take it yet (-EOVERFLOW), memory or the ring is short for now
+ * (-EAGAIN, -EBUSY, -ENOMEM), a signal (-EINTR). */
+static bool transient(int err)
+{
+	return err == -EAGAIN || err == -EBUSY || err == -EINTR || err == -EOVERFLOW ||
+	       err == -ENOMEM;
+}
+
+void urt__msg_send(struct urt__msg_sender *s, int fd, uint64_t ud)
+{
+	unsigned pause_us = 50;
+
+	for (;;) {
+		int ret;
+
+		if (s->has_ring) {
+			ret = send_from_ring(s, fd, ud);
+		} else {
+			struct io_uring_sqe sqe;
+
+			memset(&sqe, 0, sizeof(sqe));
+			io_uring_prep_msg_ring(&sqe, fd, 0, ud, 0);
+			ret = send_ringless(&sqe);
+		}
+		if (ret >= 0 || !transient(ret))
+			return;
+		usleep(pause_us);
+		if (pause_us < SEND_RETRY_MAX_US)
+			pause_us *= 2;
+	}
 }

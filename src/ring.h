@@ -72,4 +72,31 @@ bool urt__ring_pending(struct urt__ring *r);
  * dispatch every CQE available. Returns the CQEs dispatched, or -errno. */
 int urt__ring_turn(struct urt__ring *r, bool wait);
 
+/*
+ * A MSG_RING from a thread that has no loop (a pool worker, any thread
+ * that calls into a loop): ring-less where the kernel has it (6.13+),
+ * else from a small ring of the sender's own.
+ */
+struct urt__msg_sender {
+	struct io_uring ring;
+	bool has_ring;
+};
+
+/* Whether this kernel sends ring-less MSG_RINGs, and MSG_RINGs at all
+ * (5.18+): each probed once per process. */
+bool urt__msg_ringless_works(void);
+bool urt__msg_ring_works(void);
+/* own_ring: send from a ring of the sender's own (else ring-less, which
+ * the caller has checked). 0 or the error from io_uring_setup. */
+int urt__msg_sender_init(struct urt__msg_sender *s, bool own_ring);
+void urt__msg_sender_fini(struct urt__msg_sender *s);
+/*
+ * Post a CQE (res 0, user_data ud) into the ring whose fd is fd. A
+ * transient failure (the target's CQ full, memory short) is retried after
+ * a pause that doubles up to 10 ms, since a lost wake-up would leave its
+ * waiters parked for good; any other (the target ring is gone) is given
+ * up at once.
+ */
+void urt__msg_send(struct urt__msg_sender *s, int fd, uint64_t ud);
+
 #endif
