@@ -724,6 +724,150 @@ URT_API int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *),
 			     (void (*)(void *))(dtor), (timeout_ns));             \
 	})
 
+/*
+ * Every core: a set of loops.
+ *
+ * A set runs one loop per CPU the process may run on (by default), each on
+ * a thread of its own pinned to its CPU, with its own ring, all sharing one
+ * pool. urt_loops_run runs a function as the first task of every loop and
+ * returns when every loop is idle: no task left on any loop and no message
+ * between them in flight.
+ *
+ * Between loops, and from threads that run no loop, work goes by message:
+ * urt_call runs fn(arg) as a task on another loop and waits for its result;
+ * urt_spawn_on starts one there and goes on. A message goes through the
+ * target loop's inbox in shared memory; the target is woken with one
+ * IORING_OP_MSG_RING when its inbox was empty, and takes every message
+ * queued meanwhile at once.
+ */
+typedef struct urt_loops urt_loops;
+
+struct urt_loops_opts {
+	/* Loops (default: one per CPU of the process's affinity mask, at most
+	 * 1024). */
+	unsigned loops;
+	/* URT_LOOPS_* flags. */
+	unsigned flags;
+	/* Every loop's options (NULL: defaults); their pool and pool_opts
+	 * are ignored: the loops share the set's pool. */
+	const struct urt_loop_opts *loop_opts;
+	/* The shared pool's options (NULL: defaults). */
+	const struct urt_pool_opts *pool_opts;
+};
+
+/* The loops' threads are not pinned (by default loop i runs on the i-th
+ * CPU of the affinity mask, modulo their number). */
+#define URT_LOOPS_NO_PIN (1u << 0)
+
+/*
+ * Create a set of loops, each on a thread of its own, and their pool.
+ * opts NULL: defaults. Returns 0, -EINVAL (NULL out, bad flags or
+ * options), -ENOMEM, -EAGAIN (no thread), or the error creating a loop or
+ * the pool. Outside a task only; the caller owns the set.
+ */
+URT_API int urt_loops_create(urt_loops **out, const struct urt_loops_opts *opts);
+
+/*
+ * Run fn(arg) as the first task of every loop (each asks urt_loop_index
+ * which it is) and run the loops until all are idle. Returns 0 when every
+ * first task returned 0, else the first non-zero value in loop order;
+ * -EINVAL (NULL), -EBUSY (a run is under way), or a loop's error (its
+ * ring failed). Blocks the calling thread; outside a task only.
+ */
+URT_API int urt_loops_run(urt_loops *set, urt_task_fn fn, void *arg);
+
+/*
+ * Cancel every task of every loop of the set (see "Cancellation"); until
+ * the run ends, the loops spawn no task and offload no job (-ESHUTDOWN).
+ * The run then ends when the cancelled tasks have returned. Returns 0 or
+ * -EINVAL. Callable from any thread, also from a task of the set.
+ */
+URT_API int urt_loops_cancel(urt_loops *set);
+
+/*
+ * Destroy the set: each loop is destroyed on its own thread (see
+ * urt_loop_destroy), the threads are joined, then the pool is destroyed.
+ * A call still queued for a loop returns -ESHUTDOWN to its caller; a
+ * spawn's dtor runs. Not while urt_loops_run runs; no thread may call into
+ * the set once this has begun. Outside a task only.
+ */
+URT_API void urt_loops_destroy(urt_loops *set);
+
+/* The number of loops in the set, 0 for NULL. Callable anywhere. */
+URT_API unsigned urt_loops_count(const urt_loops *set);
+
+/* Loop i of the set, or NULL (NULL set, i out of range). Callable
+ * anywhere; the loop is the set's. */
+URT_API urt_loop *urt_loops_get(const urt_loops *set, unsigned i);
+
+/* The set loop belongs to, or NULL (a loop of its own, or NULL). */
+URT_API urt_loops *urt_loop_set(const urt_loop *loop);
+
+/* loop's index in its set (0 for a loop of its own), -EINVAL for NULL. */
+URT_API int urt_loop_index(const urt_loop *loop);
+
+/* Implementation of urt_call; call the macro, which checks types. */
+URT_API int urt__call(urt_loop *loop, int (*fn)(void *), void *arg);
+
+/*
+ * urt_call(loop, fn, arg): run fn(arg) as a task on loop and wait until it
+ * has returned. fn is int fn(T *) and arg a T * (or fn takes void *); a
+ * mismatch does not compile. arg stays the caller's throughout: the call
+ * returns only after fn has returned, so arg may live on the caller's
+ * stack.
+ *  - From a task (of any loop, also loop itself): the task parks. Its
+ *    cancel or its deadline cancels the task running fn, and the call
+ *    returns -ECANCELED or -ETIMEDOUT once that task has returned.
+ *  - From a thread that runs no loop: the thread blocks. A loop of a set
+ *    that is not running takes the call at its next run, or refuses it at
+ *    its destroy.
+ * Returns fn's value; -EINVAL (NULL loop or fn), -ESHUTDOWN (loop is being
+ * destroyed, or its set cancelled), -ENOMEM, -EDEADLK (called on a thread
+ * that owns loop, outside a task: it would wait for itself), -ECANCELED or
+ * -ETIMEDOUT (checked before the call too).
+ */
+#define urt_call(loop, fn, arg)                                                  \
+	__extension__({                                                           \
+		__typeof__(arg) urt__carg_ = (arg);                               \
+		_Static_assert(urt__task_fn_takes_(fn, urt__carg_),               \
+			       "urt_call: fn must be int fn(T *) and arg a T *"); \
+		urt__call((loop), (int (*)(void *))(fn), (void *)urt__carg_);      \
+	})
+
+/* Implementation of urt_spawn_on; call the macro, which checks types. */
+URT_API int urt__spawn_on(urt_loop *loop, int (*fn)(void *), void *arg, void (*dtor)(void *));
+
+/*
+ * urt_spawn_on(loop, fn, arg, dtor): start fn(arg) as a detached task on
+ * loop and go on. fn is int fn(T *) (or takes void *), dtor void dtor(T *)
+ * or NULL. Returns 0 once the message is queued: from then on arg belongs
+ * to the new task, or, when loop cannot run it (it is being destroyed, its
+ * set cancelled, no memory for the task), to dtor, which loop's thread
+ * then calls once. Returns -EINVAL (NULL loop or fn), -ESHUTDOWN (the
+ * loop's set is being destroyed), -ENOMEM: arg stays the caller's.
+ * Callable from any thread.
+ */
+#define urt_spawn_on(loop, fn, arg, dtor)                                        \
+	__extension__({                                                           \
+		__typeof__(arg) urt__sarg_ = (arg);                               \
+		_Static_assert(urt__task_fn_takes_(fn, urt__sarg_),               \
+			       "urt_spawn_on: fn must be int fn(T *) and arg a T *"); \
+		_Static_assert(urt__fn_takes_(dtor, urt__sarg_) ||                \
+				       __builtin_types_compatible_p(__typeof__(dtor), void *), \
+			       "urt_spawn_on: dtor must be void dtor(T *) or NULL"); \
+		urt__spawn_on((loop), (int (*)(void *))(fn), (void *)urt__sarg_,  \
+			      (void (*)(void *))(dtor));                          \
+	})
+
+/* True when fn (a function or a function pointer) is int fn(typeof(a)), or
+ * the untyped int fn(void *) with a pointer a. */
+#define urt__task_fn_takes_(fn, a)                                                \
+	(__builtin_types_compatible_p(__typeof__(fn), int(__typeof__(a))) ||      \
+	 __builtin_types_compatible_p(__typeof__(fn), int (*)(__typeof__(a))) ||  \
+	 ((__builtin_types_compatible_p(__typeof__(fn), int(void *)) ||           \
+	   __builtin_types_compatible_p(__typeof__(fn), int (*)(void *))) &&      \
+	  __builtin_classify_type(a) == 5))
+
 #ifdef __cplusplus
 }
 #endif

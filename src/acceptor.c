@@ -181,7 +181,7 @@ int urt_acceptor_create(urt_loop *loop, urt_acceptor **out, int fd, int flags)
 		return -EINVAL;
 	if (!pthread_equal(loop->owner, pthread_self()))
 		return -EPERM;
-	if (loop->destroying)
+	if (loop->closing)
 		return -ESHUTDOWN;
 	a = calloc(1, sizeof(*a));
 	if (!a)

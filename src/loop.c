@@ -21,7 +21,9 @@ static int run_loop(struct urt_loop *loop)
 		int ret;
 
 		urt__sched_run_ready(loop);
-		if (!loop->live)
+		/* No task left: done, unless the loop's set is not idle yet
+		 * (another loop may still send it work). */
+		if (!loop->live && urt__xloop_idle(loop))
 			return 0;
 		urt__deadlines_expire(loop);
 		urt__offload_flush(loop);
@@ -31,7 +33,8 @@ static int run_loop(struct urt_loop *loop)
 				ret = urt__timer_arm(&loop->timers, &loop->ring);
 				if (ret)
 					return ret;
-			} else if (loop->ring.inflight == (loop->timers.armed ? 1u : 0u)) {
+			} else if (loop->ring.inflight == (loop->timers.armed ? 1u : 0u) &&
+				   !urt__xloop_in_set(loop)) {
 				return -EDEADLK; /* a stale timeout wakes no task */
 			}
 			if (urt__offload_spin(loop))
@@ -169,8 +172,14 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	ret = urt__offload_init(loop, o.pool, o.pool_opts, spin_ns);
 	if (ret)
 		goto out_report;
+	ret = urt__xloop_init(loop);
+	if (ret)
+		goto out_offload;
 	*out = loop;
 	return 0;
+
+out_offload:
+	(void)urt__offload_fini(loop, true);
 
 out_report:
 	urt__overflow_report_remove();
@@ -227,11 +236,10 @@ void urt_loop_destroy(urt_loop *loop)
 		return;
 	}
 	loop->destroying = true;
+	loop->closing = true;
 	loop->stop = false;
 	close_all(loop, URT__CLOSE_BEGIN);
-	LIST_FOREACH(t, &loop->all, all_link)
-		if (t->state != URT__DONE)
-			urt_cancel(t);
+	urt__cancel_all(loop);
 	/* Jobs no worker has started are dropped: their waiters see
 	 * -ECANCELED. Running ones are waited for below. */
 	close_all(loop, URT__CLOSE_CANCEL);
@@ -251,8 +259,10 @@ void urt_loop_destroy(urt_loop *loop)
 	 * and its side of the pool too.
 	 */
 	keep_loop = urt__offload_fini(loop, drained);
-	if (!keep_loop)
+	if (!keep_loop) {
+		urt__xloop_fini(loop);
 		urt__ring_fini(&loop->ring); /* before a stack is unmapped */
+	}
 	if (drained) {
 		while ((t = LIST_FIRST(&loop->all)))
 			urt__task_release(t);

@@ -94,7 +94,7 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	struct urt_loop *loop = t->loop;
 	struct urt__offload *off = loop->offload;
 
-	if (loop->destroying)
+	if (loop->closing)
 		return -ESHUTDOWN;
 	if (!urt_loop_pool(loop))
 		return off->pool_err;

@@ -68,4 +68,43 @@ int urt__op_fd_result(struct urt__io_wait *io, int res);
 ssize_t urt__op_buf(int opcode, int fd, const void *buf, size_t len, uint64_t offset,
 		    int msg_flags, unsigned buf_index, unsigned sqe_flags);
 
+/* ---- xloop.c: work sent to a loop by other threads ---- */
+
+/*
+ * What a set of loops shares for its messages: which loops, and how much is
+ * still to happen (loops not idle, messages on their way to one): when that
+ * count falls to 0 during a run, every loop of the set is idle and none
+ * can be sent work but from outside, and the run ends.
+ */
+struct urt__mesh {
+	_Atomic long active;
+	_Atomic bool running;       /* a run is under way */
+	_Atomic bool closing;       /* destroy has begun: calls and spawns refused */
+	_Atomic unsigned run_gen;   /* runs begun */
+	_Atomic unsigned cancel_gen; /* the run urt_loops_cancel cancelled */
+	unsigned n;
+	struct urt_loop **loops;
+	urt_loops *set;
+};
+
+/* The loop's inbox, and its thread's sender for replies. 0 or -ENOMEM. */
+int urt__xloop_init(struct urt_loop *loop);
+/* After destroy's last turn: run what is left in the inbox (refused, as
+ * the loop is closing), then free it. */
+void urt__xloop_fini(struct urt_loop *loop);
+/* loop becomes loop index of mesh (before any run). */
+void urt__xloop_join(struct urt_loop *loop, struct urt__mesh *mesh, unsigned index);
+/* On the loop's thread, before its part of a set's run: the loop counts as
+ * busy (the set counted it) and takes new tasks again. */
+void urt__xloop_run_begin(struct urt_loop *loop);
+/* loop has no task left: true when its run should end (a loop of its own,
+ * or its set idle); else it waits for work from the other loops. */
+bool urt__xloop_idle(struct urt_loop *loop);
+/* Whether loop belongs to a set (work may come with nothing in flight). */
+bool urt__xloop_in_set(const struct urt_loop *loop);
+/* Cancel the run of every loop of mesh (urt_loops_cancel). */
+void urt__mesh_cancel(struct urt__mesh *mesh, struct urt__msg_sender *s);
+/* The calling thread's sender (made at its first use), or NULL. */
+struct urt__msg_sender *urt__xloop_sender(void);
+
 #endif

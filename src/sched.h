@@ -9,6 +9,7 @@
 #include "timer.h"
 
 struct urt__offload;
+struct urt__xloop;
 
 /*
  * What lives on a loop and closes with it (an acceptor, a task group, the
@@ -44,6 +45,7 @@ struct urt_loop {
 	struct urt__timers timers;  /* the deadlines of waiting tasks */
 	LIST_HEAD(, urt__closable) closables; /* what closes with the loop */
 	struct urt__offload *offload; /* offload.c's: the loop's side of the pool */
+	struct urt__xloop *xloop;   /* xloop.c's: messages from other threads */
 	/* Work a layer above queued for the end of this turn (offload's jobs
 	 * to hand over): while there is some, a yield does not skip the
 	 * turn. */
@@ -54,6 +56,9 @@ struct urt_loop {
 	bool running;
 	bool stop;                  /* urt_loop_stop asked for a return */
 	bool destroying;
+	/* No new task, job or acceptor: the loop is being destroyed, or its
+	 * set's run was cancelled. */
+	bool closing;
 };
 _Static_assert(offsetof(struct urt_loop, tasks) == 0, "urt__tasks_of needs it first");
 

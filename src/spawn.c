@@ -18,7 +18,7 @@ int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
 		return -EINVAL;
 	if (!urt__owned(loop))
 		return -EPERM;
-	if (loop->destroying)
+	if (loop->closing)
 		return -ESHUTDOWN;
 	ret = urt__task_new(loop, &t);
 	if (ret)

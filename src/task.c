@@ -40,13 +40,18 @@
  * loop. The switches below keep it. */
 URT__TLS struct urt_task *urt__cur_task;
 
+/* Loops on several threads ask at once: each may compute it, all store
+ * the same value. */
 static size_t page_size(void)
 {
-	static size_t ps;
+	static atomic_size_t ps;
+	size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
 
-	if (!ps)
-		ps = (size_t)sysconf(_SC_PAGESIZE);
-	return ps;
+	if (!v) {
+		v = (size_t)sysconf(_SC_PAGESIZE);
+		atomic_store_explicit(&ps, v, memory_order_relaxed);
+	}
+	return v;
 }
 
 /*
@@ -59,9 +64,10 @@ static atomic_long guarded_stacks;
 
 static long guard_budget(void)
 {
-	static long budget;
+	static atomic_long budget;
+	long v = atomic_load_explicit(&budget, memory_order_relaxed);
 
-	if (!budget) {
+	if (!v) {
 		long max = 65530;
 		FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
 
@@ -70,9 +76,10 @@ static long guard_budget(void)
 				max = 65530;
 			fclose(f);
 		}
-		budget = max / 8; /* two mappings per guarded stack */
+		v = max / 8; /* two mappings per guarded stack */
+		atomic_store_explicit(&budget, v, memory_order_relaxed);
 	}
-	return budget;
+	return v;
 }
 
 static size_t map_len(const struct urt__tasks *ts)

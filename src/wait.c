@@ -144,6 +144,15 @@ int urt_cancel(urt_task *t)
 	return 0;
 }
 
+void urt__cancel_all(struct urt_loop *loop)
+{
+	struct urt_task *t;
+
+	LIST_FOREACH(t, &loop->all, all_link)
+		if (t->state != URT__DONE)
+			(void)urt_cancel(t);
+}
+
 /* ---- timeout scopes ---- */
 
 int urt_timeout_enter(struct urt_timeout *scope, uint64_t ns)

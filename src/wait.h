@@ -17,6 +17,9 @@ int urt__park_interruptible(struct urt_task *t, void *obj, void (*interrupt)(str
  * the task's deadline (-ETIMEDOUT); its timer goes. False for a wait only
  * its completion ends (urt_to_thread). */
 bool urt__wait_interrupt(struct urt_task *t, int res);
+/* Cancel every task of loop that has not returned (destroy, a set's
+ * cancel). */
+void urt__cancel_all(struct urt_loop *loop);
 /* End the waits whose deadline has passed (the clock read now). */
 void urt__deadlines_expire(struct urt_loop *loop);
 

@@ -26,8 +26,8 @@ task:  task.h switch_x86_64 switch_aarch64 ctx task
 timer: timer.h timer
 sched: sched.h sched
 wait:  wait.h wait spawn sync
-ops:   op.h op file net acceptor offload
-loop:  loop
+ops:   op.h op file net acceptor offload xloop
+loop:  loop loops
 '
 
 # Includes: "file includes header" lines, for awk below.

@@ -1,0 +1,435 @@
+/*
+ * A set of loops: each loop runs the first task, calls and spawns go
+ * between loops and from plain threads, cancels and deadlines end a call
+ * after its remote task, the run ends when every loop is idle, and
+ * destroy hands what was queued back to its owner.
+ *
+ * Tasks run on several threads here: they record what they saw with
+ * atomics, and the test body asserts after the run.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "test_util.h"
+
+static atomic_int failures;
+
+#define CHECK(cond)                                                               \
+	do {                                                                      \
+		if (!(cond)) {                                                    \
+			atomic_fetch_add(&failures, 1);                           \
+			print_error("%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+				    #cond);                                       \
+		}                                                                 \
+	} while (0)
+
+static void checks_passed(void)
+{
+	assert_int_equal(atomic_exchange(&failures, 0), 0);
+}
+
+static urt_loops *set_new(unsigned n)
+{
+	struct urt_loops_opts o = { .loops = n };
+	urt_loops *set = NULL;
+
+	assert_int_equal(urt_loops_create(&set, &o), 0);
+	assert_non_null(set);
+	assert_int_equal(urt_loops_count(set), n);
+	return set;
+}
+
+static int index_here(void)
+{
+	return urt_loop_index(urt_current_loop());
+}
+
+static void test_bad_arguments(void **state)
+{
+	struct urt_loops_opts bad_flags = { .flags = 1u << 7 }, too_many = { .loops = 5000 };
+	urt_loops *set = (urt_loops *)1;
+	int x = 0;
+
+	(void)state;
+	assert_int_equal(urt_loops_create(NULL, NULL), -EINVAL);
+	assert_int_equal(urt_loops_create(&set, &bad_flags), -EINVAL);
+	assert_null(set);
+	assert_int_equal(urt_loops_create(&set, &too_many), -EINVAL);
+	assert_int_equal(urt_loops_run(NULL, NULL, NULL), -EINVAL);
+	assert_int_equal(urt_loops_cancel(NULL), -EINVAL);
+	assert_int_equal(urt_loops_count(NULL), 0);
+	assert_null(urt_loops_get(NULL, 0));
+	assert_null(urt_loop_set(NULL));
+	assert_int_equal(urt_loop_index(NULL), -EINVAL);
+	assert_int_equal(urt_call((urt_loop *)NULL, (int (*)(int *))NULL, &x), -EINVAL);
+	assert_int_equal(urt_spawn_on((urt_loop *)NULL, (int (*)(int *))NULL, &x, NULL), -EINVAL);
+	urt_loops_destroy(NULL);
+}
+
+/* ---- the first task on every loop ---- */
+
+struct firsts {
+	atomic_int seen[4];
+	atomic_int count;
+	int fail_on;            /* the loop whose first task returns 7 */
+};
+
+static int first(struct firsts *f)
+{
+	urt_loop *loop = urt_current_loop();
+	int i = index_here();
+
+	CHECK(i >= 0 && i < 4);
+	CHECK(urt_loops_count(urt_loop_set(loop)) == 2);
+	CHECK(urt_loops_get(urt_loop_set(loop), (unsigned)i) == loop);
+	atomic_fetch_add(&f->seen[i], 1);
+	atomic_fetch_add(&f->count, 1);
+	return i == f->fail_on ? 7 : 0;
+}
+
+static void test_first_task_on_every_loop(void **state)
+{
+	urt_loops *set = set_new(2);
+	struct firsts f = { .fail_on = -1 };
+	struct urt_loop_stats st;
+
+	(void)state;
+	assert_int_equal(urt_loop_index(urt_loops_get(set, 0)), 0);
+	assert_int_equal(urt_loop_index(urt_loops_get(set, 1)), 1);
+	assert_ptr_equal(urt_loop_set(urt_loops_get(set, 1)), set);
+	assert_null(urt_loops_get(set, 2));
+	assert_int_equal(urt_loops_run(set, (urt_task_fn)first, &f), 0);
+	assert_int_equal(f.seen[0], 1);
+	assert_int_equal(f.seen[1], 1);
+	/* Again, and a first task's value comes back. */
+	f.fail_on = 1;
+	assert_int_equal(urt_loops_run(set, (urt_task_fn)first, &f), 7);
+	assert_int_equal(f.count, 4);
+	for (unsigned i = 0; i < 2; i++) {
+		assert_int_equal(urt_loop_stats(urt_loops_get(set, i), &st), 0);
+		assert_int_equal(st.sqes + st.more + st.messages, st.cqes + st.settled + st.inflight);
+		assert_int_equal(st.spawned, 2);
+		assert_int_equal(st.live, 0);
+	}
+	urt_loops_destroy(set);
+	checks_passed();
+}
+
+/* ---- calls ---- */
+
+struct add {
+	int x;
+	int where;              /* the loop fn ran on */
+};
+
+static int add_one(struct add *a)
+{
+	a->where = index_here();
+	return a->x + 1;
+}
+
+#define CALLS 1000
+
+static int caller(void *arg)
+{
+	urt_loops *set = arg;
+
+	if (index_here() != 0)
+		return 0;
+	for (int i = 0; i < CALLS; i++) {
+		struct add a = { .x = i, .where = -1 };
+
+		CHECK(urt_call(urt_loops_get(set, 1), add_one, &a) == i + 1);
+		CHECK(a.where == 1);
+	}
+	/* To its own loop, too. */
+	struct add self = { .x = 41, .where = -1 };
+
+	CHECK(urt_call(urt_current_loop(), add_one, &self) == 42);
+	CHECK(self.where == 0);
+	return 0;
+}
+
+static void test_calls_between_loops(void **state)
+{
+	urt_loops *set = set_new(2);
+	struct urt_loop_stats st;
+
+	(void)state;
+	assert_int_equal(urt_loops_run(set, caller, set), 0);
+	checks_passed();
+	/* Loop 1 ran a task per call; loop 0 its first and the call to
+	 * itself. */
+	assert_int_equal(urt_loop_stats(urt_loops_get(set, 1), &st), 0);
+	assert_int_equal(st.spawned, 1 + CALLS);
+	assert_int_equal(urt_loop_stats(urt_loops_get(set, 0), &st), 0);
+	assert_int_equal(st.spawned, 2);
+	assert_int_equal(st.inflight, 0);
+	urt_loops_destroy(set);
+}
+
+/* A thread that runs no loop calls into the set while it runs: loop 0's
+ * first task waits for it. */
+struct outside {
+	urt_loops *set;
+	atomic_int done;
+	int ret;
+	struct add a;
+};
+
+static void *outside_caller(void *arg)
+{
+	struct outside *o = arg;
+
+	o->a = (struct add){ .x = 99, .where = -1 };
+	o->ret = urt_call(urt_loops_get(o->set, 1), add_one, &o->a);
+	atomic_store(&o->done, 1);
+	return NULL;
+}
+
+static int wait_for_outside(struct outside *o)
+{
+	uint64_t until = urt_now_ns() + 10 * SEC;
+
+	if (index_here() != 0)
+		return 0;
+	while (!atomic_load(&o->done) && urt_now_ns() < until)
+		CHECK(urt_sleep_ns(MS) == 0);
+	return 0;
+}
+
+static void test_call_from_a_thread(void **state)
+{
+	struct outside o = { .set = set_new(2) };
+	pthread_t th;
+
+	(void)state;
+	assert_int_equal(pthread_create(&th, NULL, outside_caller, &o), 0);
+	assert_int_equal(urt_loops_run(o.set, (urt_task_fn)wait_for_outside, &o), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(o.done, 1);
+	assert_int_equal(o.ret, 100);
+	assert_int_equal(o.a.where, 1);
+	/* A thread that owns a loop but is not in a task would wait for
+	 * itself. */
+	urt_loop *mine = loop_new(NULL);
+
+	assert_int_equal(urt_call(mine, add_one, &o.a), -EDEADLK);
+	urt_loop_destroy(mine);
+	urt_loops_destroy(o.set);
+	checks_passed();
+}
+
+/* ---- spawns ---- */
+
+#define SPAWNS 100
+
+struct counted {
+	atomic_int *ran, *dropped;
+	int where;
+};
+
+static int count_run(struct counted *c)
+{
+	CHECK(index_here() == c->where);
+	atomic_fetch_add(c->ran, 1);
+	free(c);
+	return 0;
+}
+
+static void count_drop(struct counted *c)
+{
+	atomic_fetch_add(c->dropped, 1);
+	free(c);
+}
+
+struct spawner {
+	urt_loops *set;
+	atomic_int ran, dropped;
+};
+
+static int spawner(struct spawner *sp)
+{
+	if (index_here() != 0)
+		return 0;
+	for (int i = 0; i < SPAWNS; i++) {
+		struct counted *c = malloc(sizeof(*c));
+
+		*c = (struct counted){ &sp->ran, &sp->dropped, 1 };
+		CHECK(urt_spawn_on(urt_loops_get(sp->set, 1), count_run, c, count_drop) == 0);
+	}
+	return 0;
+}
+
+static void test_spawn_on_another_loop(void **state)
+{
+	struct spawner sp = { .set = set_new(2) };
+
+	(void)state;
+	/* The run ends only once every spawned task has run. */
+	assert_int_equal(urt_loops_run(sp.set, (urt_task_fn)spawner, &sp), 0);
+	assert_int_equal(sp.ran, SPAWNS);
+	assert_int_equal(sp.dropped, 0);
+	urt_loops_destroy(sp.set);
+	checks_passed();
+}
+
+/* Queued while the set does not run: destroy hands arg to dtor. */
+static void test_spawn_dropped_at_destroy(void **state)
+{
+	urt_loops *set = set_new(2);
+	atomic_int ran = 0, dropped = 0;
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		struct counted *c = malloc(sizeof(*c));
+
+		*c = (struct counted){ &ran, &dropped, 1 };
+		assert_int_equal(urt_spawn_on(urt_loops_get(set, 1), count_run, c, count_drop), 0);
+	}
+	urt_loops_destroy(set);
+	assert_int_equal(ran, 0);
+	assert_int_equal(dropped, 3);
+	checks_passed();
+}
+
+/* ---- cancels and deadlines ---- */
+
+struct sleeper {
+	int slept;              /* what the remote sleep returned */
+	int where;
+};
+
+static int sleep_long(struct sleeper *s)
+{
+	s->where = index_here();
+	s->slept = urt_sleep_ns(60 * SEC);
+	return 5;
+}
+
+struct cancel_case {
+	urt_loops *set;
+	urt_task *caller;
+	int call_ret, timed_ret;
+	struct sleeper s, t;
+	uint64_t took;
+};
+
+static int cancelled_caller(struct cancel_case *cc)
+{
+	uint64_t t0 = urt_now_ns();
+
+	cc->call_ret = urt_call(urt_loops_get(cc->set, 1), sleep_long, &cc->s);
+	cc->took = urt_now_ns() - t0;
+	return 0;
+}
+
+static int cancel_first(struct cancel_case *cc)
+{
+	struct urt_timeout scope;
+
+	if (index_here() != 0)
+		return 0;
+	CHECK(urt_spawn(NULL, &cc->caller, (urt_task_fn)cancelled_caller, cc) == 0);
+	CHECK(urt_sleep_ns(20 * MS) == 0);
+	CHECK(urt_cancel(cc->caller) == 0);
+	CHECK(urt_join(cc->caller, NULL) == 0);
+	/* The same with a deadline. */
+	CHECK(urt_timeout_enter(&scope, 20 * MS) == 0);
+	cc->timed_ret = urt_call(urt_loops_get(cc->set, 1), sleep_long, &cc->t);
+	CHECK(urt_timeout_leave(&scope) == -ETIMEDOUT);
+	return 0;
+}
+
+static void test_cancel_and_deadline_end_a_call(void **state)
+{
+	struct cancel_case cc = { .set = set_new(2), .s = { 1, -1 }, .t = { 1, -1 } };
+
+	(void)state;
+	assert_int_equal(urt_loops_run(cc.set, (urt_task_fn)cancel_first, &cc), 0);
+	assert_int_equal(cc.call_ret, -ECANCELED);
+	assert_int_equal(cc.s.where, 1);
+	assert_int_equal(cc.s.slept, -ECANCELED); /* the remote task was cancelled */
+	assert_true(cc.took < 30 * SEC);
+	assert_int_equal(cc.timed_ret, -ETIMEDOUT);
+	assert_int_equal(cc.t.where, 1);
+	assert_int_equal(cc.t.slept, -ECANCELED);
+	urt_loops_destroy(cc.set);
+	checks_passed();
+}
+
+/* urt_loops_cancel from a task: every loop's tasks end, calls between
+ * them included, and spawns are refused until the run ends. */
+struct cancel_all {
+	urt_loops *set;
+	atomic_int slept_cancelled, calls_cancelled, spawn_refused;
+};
+
+static int sleep_and_count(struct cancel_all *ca)
+{
+	if (urt_sleep_ns(60 * SEC) == -ECANCELED)
+		atomic_fetch_add(&ca->slept_cancelled, 1);
+	return 0;
+}
+
+static int call_and_count(struct cancel_all *ca)
+{
+	struct sleeper s = { 0, -1 };
+
+	if (urt_call(urt_loops_get(ca->set, 1 - (unsigned)index_here()), sleep_long, &s) ==
+	    -ECANCELED)
+		atomic_fetch_add(&ca->calls_cancelled, 1);
+	return 0;
+}
+
+static int cancel_all_first(struct cancel_all *ca)
+{
+	for (int i = 0; i < 3; i++) {
+		CHECK(urt_spawn(NULL, NULL, (urt_task_fn)sleep_and_count, ca) == 0);
+		CHECK(urt_spawn(NULL, NULL, (urt_task_fn)call_and_count, ca) == 0);
+	}
+	if (index_here() == 0) {
+		CHECK(urt_sleep_ns(30 * MS) == 0);
+		CHECK(urt_loops_cancel(ca->set) == 0);
+		/* This task is cancelled too: its sleep says so. */
+		CHECK(urt_sleep_ns(60 * SEC) == -ECANCELED);
+		if (urt_spawn(NULL, NULL, (urt_task_fn)sleep_and_count, ca) == -ESHUTDOWN)
+			atomic_fetch_add(&ca->spawn_refused, 1);
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+static void test_cancel_every_loop(void **state)
+{
+	struct cancel_all ca = { .set = set_new(2) };
+
+	(void)state;
+	assert_int_equal(urt_loops_run(ca.set, (urt_task_fn)cancel_all_first, &ca), -ECANCELED);
+	assert_int_equal(ca.slept_cancelled, 6);
+	assert_int_equal(ca.calls_cancelled, 6);
+	assert_int_equal(ca.spawn_refused, 1);
+	/* The next run is not cancelled. */
+	struct firsts f = { .fail_on = -1 };
+
+	assert_int_equal(urt_loops_run(ca.set, (urt_task_fn)first, &f), 0);
+	assert_int_equal(f.count, 2);
+	urt_loops_destroy(ca.set);
+	checks_passed();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_first_task_on_every_loop),
+		cmocka_unit_test(test_calls_between_loops),
+		cmocka_unit_test(test_call_from_a_thread),
+		cmocka_unit_test(test_spawn_on_another_loop),
+		cmocka_unit_test(test_spawn_dropped_at_destroy),
+		cmocka_unit_test(test_cancel_and_deadline_end_a_call),
+		cmocka_unit_test(test_cancel_every_loop),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
