@@ -21,6 +21,7 @@ static int run_loop(struct urt_loop *loop)
 		int ret;
 
 		urt__sched_run_ready(loop);
+		urt__xloop_flush(loop);
 		/* No task left: done, unless the loop's set is not idle yet
 		 * (another loop may still send it work). */
 		if (!loop->live && urt__xloop_idle(loop))

@@ -79,8 +79,13 @@ static void *loop_main(void *arg)
 		(void)pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
 	}
 	lt->err = urt_loop_create(&lt->loop, &set->loop_opts);
-	if (!lt->err)
-		urt__xloop_join(lt->loop, &set->mesh, lt->index);
+	if (!lt->err) {
+		lt->err = urt__xloop_join(lt->loop, &set->mesh, lt->index);
+		if (lt->err) {
+			urt_loop_destroy(lt->loop);
+			lt->loop = NULL;
+		}
+	}
 	answer(set);
 	if (lt->err)
 		return NULL;

@@ -92,8 +92,11 @@ int urt__xloop_init(struct urt_loop *loop);
 /* After destroy's last turn: run what is left in the inbox (refused, as
  * the loop is closing), then free it. */
 void urt__xloop_fini(struct urt_loop *loop);
-/* loop becomes loop index of mesh (before any run). */
-void urt__xloop_join(struct urt_loop *loop, struct urt__mesh *mesh, unsigned index);
+/* loop becomes loop index of mesh (before any run). 0 or -ENOMEM. */
+int urt__xloop_join(struct urt_loop *loop, struct urt__mesh *mesh, unsigned index);
+/* The turn's end: send the wake-ups this loop owes the loops of its set
+ * (one MSG_RING SQE per loop at most, with the turn's other SQEs). */
+void urt__xloop_flush(struct urt_loop *loop);
 /* On the loop's thread, before its part of a set's run: the loop counts as
  * busy (the set counted it) and takes new tasks again. */
 void urt__xloop_run_begin(struct urt_loop *loop);

@@ -386,10 +386,7 @@ static int send_from_ring(struct urt__msg_sender *s, int fd, uint64_t ud)
 	return ret;
 }
 
-/* Errors after which the same message may go through: the target's CQ
- * cannot take it yet (-EOVERFLOW), memory or the ring is short for now
- * (-EAGAIN, -EBUSY, -ENOMEM), a signal (-EINTR). */
-static bool transient(int err)
+bool urt__msg_transient(int err)
 {
 	return err == -EAGAIN || err == -EBUSY || err == -EINTR || err == -EOVERFLOW ||
 	       err == -ENOMEM;
@@ -411,7 +408,7 @@ void urt__msg_send(struct urt__msg_sender *s, int fd, uint64_t ud)
 			io_uring_prep_msg_ring(&sqe, fd, 0, ud, 0);
 			ret = send_ringless(&sqe);
 		}
-		if (ret >= 0 || !transient(ret))
+		if (ret >= 0 || !urt__msg_transient(ret))
 			return;
 		usleep(pause_us);
 		if (pause_us < SEND_RETRY_MAX_US)

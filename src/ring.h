@@ -98,5 +98,9 @@ void urt__msg_sender_fini(struct urt__msg_sender *s);
  * up at once.
  */
 void urt__msg_send(struct urt__msg_sender *s, int fd, uint64_t ud);
+/* Errors after which the same message may go through: the target's CQ
+ * cannot take it yet (-EOVERFLOW), memory or the ring is short for now
+ * (-EAGAIN, -EBUSY, -ENOMEM), a signal (-EINTR). */
+bool urt__msg_transient(int err);
 
 #endif

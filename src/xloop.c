@@ -37,6 +37,22 @@ struct __attribute__((aligned(128))) urt__xloop {
 	/* The loop's thread only. */
 	struct urt_loop *loop __attribute__((aligned(128)));
 	bool busy;                  /* counted in mesh->active */
+	/* Wake-ups this loop owes the other loops of its set, sent from its
+	 * ring at the end of its turn: one per loop at most, however many
+	 * messages the turn sent it. */
+	struct xwake *wakes;        /* one per loop of the set */
+	unsigned *due;              /* indices of the wakes to send */
+	unsigned ndue;
+};
+
+/* A wake-up for loop target of the set, sent as an SQE of the sender's
+ * ring; op gets the send's result. */
+struct xwake {
+	struct urt__op op;
+	struct urt__xloop *from;
+	unsigned target;
+	bool due;                   /* to send at the turn's end */
+	bool inflight;              /* sent, its CQE not reaped yet */
 };
 
 static struct urt__xloop *xloop_of(struct urt__op *op, size_t off)
@@ -83,12 +99,26 @@ static struct urt__msg_sender *sender(void)
 	return s;
 }
 
-/* Push m onto loop's inbox; wake loop when the inbox was empty. The
- * caller has its thread's sender (s). */
+static void wake_due(struct urt__xloop *from, unsigned target)
+{
+	struct xwake *w = &from->wakes[target];
+
+	if (w->due)
+		return;
+	w->due = true;
+	if (!from->ndue++)
+		from->loop->turn_due++;
+	from->due[from->ndue - 1] = target;
+}
+
+/* Push m onto loop's inbox; wake loop when the inbox was empty: from a
+ * loop of the same set, at the end of the sender's turn (with its other
+ * SQEs); else now, with the thread's sender s. */
 static void post(struct urt_loop *loop, struct urt__msg *m, struct urt__msg_sender *s)
 {
 	struct urt__xloop *xl = loop->xloop;
 	struct urt__msg *old = atomic_load_explicit(&xl->head, memory_order_relaxed);
+	struct urt_loop *here = urt__cur_loop;
 
 	/* Counted before it is visible: the set is not idle while a message
 	 * is on its way. */
@@ -98,8 +128,53 @@ static void post(struct urt_loop *loop, struct urt__msg *m, struct urt__msg_send
 		m->next = old;
 	while (!atomic_compare_exchange_weak_explicit(&xl->head, &old, m, memory_order_release,
 						      memory_order_relaxed));
-	if (!old)
+	if (old)
+		return;
+	if (here && xl->mesh && here->xloop->mesh == xl->mesh)
+		wake_due(here->xloop, xl->index);
+	else
 		urt__msg_send(s, xl->ring_fd, (uint64_t)(uintptr_t)&xl->wake);
+}
+
+static void wake_sent(struct urt__op *op, int32_t res, uint32_t flags)
+{
+	struct xwake *w = (struct xwake *)op;
+
+	(void)flags;
+	w->inflight = false;
+	/* The target's CQ was full or memory short: again next turn. A
+	 * target whose ring is gone cannot be woken. */
+	if (res < 0 && urt__msg_transient(res))
+		wake_due(w->from, w->target);
+}
+
+void urt__xloop_flush(struct urt_loop *loop)
+{
+	struct urt__xloop *xl = loop->xloop;
+	unsigned kept = 0;
+
+	if (!xl->ndue)
+		return;
+	for (unsigned i = 0; i < xl->ndue; i++) {
+		struct xwake *w = &xl->wakes[xl->due[i]];
+		struct urt__xloop *to = xl->mesh->loops[w->target]->xloop;
+		struct io_uring_sqe *sqe;
+
+		/* Its last send's CQE is not in yet (it comes within the
+		 * turn): next turn. Without an SQE (the ring failed), as
+		 * well. */
+		sqe = w->inflight ? NULL : urt__ring_sqe(&loop->ring, &w->op);
+		if (!sqe) {
+			xl->due[kept++] = xl->due[i];
+			continue;
+		}
+		io_uring_prep_msg_ring(sqe, to->ring_fd, 0, (uint64_t)(uintptr_t)&to->wake, 0);
+		w->due = false;
+		w->inflight = true;
+	}
+	xl->ndue = kept;
+	if (!kept)
+		loop->turn_due--;
 }
 
 /* ---- the inbox ---- */
@@ -178,6 +253,8 @@ void urt__xloop_fini(struct urt_loop *loop)
 {
 	struct urt__xloop *xl = loop->xloop;
 
+	free(xl->wakes);
+	free(xl->due);
 	/* Messages whose wake-up never came (the ring failed), refused as a
 	 * closing loop refuses them; their replies may come back here. */
 	while (atomic_load(&xl->head))
@@ -188,10 +265,19 @@ void urt__xloop_fini(struct urt_loop *loop)
 
 /* ---- a set's accounting ---- */
 
-void urt__xloop_join(struct urt_loop *loop, struct urt__mesh *mesh, unsigned index)
+int urt__xloop_join(struct urt_loop *loop, struct urt__mesh *mesh, unsigned index)
 {
-	loop->xloop->mesh = mesh;
-	loop->xloop->index = index;
+	struct urt__xloop *xl = loop->xloop;
+
+	xl->wakes = calloc(mesh->n, sizeof(*xl->wakes));
+	xl->due = calloc(mesh->n, sizeof(*xl->due));
+	if (!xl->wakes || !xl->due)
+		return -ENOMEM;
+	for (unsigned i = 0; i < mesh->n; i++)
+		xl->wakes[i] = (struct xwake){ .op.done = wake_sent, .from = xl, .target = i };
+	xl->mesh = mesh;
+	xl->index = index;
+	return 0;
 }
 
 void urt__xloop_run_begin(struct urt_loop *loop)
