@@ -69,6 +69,29 @@ typedef struct urt_pool urt_pool;
 /* A task's body. Its return value reaches urt_join's *result. */
 typedef int (*urt_task_fn)(void *arg);
 
+/*
+ * Where a function and its argument cross a boundary (a new task, another
+ * loop, a pool thread), the calls are macros that check at compile time
+ * that fn takes what arg points to: fn is int fn(T *) (a task) or void
+ * fn(T *) (a job) and arg a T *, so that a mismatch is a compile error
+ * rather than a crash. A task function may also take void * (the untyped
+ * form), with any pointer. In C++ the macros are absent: call the
+ * functions (urt_spawn, urt_group_spawn) or the urt__ ones.
+ */
+/* True when fn (a function or a function pointer) is void fn(typeof(a)). */
+#define urt__fn_takes_(fn, a)                                                     \
+	(__builtin_types_compatible_p(__typeof__(fn), void(__typeof__(a))) ||     \
+	 __builtin_types_compatible_p(__typeof__(fn), void (*)(__typeof__(a))))
+
+/* True when fn (a function or a function pointer) is int fn(typeof(a)), or
+ * the untyped int fn(void *) with a pointer a. */
+#define urt__task_fn_takes_(fn, a)                                                \
+	(__builtin_types_compatible_p(__typeof__(fn), int(__typeof__(a))) ||      \
+	 __builtin_types_compatible_p(__typeof__(fn), int (*)(__typeof__(a))) ||  \
+	 ((__builtin_types_compatible_p(__typeof__(fn), int(void *)) ||           \
+	   __builtin_types_compatible_p(__typeof__(fn), int (*)(void *))) &&      \
+	  __builtin_classify_type(a) == 5))
+
 /* Loop options. Zero in any field means its default. */
 struct urt_loop_opts {
 	/* Submission queue entries (default 256; at least 2, for an operation
@@ -206,6 +229,17 @@ URT_API int urt_run(urt_task_fn fn, void *arg, int *result);
  * Callable inside a task and outside one (before or between runs).
  */
 URT_API int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg);
+#ifndef __cplusplus
+/* fn checked against arg (see urt_task_fn); (urt_spawn)(...) calls the
+ * function unchecked. */
+#define urt_spawn(loop, out, fn, arg)                                            \
+	__extension__({                                                           \
+		__typeof__(arg) urt__parg_ = (arg);                               \
+		_Static_assert(urt__task_fn_takes_(fn, urt__parg_),               \
+			       "urt_spawn: fn must be int fn(T *) and arg a T *"); \
+		(urt_spawn)((loop), (out), (urt_task_fn)(fn), (void *)urt__parg_); \
+	})
+#endif
 
 /*
  * Wait for a task to return and free its handle; *result (when not NULL)
@@ -595,6 +629,17 @@ URT_API int urt_group_create(urt_group **out);
  * -ESHUTDOWN. Callable by any task of the loop, members included.
  */
 URT_API int urt_group_spawn(urt_group *g, urt_task_fn fn, void *arg);
+#ifndef __cplusplus
+/* fn checked against arg (see urt_task_fn); (urt_group_spawn)(...) calls
+ * the function unchecked. */
+#define urt_group_spawn(g, fn, arg)                                              \
+	__extension__({                                                           \
+		__typeof__(arg) urt__garg_ = (arg);                               \
+		_Static_assert(urt__task_fn_takes_(fn, urt__garg_),               \
+			       "urt_group_spawn: fn must be int fn(T *) and arg a T *"); \
+		(urt_group_spawn)((g), (urt_task_fn)(fn), (void *)urt__garg_);    \
+	})
+#endif
 
 /*
  * Wait until every member has returned, then free the group. Returns 0
@@ -686,11 +731,6 @@ URT_API int urt__to_thread(void (*fn)(void *), void *arg);
 			       "urt_to_thread: fn must be void fn(T *) and arg a T *"); \
 		urt__to_thread((void (*)(void *))(fn), (void *)urt__arg_);        \
 	})
-
-/* True when fn (a function or a function pointer) is void fn(typeof(a)). */
-#define urt__fn_takes_(fn, a)                                                     \
-	(__builtin_types_compatible_p(__typeof__(fn), void(__typeof__(a))) ||     \
-	 __builtin_types_compatible_p(__typeof__(fn), void (*)(__typeof__(a))))
 
 /* Implementation of urt_job_run; call the macro, which checks types. */
 URT_API int urt__job_run(void (*fn)(void *), void *arg, void (*dtor)(void *),
@@ -859,14 +899,6 @@ URT_API int urt__spawn_on(urt_loop *loop, int (*fn)(void *), void *arg, void (*d
 			      (void (*)(void *))(dtor));                          \
 	})
 
-/* True when fn (a function or a function pointer) is int fn(typeof(a)), or
- * the untyped int fn(void *) with a pointer a. */
-#define urt__task_fn_takes_(fn, a)                                                \
-	(__builtin_types_compatible_p(__typeof__(fn), int(__typeof__(a))) ||      \
-	 __builtin_types_compatible_p(__typeof__(fn), int (*)(__typeof__(a))) ||  \
-	 ((__builtin_types_compatible_p(__typeof__(fn), int(void *)) ||           \
-	   __builtin_types_compatible_p(__typeof__(fn), int (*)(void *))) &&      \
-	  __builtin_classify_type(a) == 5))
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,7 @@
 
 /* ---- the task API ---- */
 
-int urt_spawn(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
+int (urt_spawn)(urt_loop *loop, urt_task **out, urt_task_fn fn, void *arg)
 {
 	struct urt_task *t;
 	int ret;

@@ -230,7 +230,7 @@ static void group_cancel(struct urt_group *g, int result)
 
 static void group_member_done(struct urt_task *m);
 
-int urt_group_spawn(urt_group *g, urt_task_fn fn, void *arg)
+int (urt_group_spawn)(urt_group *g, urt_task_fn fn, void *arg)
 {
 	struct urt_task *m;
 	int ret;

@@ -2,7 +2,7 @@
  * well typed and must compile cleanly; each CASE is one mistake that must
  * not compile (the test looks for the static assertion's message). Every
  * call that passes a function and its argument across a boundary is here:
- * to a pool thread, to another loop. */
+ * to a pool thread, to another loop, to a new task. */
 #include <urt.h>
 
 struct req {
@@ -17,7 +17,7 @@ static void work(struct req *r)
 	r->out = r->in * 2;
 }
 
-static void work_other(struct other *o)
+__attribute__((unused)) static void work_other(struct other *o)
 {
 	(void)o;
 }
@@ -53,6 +53,13 @@ int offload_types(void)
 	ret += urt_spawn_on(loop, task, &r, req_free);
 	ret += urt_spawn_on(loop, task, &r, NULL);
 	ret += urt_spawn_on(loop, untyped, &r, NULL);
+	ret += urt_spawn(loop, NULL, task, &r);
+	ret += urt_spawn(loop, NULL, tp, &r);
+	ret += urt_spawn(loop, NULL, untyped, &r);
+	ret += urt_spawn(loop, NULL, untyped, NULL);
+	ret += (urt_spawn)(loop, NULL, untyped, &r); /* the function, unchecked */
+	ret += urt_group_spawn((urt_group *)0, task, &r);
+	ret += urt_group_spawn((urt_group *)0, untyped, &r);
 
 	ret += urt_to_thread(work, &r);
 	ret += urt_to_thread(fp, &r);
@@ -89,6 +96,17 @@ int offload_types(void)
 	ret += urt_spawn_on(loop, task, &r, work_other);
 #elif CASE == 12 /* a task function of another return type */
 	ret += urt_call(loop, work, &r);
+#elif CASE == 13 /* spawn, another struct */
+	struct other o;
+	ret += urt_spawn(loop, NULL, task, &o);
+#elif CASE == 14 /* spawn, the type erased behind void * */
+	void *v = &r;
+	ret += urt_spawn(loop, NULL, task, v);
+#elif CASE == 15 /* spawn, a value for the untyped form */
+	ret += urt_spawn(loop, NULL, untyped, r.in);
+#elif CASE == 16 /* group spawn, another struct */
+	struct other o;
+	ret += urt_group_spawn((urt_group *)0, task, &o);
 #endif
 	return ret;
 }
