@@ -682,7 +682,7 @@ static int args_task(void *arg)
 	a->create_null = urt_group_create(NULL);
 	TASK_CHECK(urt_group_create(&a->g) == 0);
 	a->spawn_null_group = urt_group_spawn(NULL, quick_member, NULL);
-	a->spawn_null_fn = urt_group_spawn(a->g, NULL, NULL);
+	a->spawn_null_fn = (urt_group_spawn)(a->g, NULL, NULL); /* unchecked */
 	a->wait_null = urt_group_wait(NULL);
 	a->wait_ret = urt_group_wait(a->g);
 	return 0;
