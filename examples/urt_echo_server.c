@@ -1,11 +1,15 @@
-/* urt-echo-server: a TCP echo server on one loop. An acceptor takes the
- * connections (one multishot accept); each connection is a task of a group
- * that receives and sends back until the peer closes. SIGINT or SIGTERM,
- * read from a signalfd by a task of its own, shuts it down gracefully: the
- * group's waiter is cancelled, so every connection task is cancelled and
- * has closed its socket before the server reports and exits 0.
+/* urt-echo-server: a TCP echo server over every core. One loop per CPU
+ * (a set of loops), each with a listening socket of its own on the same
+ * port (SO_REUSEPORT: the kernel spreads the connections) served by an
+ * acceptor (one multishot accept); each connection is a task of its loop's
+ * group that receives and sends back until the peer closes. With
+ * --one-acceptor, loop 0 alone accepts and hands each connection, fd and
+ * all, to the loops in turn (urt_spawn_on). SIGINT or SIGTERM, read from a
+ * signalfd by a task of loop 0, shuts it down gracefully: every task of
+ * every loop is cancelled (urt_loops_cancel) and has closed its socket
+ * before the server reports and exits 0.
  *
- *	urt-echo-server [--port P] [--bind ADDR]
+ *	urt-echo-server [--port P] [--bind ADDR] [--loops N] [--one-acceptor]
  *
  * The first line on stdout is "port N" (the port bound; --port 0, the
  * default, picks a free one), for whoever drives the server. At exit it
@@ -15,6 +19,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,29 +30,42 @@
 
 #include <urt.h>
 
-struct server {
-	int lfd, sigfd;
+/* One loop's share. */
+struct shard {
+	struct server *srv;
+	int lfd;                    /* -1: this loop does not accept */
 	urt_acceptor *acceptor;
 	urt_group *conns;
-	urt_task *main, *signals;
 	unsigned long long connections, bytes;
 	int accept_err;
 };
 
+struct server {
+	urt_loops *set;
+	struct shard *shards;
+	unsigned n;
+	unsigned next;              /* --one-acceptor: the next loop to serve */
+	bool one_acceptor;
+	int sigfd;
+};
+
 struct conn {
-	struct server *srv;
+	struct shard *sh;
 	int fd;
 };
 
 /* Echo until the peer closes, an error, or the server's shutdown cancels
  * the task. A connection's end is not the group's failure: return 0. */
-static int conn_task(void *arg)
+static int conn_task(struct conn *arg)
 {
-	struct conn c = *(struct conn *)arg;
+	struct conn c = *arg;
+	struct shard *sh;
 	char buf[16384];
 	ssize_t n;
 
 	free(arg);
+	/* Handed over by loop 0: count it where it runs. */
+	sh = &c.sh->srv->shards[urt_loop_index(urt_current_loop())];
 	while ((n = urt_recv(c.fd, buf, sizeof(buf), 0)) > 0) {
 		for (ssize_t off = 0; off < n;) {
 			ssize_t w = urt_send(c.fd, buf + off, (size_t)(n - off), 0);
@@ -56,7 +74,7 @@ static int conn_task(void *arg)
 				goto out;
 			off += w;
 		}
-		c.srv->bytes += (unsigned long long)n;
+		sh->bytes += (unsigned long long)n;
 	}
 out:
 	/* close(2), not urt_close: a cancelled task's urt_close would not
@@ -65,14 +83,40 @@ out:
 	return 0;
 }
 
-/* Take connections until cancelled; each becomes a member of the group. */
-static int accept_task(void *arg)
+/* A connection another loop could not take (it is shutting down). */
+static void conn_drop(struct conn *c)
 {
-	struct server *srv = arg;
+	close(c->fd);
+	free(c);
+}
 
+/* Start a connection's task: here, in the group, or on the next loop. */
+static int serve(struct shard *sh, int fd)
+{
+	struct server *srv = sh->srv;
+	struct conn *c = malloc(sizeof(*c));
+	unsigned to = 0;
+	int ret;
+
+	if (!c)
+		return -ENOMEM;
+	*c = (struct conn){ sh, fd };
+	if (srv->one_acceptor)
+		to = srv->next++ % srv->n;
+	if (to == 0)
+		ret = urt_group_spawn(sh->conns, conn_task, c);
+	else
+		ret = urt_spawn_on(urt_loops_get(srv->set, to), conn_task, c, conn_drop);
+	if (ret < 0)
+		free(c);
+	return ret;
+}
+
+/* Take connections until cancelled; each becomes a member of the group. */
+static int accept_task(struct shard *sh)
+{
 	for (;;) {
-		int fd = urt_acceptor_next(srv->acceptor);
-		struct conn *c;
+		int fd = urt_acceptor_next(sh->acceptor);
 
 		if (fd == -ECANCELED)
 			return 0;
@@ -87,68 +131,66 @@ static int accept_task(void *arg)
 				urt_sleep_ns(10 * 1000000ull);
 				continue;
 			}
-			srv->accept_err = fd;
+			sh->accept_err = fd;
 			return fd;
 		}
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
-		c = malloc(sizeof(*c));
-		if (!c) {
+		if (serve(sh, fd) < 0) {
 			close(fd);
 			continue;
 		}
-		*c = (struct conn){ srv, fd };
-		if (urt_group_spawn(srv->conns, conn_task, c) < 0) {
-			close(fd);
-			free(c);
-			continue;
-		}
-		srv->connections++;
+		sh->connections++;
 	}
 }
 
-/* Wait for SIGINT or SIGTERM, then cancel the main task: its group wait
- * cancels every member and returns once all have returned. */
-static int signal_task(void *arg)
+/* Wait for SIGINT or SIGTERM, then cancel every task of every loop. */
+static int signal_task(struct server *srv)
 {
-	struct server *srv = arg;
 	struct signalfd_siginfo si;
 	ssize_t n = urt_read(srv->sigfd, &si, sizeof(si), -1);
 
 	if (n == (ssize_t)sizeof(si))
 		fprintf(stderr, "urt-echo-server: %s, shutting down\n", strsignal((int)si.ssi_signo));
 	if (n != -ECANCELED)
-		urt_cancel(srv->main);
+		urt_loops_cancel(srv->set);
 	return 0;
 }
 
-static int main_task(void *arg)
+/* Every loop's first task. */
+static int main_task(struct server *srv)
 {
-	struct server *srv = arg;
-	int ret;
+	int i = urt_loop_index(urt_current_loop());
+	struct shard *sh = &srv->shards[i];
+	int ret = 0;
 
-	srv->main = urt_current_task();
-	ret = urt_acceptor_create(NULL, &srv->acceptor, srv->lfd, SOCK_CLOEXEC);
+	if (i == 0)
+		ret = urt_spawn(NULL, NULL, signal_task, srv);
 	if (!ret)
-		ret = urt_group_create(&srv->conns);
-	if (!ret)
-		ret = urt_spawn(NULL, &srv->signals, signal_task, srv);
+		ret = urt_group_create(&sh->conns);
+	if (!ret && sh->lfd >= 0)
+		ret = urt_acceptor_create(NULL, &sh->acceptor, sh->lfd, SOCK_CLOEXEC);
+	if (!ret && sh->acceptor)
+		ret = urt_group_spawn(sh->conns, accept_task, sh);
 	if (ret) {
 		fprintf(stderr, "urt-echo-server: %s\n", strerror(-ret));
+		urt_loops_cancel(srv->set);
 		return ret;
 	}
-	ret = urt_group_spawn(srv->conns, accept_task, srv);
-	if (!ret)
-		ret = urt_group_wait(srv->conns); /* -ECANCELED: the signal came */
-	urt_acceptor_close(srv->acceptor);
-	/* Ended otherwise (an accept error): the signal task goes too. */
-	urt_cancel(srv->signals);
-	urt_join(srv->signals, NULL);
+	/* -ECANCELED: the signal came; a loop that does not accept has no
+	 * member and waits for the connections handed to it (detached). */
+	ret = urt_group_wait(sh->conns);
+	if (sh->acceptor)
+		urt_acceptor_close(sh->acceptor);
+	if (ret && ret != -ECANCELED)
+		urt_loops_cancel(srv->set); /* an accept error ends the server */
 	return ret == -ECANCELED ? 0 : ret;
 }
 
-static int listen_on(const char *host, int port)
+/* A listening socket on host:port (port 0: any free one, returned in
+ * *port), shared with the other loops' when reuseport is set. */
+static int listen_on(const char *host, int *port, bool reuseport)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)*port) };
 	socklen_t len = sizeof(a);
 	int fd;
 
@@ -158,6 +200,7 @@ static int listen_on(const char *host, int port)
 	}
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){ 1 }, sizeof(int)) ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &(int){ 1 }, sizeof(int))) ||
 	    bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 4096) ||
 	    getsockname(fd, (struct sockaddr *)&a, &len)) {
 		perror("urt-echo-server: listen");
@@ -165,18 +208,19 @@ static int listen_on(const char *host, int port)
 			close(fd);
 		return -1;
 	}
-	printf("port %u\n", ntohs(a.sin_port));
-	fflush(stdout);
+	*port = ntohs(a.sin_port);
 	return fd;
 }
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: urt-echo-server [--port P] [--bind ADDR]\n"
-		   "Echoes TCP connections on ADDR:P (default 127.0.0.1, port 0: any free one);\n"
-		   "prints \"port N\" first. SIGINT or SIGTERM shuts it down.\n");
+	fprintf(f, "usage: urt-echo-server [--port P] [--bind ADDR] [--loops N] [--one-acceptor]\n"
+		   "Echoes TCP connections on ADDR:P (default 127.0.0.1, port 0: any free one)\n"
+		   "on N loops (default: one per CPU the process may run on), each accepting\n"
+		   "on a socket of its own (SO_REUSEPORT), or with --one-acceptor loop 0 alone\n"
+		   "accepting and handing connections to the loops in turn. Prints \"port N\"\n"
+		   "first. SIGINT or SIGTERM shuts it down.\n");
 }
-
 /* A server holds an fd per connection: take the whole of the hard limit
  * (Debian's soft one is 1,024), as Go does for every program. */
 static void raise_fd_limit(void)
@@ -191,9 +235,11 @@ static void raise_fd_limit(void)
 
 int main(int argc, char **argv)
 {
-	struct server srv = { 0 };
+	struct server srv = { .sigfd = -1 };
+	struct urt_loops_opts lo = { 0 };
+	unsigned long long connections = 0, bytes = 0;
 	const char *host = "127.0.0.1";
-	int port = 0, result = 0, ret;
+	int port = 0, ret = 1;
 	sigset_t sigs;
 
 	for (int i = 1; i < argc; i++) {
@@ -209,6 +255,16 @@ int main(int argc, char **argv)
 			port = (int)p;
 		} else if (!strcmp(argv[i], "--bind") && i + 1 < argc) {
 			host = argv[++i];
+		} else if (!strcmp(argv[i], "--loops") && i + 1 < argc) {
+			long n = strtol(argv[++i], &end, 10);
+
+			if (*end || n < 1 || n > 1024) {
+				usage(stderr);
+				return 2;
+			}
+			lo.loops = (unsigned)n;
+		} else if (!strcmp(argv[i], "--one-acceptor")) {
+			srv.one_acceptor = true;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			usage(stdout);
 			return 0;
@@ -218,8 +274,9 @@ int main(int argc, char **argv)
 		}
 	}
 	raise_fd_limit();
-	/* The signals go to the signalfd only. Blocked, they queue even when
-	 * they arrive ignored, as a shell's background job has SIGINT. */
+	/* The signals go to the signalfd only. Blocked (before the loops'
+	 * threads start, which inherit the mask), they queue even when they
+	 * arrive ignored, as a shell's background job has SIGINT. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
@@ -228,16 +285,42 @@ int main(int argc, char **argv)
 		perror("urt-echo-server: signalfd");
 		return 1;
 	}
-	srv.lfd = listen_on(host, port);
-	if (srv.lfd < 0)
-		return 1;
-	ret = urt_run(main_task, &srv, &result);
-	if (ret || result) {
-		fprintf(stderr, "urt-echo-server: %s\n", strerror(-(ret ? ret : result)));
+	ret = urt_loops_create(&srv.set, &lo);
+	if (ret) {
+		fprintf(stderr, "urt-echo-server: %s\n", strerror(-ret));
 		return 1;
 	}
-	close(srv.lfd);
+	srv.n = urt_loops_count(srv.set);
+	srv.shards = calloc(srv.n, sizeof(*srv.shards));
+	if (!srv.shards)
+		goto out;
+	for (unsigned i = 0; i < srv.n; i++) {
+		struct shard *sh = &srv.shards[i];
+
+		*sh = (struct shard){ .srv = &srv, .lfd = -1 };
+		if (srv.one_acceptor && i > 0)
+			continue;
+		sh->lfd = listen_on(host, &port, !srv.one_acceptor);
+		if (sh->lfd < 0)
+			goto out;
+	}
+	printf("port %d\n", port);
+	fflush(stdout);
+	ret = urt_loops_run(srv.set, (urt_task_fn)main_task, &srv);
+	for (unsigned i = 0; i < srv.n; i++) {
+		connections += srv.shards[i].connections;
+		bytes += srv.shards[i].bytes;
+	}
+	if (ret)
+		fprintf(stderr, "urt-echo-server: %s\n", strerror(ret < 0 ? -ret : ret));
+	else
+		printf("connections %llu bytes %llu\n", connections, bytes);
+out:
+	urt_loops_destroy(srv.set);
+	for (unsigned i = 0; srv.shards && i < srv.n; i++)
+		if (srv.shards[i].lfd >= 0)
+			close(srv.shards[i].lfd);
+	free(srv.shards);
 	close(srv.sigfd);
-	printf("connections %llu bytes %llu\n", srv.connections, srv.bytes);
-	return 0;
+	return ret ? 1 : 0;
 }

@@ -2,10 +2,11 @@
 # The echo example end to end on loopback: urt-echo-server, driven by
 # urt-echo-client with 100 concurrent connections moving a known byte count,
 # then a graceful shutdown by SIGINT while 50 more connections are open.
-# Usage: echo_test.sh <urt-echo-server> <urt-echo-client>
+# Usage: echo_test.sh <urt-echo-server> <urt-echo-client> [server options...]
 set -euo pipefail
 server=$1
 client=$2
+shift 2
 dir=$(mktemp -d)
 spid=""
 cleanup() {
@@ -15,7 +16,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "echo_test: $*" >&2; for f in "$dir"/*; do echo "--- $f"; cat "$f"; done >&2; exit 1; }
 
-"$server" --port 0 >"$dir/server.out" 2>"$dir/server.err" &
+"$server" --port 0 "$@" >"$dir/server.out" 2>"$dir/server.err" &
 spid=$!
 for _ in $(seq 100); do
 	grep -q '^port ' "$dir/server.out" 2>/dev/null && break

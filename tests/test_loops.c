@@ -2,13 +2,15 @@
  * A set of loops: each loop runs the first task, calls and spawns go
  * between loops and from plain threads, cancels and deadlines end a call
  * after its remote task, the run ends when every loop is idle, and
- * destroy hands what was queued back to its owner.
+ * destroy hands what was queued back to its owner, file descriptors
+ * included.
  *
  * Tasks run on several threads here: they record what they saw with
  * atomics, and the test body asserts after the run.
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 #include "test_util.h"
 
@@ -293,6 +295,84 @@ static void test_spawn_dropped_at_destroy(void **state)
 	checks_passed();
 }
 
+/* ---- file descriptors handed between loops ---- */
+
+struct handed {
+	int fd;
+	atomic_int *closed_by_task, *closed_by_dtor;
+};
+
+/* The receiving loop owns the fd: it reads the peer's byte, then closes. */
+static int take_fd(struct handed *h)
+{
+	char c = 0;
+
+	CHECK(urt_read(h->fd, &c, 1, -1) == 1 && c == 'x');
+	CHECK(close(h->fd) == 0);
+	atomic_fetch_add(h->closed_by_task, 1);
+	free(h);
+	return 0;
+}
+
+static void drop_fd(struct handed *h)
+{
+	CHECK(close(h->fd) == 0);
+	atomic_fetch_add(h->closed_by_dtor, 1);
+	free(h);
+}
+
+struct handoff {
+	urt_loops *set;
+	atomic_int by_task, by_dtor;
+};
+
+#define HANDOFFS 50
+
+/* Loop 0 makes socket pairs and hands one end of each to loop 1. */
+static int hand_fds(struct handoff *ho)
+{
+	if (index_here() != 0)
+		return 0;
+	for (int i = 0; i < HANDOFFS; i++) {
+		struct handed *h = malloc(sizeof(*h));
+		int sv[2];
+
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+		CHECK(write(sv[1], "x", 1) == 1);
+		CHECK(close(sv[1]) == 0);
+		*h = (struct handed){ sv[0], &ho->by_task, &ho->by_dtor };
+		CHECK(urt_spawn_on(urt_loops_get(ho->set, 1), take_fd, h, drop_fd) == 0);
+	}
+	return 0;
+}
+
+static void test_fds_handed_between_loops(void **state)
+{
+	struct handoff ho = { .set = set_new(2) };
+	int before = open_fds();
+
+	(void)state;
+	assert_int_equal(urt_loops_run(ho.set, (urt_task_fn)hand_fds, &ho), 0);
+	assert_int_equal(ho.by_task, HANDOFFS);
+	assert_int_equal(ho.by_dtor, 0);
+	assert_int_equal(open_fds(), before);
+	/* Handed while the set does not run: destroy gives each to dtor. */
+	for (int i = 0; i < 3; i++) {
+		struct handed *h = malloc(sizeof(*h));
+		int sv[2];
+
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		close(sv[1]);
+		*h = (struct handed){ sv[0], &ho.by_task, &ho.by_dtor };
+		assert_int_equal(urt_spawn_on(urt_loops_get(ho.set, 1), take_fd, h, drop_fd), 0);
+	}
+	urt_loops_destroy(ho.set);
+	assert_int_equal(ho.by_dtor, 3);
+	/* The loops' own fds (rings, pool) went with the set too. */
+	assert_true(open_fds() < before);
+	checks_passed();
+}
+
 /* ---- cancels and deadlines ---- */
 
 struct sleeper {
@@ -427,6 +507,7 @@ int main(void)
 		cmocka_unit_test(test_call_from_a_thread),
 		cmocka_unit_test(test_spawn_on_another_loop),
 		cmocka_unit_test(test_spawn_dropped_at_destroy),
+		cmocka_unit_test(test_fds_handed_between_loops),
 		cmocka_unit_test(test_cancel_and_deadline_end_a_call),
 		cmocka_unit_test(test_cancel_every_loop),
 	};
