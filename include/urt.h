@@ -900,6 +900,74 @@ URT_API int urt__spawn_on(urt_loop *loop, int (*fn)(void *), void *arg, void (*d
 	})
 
 
+/*
+ * Channels between loops: a bounded FIFO of fixed-size elements that the
+ * tasks of any loop, and threads that run no loop, send into, and the
+ * tasks of one loop, its consumer, receive from. Elements are copied
+ * through a lock-free ring in shared memory; nobody is woken per element:
+ * a receiver that finds the channel empty says so, and only the sender
+ * that sees it sends the consumer's loop one message (an
+ * IORING_OP_MSG_RING when the loop may sleep). A sender on a full channel
+ * waits until the consumer makes room. Capacity is rounded up to a power
+ * of two.
+ *
+ *	// on any loop
+ *	urt_xchan_send(ch, &msg);
+ *	// on the consumer's loop
+ *	while ((n = urt_xchan_recv_many(ch, batch, 64)) > 0)
+ *		for (i = 0; i < n; i++) handle(&batch[i]);
+ */
+typedef struct urt_xchan urt_xchan;
+
+/* Create a channel that consumer's tasks receive from: capacity elements
+ * (rounded up to a power of two, at most 2^30) of elem_size bytes (at
+ * most 1 MiB). Returns 0, -EINVAL, -ENOMEM. Callable anywhere; the caller
+ * owns the channel. */
+URT_API int urt_xchan_create(urt_xchan **out, urt_loop *consumer, size_t elem_size,
+			     size_t capacity);
+
+/* Implementations of the macros below, which pass sizeof(*elems). */
+URT_API int urt__xchan_send(urt_xchan *c, const void *elems, size_t size, size_t n);
+URT_API ssize_t urt__xchan_recv(urt_xchan *c, void *elems, size_t size, size_t max);
+
+/*
+ * urt_xchan_send_many(c, elems, n): copy n elements in, in order, waiting
+ * while the channel is full (a task parks; a thread that runs no loop
+ * blocks). Returns how many were sent (n, or fewer when the channel closed
+ * or the wait was interrupted after some), else -EPIPE (closed), -EINVAL
+ * (NULL, n 0, sizeof(*elems) not the element size), -ECANCELED,
+ * -ETIMEDOUT, -EAGAIN (full, on a loop's thread outside a task), -ENOMEM.
+ * urt_xchan_send(c, elem) sends one: 1 or -errno.
+ */
+#define urt_xchan_send(c, elem) urt__xchan_send((c), (elem), urt__elem_size_(elem), 1)
+#define urt_xchan_send_many(c, elems, n) \
+	urt__xchan_send((c), (elems), urt__elem_size_(elems), (n))
+
+/*
+ * urt_xchan_recv_many(c, elems, max): move up to max elements (at least
+ * one) into elems, oldest first, parking while the channel is empty.
+ * Returns how many; 0 when closed and drained; -EPERM (not a task of the
+ * consumer loop), -EINVAL, -ECANCELED, -ETIMEDOUT. urt_xchan_recv(c,
+ * elem) receives one.
+ */
+#define urt_xchan_recv(c, elem) urt__xchan_recv((c), (elem), urt__elem_size_(elem), 1)
+#define urt_xchan_recv_many(c, elems, max) \
+	urt__xchan_recv((c), (elems), urt__elem_size_(elems), (max))
+
+/* Close: later sends get -EPIPE, waiting senders too; the consumer drains
+ * what is left, then receives 0. Returns 0, -EINVAL, -EALREADY, -ENOMEM
+ * (this thread cannot wake the consumer). Callable from any thread. */
+URT_API int urt_xchan_close(urt_xchan *c);
+
+/* Elements in the channel now (a snapshot; 0 for NULL). Callable anywhere. */
+URT_API size_t urt_xchan_len(const urt_xchan *c);
+
+/* Free the channel and what is left in it, once nobody uses it (from the
+ * consumer's loop, or any thread after that loop's run). Returns 0,
+ * -EINVAL, -EBUSY while a task waits on it or a wake-up is on its way to
+ * the consumer (close it, let the consumer's loop run, then destroy). */
+URT_API int urt_xchan_destroy(urt_xchan *c);
+
 #ifdef __cplusplus
 }
 #endif

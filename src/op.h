@@ -70,6 +70,18 @@ ssize_t urt__op_buf(int opcode, int fd, const void *buf, size_t len, uint64_t of
 
 /* ---- xloop.c: work sent to a loop by other threads ---- */
 
+/* A message: run on the target loop's thread, in its turn (not in a
+ * task), then never touched by the target again unless run says so. */
+struct urt__msg {
+	struct urt__msg *next;
+	void (*run)(struct urt__msg *m, struct urt_loop *loop);
+};
+
+/* Send m to loop's inbox from any thread. 0, or -ENOMEM when the thread
+ * has no way to wake a loop (its sender could not be made): m not sent.
+ * Once sent, m belongs to the target until its run. */
+int urt__xloop_post(struct urt_loop *loop, struct urt__msg *m);
+
 /*
  * What a set of loops shares for its messages: which loops, and how much is
  * still to happen (loops not idle, messages on their way to one): when that

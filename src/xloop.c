@@ -17,13 +17,6 @@
 
 #include "op.h"
 
-/* A message: run on the target loop's thread, in its turn (not in a
- * task), then never touched by the target again unless run says so. */
-struct urt__msg {
-	struct urt__msg *next;
-	void (*run)(struct urt__msg *m, struct urt_loop *loop);
-};
-
 struct __attribute__((aligned(128))) urt__xloop {
 	/* Written by senders on any thread. */
 	_Atomic(struct urt__msg *) head; /* newest first */
@@ -175,6 +168,16 @@ void urt__xloop_flush(struct urt_loop *loop)
 	xl->ndue = kept;
 	if (!kept)
 		loop->turn_due--;
+}
+
+int urt__xloop_post(struct urt_loop *loop, struct urt__msg *m)
+{
+	struct urt__msg_sender *s = sender();
+
+	if (!s)
+		return -ENOMEM;
+	post(loop, m, s);
+	return 0;
 }
 
 /* ---- the inbox ---- */

@@ -26,7 +26,7 @@ task:  task.h switch_x86_64 switch_aarch64 ctx task
 timer: timer.h timer
 sched: sched.h sched
 wait:  wait.h wait spawn sync
-ops:   op.h op file net acceptor offload xloop
+ops:   op.h op file net acceptor offload xloop xchan
 loop:  loop loops
 '
 

@@ -498,6 +498,200 @@ static void test_cancel_every_loop(void **state)
 	checks_passed();
 }
 
+/* ---- channels between loops ---- */
+
+#define XN 100000
+
+struct xcase {
+	urt_loops *set;
+	urt_xchan *ch;
+	atomic_int outside_done;
+	long long sum;
+	long got, from_outside;
+	int order_breaks, closed_ret, send_after_close, senders_done;
+	int wrong_loop;
+};
+
+struct tagged {
+	int who;                /* 0: loop 0's task, 1: the outside thread */
+	int seq;
+};
+
+static int x_producer(struct xcase *x)
+{
+	for (int i = 0; i < XN; i++) {
+		struct tagged m = { 0, i };
+
+		CHECK(urt_xchan_send(x->ch, &m) == 1);
+	}
+	return 0;
+}
+
+static int x_consumer(struct xcase *x)
+{
+	struct tagged batch[16];
+	int next[2] = { 0, 0 };
+	ssize_t n;
+
+	while ((n = urt_xchan_recv_many(x->ch, batch, 16)) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			struct tagged *m = &batch[i];
+
+			if (m->seq != next[m->who])
+				x->order_breaks++;
+			next[m->who] = m->seq + 1;
+			x->sum += m->seq;
+			x->got++;
+			x->from_outside += m->who;
+		}
+		/* Both producers done: close (the consumer may, too). */
+		if (x->got == 2 * XN)
+			CHECK(urt_xchan_close(x->ch) == 0);
+	}
+	x->closed_ret = (int)n;
+	return 0;
+}
+
+static void *x_outside(void *arg)
+{
+	struct xcase *x = arg;
+	struct tagged ms[100];
+
+	for (int i = 0; i < XN; i += 100) {
+		for (int k = 0; k < 100; k++)
+			ms[k] = (struct tagged){ 1, i + k };
+		CHECK(urt_xchan_send_many(x->ch, ms, 100) == 100);
+	}
+	atomic_store(&x->outside_done, 1);
+	return NULL;
+}
+
+static int x_first(struct xcase *x)
+{
+	struct tagged m;
+
+	if (index_here() == 0) {
+		/* Only the consumer's tasks receive. */
+		x->wrong_loop = (int)urt_xchan_recv(x->ch, &m);
+		return x_producer(x);
+	}
+	return x_consumer(x);
+}
+
+static void test_channel_between_loops(void **state)
+{
+	struct xcase x = { .set = set_new(2) };
+	struct tagged m = { 0, 0 };
+	pthread_t th;
+
+	(void)state;
+	assert_int_equal(urt_xchan_create(NULL, urt_loops_get(x.set, 1), 8, 64), -EINVAL);
+	assert_int_equal(urt_xchan_create(&x.ch, NULL, 8, 64), -EINVAL);
+	assert_int_equal(urt_xchan_create(&x.ch, urt_loops_get(x.set, 1), 0, 64), -EINVAL);
+	assert_int_equal(urt_xchan_create(&x.ch, urt_loops_get(x.set, 1), 8, 0), -EINVAL);
+	/* A small ring: senders wait for room again and again. */
+	assert_int_equal(urt_xchan_create(&x.ch, urt_loops_get(x.set, 1), sizeof(struct tagged), 64),
+			 0);
+	assert_int_equal(urt_xchan_recv(x.ch, &m), -EPERM); /* outside a task */
+	assert_int_equal(pthread_create(&th, NULL, x_outside, &x), 0);
+	assert_int_equal(urt_loops_run(x.set, (urt_task_fn)x_first, &x), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(x.wrong_loop, -EPERM);
+	assert_int_equal(x.got, 2 * XN);
+	assert_int_equal(x.from_outside, XN);
+	assert_int_equal(x.order_breaks, 0);
+	assert_int_equal(x.sum, 2 * ((long long)XN * (XN - 1) / 2));
+	assert_int_equal(x.closed_ret, 0);
+	assert_int_equal(urt_xchan_send(x.ch, &m), -EPIPE);
+	assert_int_equal(urt_xchan_close(x.ch), -EALREADY);
+	assert_int_equal(urt_xchan_len(x.ch), 0);
+	urt_loops_destroy(x.set);
+	assert_int_equal(urt_xchan_destroy(x.ch), 0); /* the consumer's loop is gone */
+	checks_passed();
+}
+
+/* Waits that end otherwise: a receiver cancelled, a sender on a full
+ * channel cancelled, and senders woken by a close. */
+struct xwait {
+	urt_loops *set;
+	urt_xchan *ch;
+	urt_task *receiver, *sender;
+	int recv_ret, send_ret, cancelled_send_ret, closed_send_ret, destroy_ret;
+	atomic_int phase;
+};
+
+static int xw_receiver(struct xwait *w)
+{
+	int v;
+
+	w->recv_ret = (int)urt_xchan_recv(w->ch, &v);
+	return 0;
+}
+
+static int xw_sender(struct xwait *w)
+{
+	int v = 7;
+
+	w->send_ret = urt_xchan_send(w->ch, &v); /* the ring is full: waits */
+	return 0;
+}
+
+static int xw_first(struct xwait *w)
+{
+	int v = 1;
+
+	if (index_here() == 1) {
+		/* The consumer: a receiver on the empty channel, cancelled. */
+		CHECK(urt_spawn(NULL, &w->receiver, xw_receiver, w) == 0);
+		CHECK(urt_sleep_ns(20 * MS) == 0);
+		CHECK(urt_cancel(w->receiver) == 0);
+		CHECK(urt_join(w->receiver, NULL) == 0);
+		atomic_store(&w->phase, 1);
+		/* Then nobody receives until loop 0 is done. */
+		while (atomic_load(&w->phase) != 2)
+			CHECK(urt_sleep_ns(MS) == 0);
+		CHECK(urt_xchan_recv(w->ch, &v) == 1 && v == 1);
+		CHECK(urt_xchan_recv(w->ch, &v) == 1 && v == 2);
+		CHECK(urt_xchan_recv(w->ch, &v) == 0); /* closed, drained */
+		w->destroy_ret = urt_xchan_destroy(w->ch);
+		return 0;
+	}
+	while (atomic_load(&w->phase) != 1)
+		CHECK(urt_sleep_ns(MS) == 0);
+	/* Capacity 2: two fit, the third waits; cancelled, it is not sent. */
+	CHECK(urt_xchan_send(w->ch, &v) == 1);
+	v = 2;
+	CHECK(urt_xchan_send(w->ch, &v) == 1);
+	CHECK(urt_spawn(NULL, &w->sender, xw_sender, w) == 0);
+	CHECK(urt_sleep_ns(20 * MS) == 0);
+	CHECK(urt_cancel(w->sender) == 0);
+	CHECK(urt_join(w->sender, NULL) == 0);
+	w->cancelled_send_ret = w->send_ret;
+	/* Another waits and is woken by the close. */
+	CHECK(urt_spawn(NULL, &w->sender, xw_sender, w) == 0);
+	CHECK(urt_sleep_ns(20 * MS) == 0);
+	CHECK(urt_xchan_close(w->ch) == 0);
+	CHECK(urt_join(w->sender, NULL) == 0);
+	w->closed_send_ret = w->send_ret;
+	atomic_store(&w->phase, 2);
+	return 0;
+}
+
+static void test_channel_waits_end(void **state)
+{
+	struct xwait w = { .set = set_new(2) };
+
+	(void)state;
+	assert_int_equal(urt_xchan_create(&w.ch, urt_loops_get(w.set, 1), sizeof(int), 2), 0);
+	assert_int_equal(urt_loops_run(w.set, (urt_task_fn)xw_first, &w), 0);
+	assert_int_equal(w.recv_ret, -ECANCELED);
+	assert_int_equal(w.cancelled_send_ret, -ECANCELED);
+	assert_int_equal(w.closed_send_ret, -EPIPE);
+	assert_int_equal(w.destroy_ret, 0);
+	urt_loops_destroy(w.set);
+	checks_passed();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -510,6 +704,8 @@ int main(void)
 		cmocka_unit_test(test_fds_handed_between_loops),
 		cmocka_unit_test(test_cancel_and_deadline_end_a_call),
 		cmocka_unit_test(test_cancel_every_loop),
+		cmocka_unit_test(test_channel_between_loops),
+		cmocka_unit_test(test_channel_waits_end),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
