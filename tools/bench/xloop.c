@@ -9,7 +9,9 @@
  *    threads ping-ponging over two eventfds. Loop i and floor thread i run
  *    on the same CPU.
  *  - throughput: loop 0 spawns S no-op tasks on loop 1 (urt_spawn_on) as
- *    fast as it can; and 64 tasks on loop 0 each call loop 1 C times.
+ *    fast as it can; 64 tasks on loop 0 each call loop 1 C times; and loop
+ *    0 sends M 8-byte messages through a channel (urt_xchan, 4096 slots)
+ *    to a task of loop 1, one by one and in batches of 64.
  *
  * Runs alternate (urt, MSG_RING, eventfd) R times; medians of each run's
  * p50, and ratios to the MSG_RING floor of the same run. Prints "result"
@@ -36,7 +38,7 @@
 #define CALLERS 64u
 
 struct opts {
-	unsigned calls, spawns, runs;
+	unsigned calls, spawns, runs, msgs;
 };
 
 static int cpus[2] = { -1, -1 };
@@ -155,6 +157,74 @@ static int calls_first(void *arg)
 		if (urt_spawn(NULL, NULL, (urt_task_fn)call_many, c))
 			bench_die("urt_spawn");
 	return 0;
+}
+
+/* ---- a channel between the loops ---- */
+
+#define BATCH 64u
+
+struct chan_case {
+	urt_loops *set;
+	urt_xchan *ch;
+	uint64_t n, got, sum;
+	unsigned batch;
+	uint64_t t0, t1;
+};
+
+static int chan_first(void *arg)
+{
+	struct chan_case *c = arg;
+	uint64_t buf[BATCH];
+
+	if (urt_loop_index(urt_current_loop()) == 0) {
+		c->t0 = bench_now_ns();
+		for (uint64_t i = 0; i < c->n;) {
+			unsigned k = c->n - i < c->batch ? (unsigned)(c->n - i) : c->batch;
+			int ret;
+
+			for (unsigned j = 0; j < k; j++)
+				buf[j] = i + j;
+			ret = k == 1 ? urt_xchan_send(c->ch, &buf[0])
+				     : urt_xchan_send_many(c->ch, buf, k);
+			if (ret != (int)k)
+				bench_die("urt_xchan_send: %d", ret);
+			i += k;
+		}
+		if (urt_xchan_close(c->ch))
+			bench_die("urt_xchan_close");
+		return 0;
+	}
+	for (;;) {
+		ssize_t got = urt_xchan_recv_many(c->ch, buf, BATCH);
+
+		if (got < 0)
+			bench_die("urt_xchan_recv: %s", strerror((int)-got));
+		if (!got)
+			break;
+		for (ssize_t j = 0; j < got; j++)
+			c->sum += buf[j];
+		c->got += (uint64_t)got;
+	}
+	c->t1 = bench_now_ns();
+	return 0;
+}
+
+/* Messages per second through a channel, sent batch at a time. */
+static double chan_run(urt_loops *set, uint64_t n, unsigned batch)
+{
+	struct chan_case c = { .set = set, .n = n, .batch = batch };
+	int ret;
+
+	if ((ret = urt_xchan_create(&c.ch, urt_loops_get(set, 1), sizeof(uint64_t), 4096)))
+		bench_die("urt_xchan_create: %s", strerror(-ret));
+	if ((ret = urt_loops_run(set, chan_first, &c)))
+		bench_die("urt_loops_run: %s", strerror(-ret));
+	if (c.got != n || c.sum != n * (n - 1) / 2)
+		bench_die("the channel delivered %llu messages, expected %llu",
+			  (unsigned long long)c.got, (unsigned long long)n);
+	if ((ret = urt_xchan_destroy(c.ch)))
+		bench_die("urt_xchan_destroy: %s", strerror(-ret));
+	return (double)n / ((double)(c.t1 - c.t0) / 1e9);
 }
 
 static void urt_runs(urt_loops *set, unsigned n, uint64_t *lat, double *spawn_rate,
@@ -344,11 +414,14 @@ static void efd_run(unsigned n, uint64_t *lat)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: urt-bench-xloop [--calls N] [--spawns N] [--runs R]\n\n"
+	fprintf(f, "usage: urt-bench-xloop [--calls N] [--spawns N] [--msgs N] [--runs R]\n\n"
 		   "Round trips between two loops (urt_call) against MSG_RING and eventfd\n"
-		   "ping-pong floors, and spawns and calls per second between them.\n\n"
+		   "ping-pong floors; spawns, calls and channel messages per second between\n"
+		   "them.\n\n"
 		   "  --calls N    round trips per run (default 20000; 4x for calls/s)\n"
 		   "  --spawns N   spawns per run (default 1000000)\n"
+		   "  --msgs N     channel messages per run in batches (default 10000000;\n"
+		   "               a quarter of it one by one)\n"
 		   "  --runs R     runs of each, alternating (default 5, at most 99)\n");
 }
 
@@ -357,13 +430,14 @@ static void parse(int argc, char **argv, struct opts *o)
 	static const struct option longs[] = {
 		{ "calls", required_argument, NULL, 'c' },
 		{ "spawns", required_argument, NULL, 's' },
+		{ "msgs", required_argument, NULL, 'm' },
 		{ "runs", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	int c;
 
-	*o = (struct opts){ .calls = 20000, .spawns = 1000000, .runs = 5 };
+	*o = (struct opts){ .calls = 20000, .spawns = 1000000, .runs = 5, .msgs = 10000000 };
 	while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -371,6 +445,9 @@ static void parse(int argc, char **argv, struct opts *o)
 			break;
 		case 's':
 			o->spawns = bench_count_max(optarg, "--spawns", 100000000);
+			break;
+		case 'm':
+			o->msgs = bench_count_max(optarg, "--msgs", 1000000000);
 			break;
 		case 'r':
 			o->runs = bench_count_max(optarg, "--runs", MAX_RUNS);
@@ -394,7 +471,7 @@ int main(int argc, char **argv)
 	struct urt_loops_opts lo = { .loops = 2 };
 	double urt_p50[MAX_RUNS], raw_p50[MAX_RUNS], efd_p50[MAX_RUNS], ratio[MAX_RUNS],
 		efd_ratio[MAX_RUNS], urt_p99[MAX_RUNS], raw_p99[MAX_RUNS], spawn_rate[MAX_RUNS],
-		call_rate[MAX_RUNS];
+		call_rate[MAX_RUNS], msg_rate[MAX_RUNS], msg1_rate[MAX_RUNS];
 	uint64_t *lat;
 	urt_loops *set;
 	struct opts o;
@@ -413,8 +490,8 @@ int main(int argc, char **argv)
 	urt_runs(set, o.calls, lat, &spawn_rate[0], &call_rate[0], o.spawns);
 	printf("round trip between two loops on CPUs %d and %d, %u calls per run, %u runs\n\n",
 	       cpus[0], cpus[1], o.calls, o.runs);
-	printf("%-4s %12s %12s %12s %12s %12s %14s %14s\n", "run", "urt p50", "raw p50",
-	       "efd p50", "urt/raw", "efd/raw", "spawns/s", "calls/s");
+	printf("%-4s %12s %12s %12s %12s %12s %14s %14s %14s %14s\n", "run", "urt p50", "raw p50",
+	       "efd p50", "urt/raw", "efd/raw", "spawns/s", "calls/s", "msgs/s x64", "msgs/s x1");
 	for (unsigned r = 0; r < o.runs; r++) {
 		urt_runs(set, o.calls, lat, &spawn_rate[r], &call_rate[r], o.spawns);
 		urt_p50[r] = (double)bench_pct(lat, o.calls, 50);
@@ -426,25 +503,30 @@ int main(int argc, char **argv)
 		efd_p50[r] = (double)bench_pct(lat, o.calls, 50);
 		ratio[r] = urt_p50[r] / raw_p50[r];
 		efd_ratio[r] = efd_p50[r] / raw_p50[r];
-		printf("%-4u %10.0f ns %9.0f ns %9.0f ns %11.2fx %11.2fx %14.0f %14.0f\n", r + 1,
-		       urt_p50[r], raw_p50[r], efd_p50[r], ratio[r], efd_ratio[r], spawn_rate[r],
-		       call_rate[r]);
+		msg_rate[r] = chan_run(set, o.msgs, BATCH);
+		msg1_rate[r] = chan_run(set, o.msgs / 4, 1);
+		printf("%-4u %10.0f ns %9.0f ns %9.0f ns %11.2fx %11.2fx %14.0f %14.0f %14.0f %14.0f\n",
+		       r + 1, urt_p50[r], raw_p50[r], efd_p50[r], ratio[r], efd_ratio[r],
+		       spawn_rate[r], call_rate[r], msg_rate[r], msg1_rate[r]);
 	}
 	urt_loops_destroy(set);
 	printf("\nmedians: urt %.0f ns (p99 %.0f), raw MSG_RING %.0f ns (p99 %.0f), eventfd %.0f ns;"
 	       " urt/raw %.2fx, eventfd/raw %.2fx;\n         %.2f M spawns/s, %.2f M calls/s"
-	       " (%u callers)\n",
+	       " (%u callers);\n         channel: %.2f M msgs/s in batches of %u, %.2f M one by one\n",
 	       bench_median(urt_p50, o.runs), bench_median(urt_p99, o.runs),
 	       bench_median(raw_p50, o.runs), bench_median(raw_p99, o.runs),
 	       bench_median(efd_p50, o.runs), bench_median(ratio, o.runs),
 	       bench_median(efd_ratio, o.runs), bench_median(spawn_rate, o.runs) / 1e6,
-	       bench_median(call_rate, o.runs) / 1e6, CALLERS);
+	       bench_median(call_rate, o.runs) / 1e6, CALLERS, bench_median(msg_rate, o.runs) / 1e6,
+	       BATCH, bench_median(msg1_rate, o.runs) / 1e6);
 	bench_result("XLOOP", "urt", "rt_p50_ns", bench_median(urt_p50, o.runs));
 	bench_result("XLOOP", "raw-msg-ring", "rt_p50_ns", bench_median(raw_p50, o.runs));
 	bench_result("XLOOP", "eventfd", "rt_p50_ns", bench_median(efd_p50, o.runs));
 	bench_result("XLOOP", "urt", "rt_over_raw", bench_median(ratio, o.runs));
 	bench_result("XLOOP", "urt", "spawns_per_s", bench_median(spawn_rate, o.runs));
 	bench_result("XLOOP", "urt", "calls_per_s", bench_median(call_rate, o.runs));
+	bench_result("XLOOP", "urt", "chan_msgs_per_s_batched", bench_median(msg_rate, o.runs));
+	bench_result("XLOOP", "urt", "chan_msgs_per_s", bench_median(msg1_rate, o.runs));
 	free(lat);
 	return 0;
 }
