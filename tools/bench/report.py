@@ -250,6 +250,38 @@ def w4_rows():
         target("≥ 0.9× raw READ_FIXED", [("", r, None if r is None else r >= 0.9)]))
 
 
+# Go's 32 goroutines on 2 CPUs in the benchmark plan (another machine of
+# this kind): the mark W4 on two loops is set against.
+GO_W4_2CPU = 1.56e6
+
+
+def w4_loops_rows():
+    one, two = med("W4", "urt", "iops"), med("W4", "urt-2loops", "iops")
+    r = ratio(two, one)
+    row("W4 2 loops", "IOPS, W4 on a set of 2 loops, QD 32 each (higher is better; ratio: to one "
+        "loop)", rate(two), f"{rate(one)} (urt, one loop)", "—", "—",
+        f"Go on 2 CPUs, another machine: {rate(GO_W4_2CPU)}", r, None,
+        target("≥ 1.8× one loop, above Go's 1.56 M",
+               [("one loop", r, None if r is None else r >= 1.8),
+                ("Go", ratio(two, GO_W4_2CPU), None if two is None else two > GO_W4_2CPU)]))
+
+
+def xloop_rows():
+    u, f, e = (med("XLOOP", i, "rt_p50_ns") for i in ("urt", "raw-msg-ring", "eventfd"))
+    r = med("XLOOP", "urt", "rt_over_raw")
+    row("XLOOP rt", "ns p50, round trip of urt_call between two sleeping loops; floors: two "
+        "threads ping-ponging MSG_RING, or eventfd (lower is better)", num(u),
+        f"{num(f)} (MSG_RING)", "—", "—", f"eventfd {num(e)}", r, None,
+        target("p50 ≤ 1.2× MSG_RING", [("", r, None if r is None else r <= 1.2)]))
+    b, one = med("XLOOP", "urt", "chan_msgs_per_s_batched"), med("XLOOP", "urt", "chan_msgs_per_s")
+    sp, calls = med("XLOOP", "urt", "spawns_per_s"), med("XLOOP", "urt", "calls_per_s")
+    row("XLOOP msgs", "messages/s through a channel between two loops, batches of 64 (higher is "
+        "better)", rate(b), "—", "—", "—",
+        f"one by one {rate(one)}; urt_spawn_on {rate(sp)}/s; urt_call {rate(calls)}/s "
+        "(64 callers)", None, None,
+        target("≥ 10 M batched", [("", ratio(b, 10e6), None if b is None else b >= 10e6)]))
+
+
 def w5_rows():
     for load in ("idle", "offload", "inline"):
         wl = f"W5.{load}"
@@ -290,6 +322,12 @@ def echo_rows():
         "each, server and client pinned to two CPUs (to one, if that is all) (higher is better)",
         rate(u), f"{rate(e)} (plain epoll server)", rate(uv), "—", "", ratio(u, e), ratio(u, uv),
         "no target")
+    u2 = med("ECHO", "urt-2loops", "rtps")
+    r = ratio(u2, u)
+    row("ECHO 2 loops", "round trips/s, the urt server on 2 loops (SO_REUSEPORT), server and "
+        "client unpinned, sharing the CPUs (ratio: to one loop)", rate(u2),
+        f"{rate(u)} (urt, one loop)", "—", "—", "", r, None,
+        target("≥ 1.6× one loop", [("", r, None if r is None else r >= 1.6)]))
 
 
 def cpu_model():
@@ -319,6 +357,8 @@ def main():
     w2_rows()
     w3_rows()
     w4_rows()
+    w4_loops_rows()
+    xloop_rows()
     w5_rows()
     w6_rows()
     echo_rows()

@@ -71,6 +71,9 @@ if [ "$quick" = 1 ]; then
 	echo_secs=1
 	py_w3_jobs=10000
 	py_w6_rounds=100000
+	xloop_calls=5000
+	xloop_spawns=200000
+	xloop_msgs=4000000
 	[ "$file_mib" = 256 ] && file_mib=64
 else
 	w2_jobs=10000	# the workload's 100,000 adds about a minute per round
@@ -80,6 +83,9 @@ else
 	echo_secs=3
 	py_w3_jobs=20000
 	py_w6_rounds=200000
+	xloop_calls=20000
+	xloop_spawns=1000000
+	xloop_msgs=10000000
 fi
 runs=${runs:-3}
 w1_sizes="10000 100000"
@@ -214,6 +220,14 @@ w4_urt() { bench urt-reads "$bin/urt-bench-reads" "${w4_opts[@]}"; }
 w4_urt_fixed() { bench urt-reads-fixed "$bin/urt-bench-reads" --fixed "${w4_opts[@]}"; }
 w4_raw() { bench raw-reads "$bin/urt-bench-raw-reads" "${w4_opts[@]}"; }
 w4_uv() { bench uv-reads "$bin/urt-bench-uv-reads" "${w4_opts[@]}"; }
+# W4 on a set of two loops (QD 32 each), to set against one loop.
+w4_urt2() { bench urt-reads-2loops "$bin/urt-bench-reads" --loops 2 "${w4_opts[@]}"; }
+# Between two loops: urt_call's round trip against MSG_RING and eventfd
+# ping-pong floors (interleaved by the program itself), channel messages.
+xloop_urt() {
+	bench urt-xloop "$bin/urt-bench-xloop" --runs 1 --calls "$xloop_calls" \
+		--spawns "$xloop_spawns" --msgs "$xloop_msgs"
+}
 w5_urt() { bench "urt-timer-$load" "$bin/urt-bench-timer" --load "$load" --seconds "$w5_secs"; }
 w5_raw() { bench "raw-timer-$load" "$bin/urt-bench-raw-timer" --load "$load" --seconds "$w5_secs"; }
 w5_uv() { bench "uv-timer-$load" "$bin/urt-bench-uv-timer" --load "$load" --seconds "$w5_secs"; }
@@ -226,14 +240,18 @@ w6_py() { bench asyncio-yield "$py" "$here/bench_asyncio.py" yield "$py_w6_round
 # the client (which checks every byte) on cpu1 through bench, then stop the
 # server with SIGINT: it must exit 0 within 5 s. A server that cannot start,
 # dies or hangs fails the run like a failed check.
+# echo_pin=0: neither is pinned (the server on a loop per CPU).
+echo_pin=1
 echo_run() {
 	local name=$1 impl=$2 server=$3 line="" port rc=0 i
 	local sout="$logs/echo-server.out" serr="$logs/echo-server.err"
-	local -a pin=()
-	[ -z "$cpu1" ] || pin=(taskset -c "$cpu1")
+	local -a pin=() spin=()
+	shift 3
+	[ -z "$cpu1" ] || [ "$echo_pin" = 0 ] || pin=(taskset -c "$cpu1")
+	[ "$echo_pin" = 0 ] || spin=(taskset -c "$cpu0")
 	# bash starts a background job with SIGINT ignored; every server
 	# catches it itself (signalfd, uv_signal, urt), which undoes that.
-	taskset -c "$cpu0" "$server" --port 0 >"$sout" 2>"$serr" &
+	"${spin[@]}" "$server" --port 0 "$@" >"$sout" 2>"$serr" &
 	echo_pid=$!
 	for ((i = 0; i < 100; i++)); do
 		# A whole line only: the newline comes with the port.
@@ -274,6 +292,13 @@ echo_run() {
 	fi
 }
 echo_urt() { echo_run urt-echo urt "$echo_urt_server"; }
+# The same server on two loops, unpinned, the client too: on a 2-CPU
+# machine they share the CPUs.
+echo_urt2() {
+	echo_pin=0
+	echo_run urt-echo-2loops urt-2loops "$echo_urt_server" --loops 2
+	echo_pin=1
+}
 echo_epoll() { echo_run epoll-echo epoll "$bin/urt-bench-epoll-echo"; }
 echo_uv() { echo_run uv-echo libuv "$bin/urt-bench-uv-echo"; }
 
@@ -287,7 +312,8 @@ for ((round = 1; round <= runs; round++)); do
 		rotate w1_urt w1_raw w1_uv w1_py
 	done
 	rotate w23_urt w2_uv w2_uv1 w3_uv w2_py w2_py1 w3_py
-	rotate w4_urt w4_urt_fixed w4_raw w4_uv
+	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2
+	xloop_urt
 	for load in idle offload inline; do
 		if [ "$load" = inline ]; then
 			# libuv is compared on idle and offload only.
@@ -297,7 +323,7 @@ for ((round = 1; round <= runs; round++)); do
 		fi
 	done
 	rotate w6_urt w6_boost w6_py
-	rotate echo_urt echo_epoll echo_uv
+	rotate echo_urt echo_epoll echo_uv echo_urt2
 done
 
 t_end=$(date +%s)
@@ -307,7 +333,8 @@ t_end=$(date +%s)
 	--sizes "W2 $w2_jobs jobs (+1,000 warm-up), W3 urt/raw/libuv $w3_jobs jobs, \
 asyncio $py_w3_jobs; W4 $w4_reads reads; W5 ${w5_secs} s per load; \
 W6 $w6_rounds ping-pongs (asyncio $py_w6_rounds); \
-ECHO $echo_conns connections x $echo_msg B for $echo_secs s (+0.5 s warm-up)" \
+ECHO $echo_conns connections x $echo_msg B for $echo_secs s (+0.5 s warm-up); \
+XLOOP $xloop_calls round trips, $xloop_spawns spawns, $xloop_msgs channel messages" \
 	--build-type "$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt")" \
 	--commit "$(git -C "$src" describe --always --dirty 2>/dev/null || echo "not a git checkout")" |
 	tee "$logs/table.md"
