@@ -274,11 +274,13 @@ def xloop_rows():
         f"{num(f)} (MSG_RING)", "—", "—", f"eventfd {num(e)}", r, None,
         target("p50 ≤ 1.2× MSG_RING", [("", r, None if r is None else r <= 1.2)]))
     b, one = med("XLOOP", "urt", "chan_msgs_per_s_batched"), med("XLOOP", "urt", "chan_msgs_per_s")
+    fl = med("XLOOP", "spsc-floor", "chan_msgs_per_s_batched")
     sp, calls = med("XLOOP", "urt", "spawns_per_s"), med("XLOOP", "urt", "calls_per_s")
-    row("XLOOP msgs", "messages/s through a channel between two loops, batches of 64 (higher is "
-        "better)", rate(b), "—", "—", "—",
+    row("XLOOP msgs", "messages/s through a channel between two loops, batches of 64; floor: two "
+        "threads polling a single-producer ring (higher is better)", rate(b),
+        f"{rate(fl)} (SPSC, polling)", "—", "—",
         f"one by one {rate(one)}; urt_spawn_on {rate(sp)}/s; urt_call {rate(calls)}/s "
-        "(64 callers)", None, None,
+        "(64 callers)", med("XLOOP", "urt", "chan_over_spsc"), None,
         target("≥ 10 M batched", [("", ratio(b, 10e6), None if b is None else b >= 10e6)]))
 
 

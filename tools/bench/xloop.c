@@ -11,7 +11,10 @@
  *  - throughput: loop 0 spawns S no-op tasks on loop 1 (urt_spawn_on) as
  *    fast as it can; 64 tasks on loop 0 each call loop 1 C times; and loop
  *    0 sends M 8-byte messages through a channel (urt_xchan, 4096 slots)
- *    to a task of loop 1, one by one and in batches of 64.
+ *    to a task of loop 1, one by one and in batches of 64. Floor: two
+ *    pinned threads passing the same messages through a single-producer
+ *    ring of the same size, both polling, never sleeping: what shared
+ *    memory alone costs, and what per-pair rings would at best give.
  *
  * Runs alternate (urt, MSG_RING, eventfd) R times; medians of each run's
  * p50, and ratios to the MSG_RING floor of the same run. Prints "result"
@@ -410,6 +413,92 @@ static void efd_run(unsigned n, uint64_t *lat)
 	close(b);
 }
 
+/* ---- the shared-memory floor: one producer, one consumer, polling ---- */
+
+#define SPSC_SLOTS 4096u
+
+struct spsc {
+	_Atomic uint64_t head __attribute__((aligned(128)));
+	_Atomic uint64_t tail __attribute__((aligned(128)));
+	uint64_t buf[SPSC_SLOTS] __attribute__((aligned(128)));
+	uint64_t n, sum, t0, t1;
+};
+
+static inline void relax(void)
+{
+#if defined(__x86_64__)
+	__builtin_ia32_pause();
+#endif
+}
+
+static void *spsc_producer(void *arg)
+{
+	struct spsc *q = arg;
+	uint64_t tail = 0, head = 0;
+
+	pin(cpus[0]);
+	q->t0 = bench_now_ns();
+	while (tail < q->n) {
+		uint64_t k = q->n - tail < BATCH ? q->n - tail : BATCH;
+
+		while (tail + k - head > SPSC_SLOTS) {
+			head = atomic_load_explicit(&q->head, memory_order_acquire);
+			relax();
+		}
+		for (uint64_t j = 0; j < k; j++)
+			q->buf[(tail + j) % SPSC_SLOTS] = tail + j;
+		tail += k;
+		atomic_store_explicit(&q->tail, tail, memory_order_release);
+	}
+	return NULL;
+}
+
+static void *spsc_consumer(void *arg)
+{
+	struct spsc *q = arg;
+	uint64_t head = 0;
+
+	pin(cpus[1]);
+	while (head < q->n) {
+		uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+
+		if (tail == head) {
+			relax();
+			continue;
+		}
+		if (tail - head > BATCH)
+			tail = head + BATCH;
+		for (; head < tail; head++)
+			q->sum += q->buf[head % SPSC_SLOTS];
+		atomic_store_explicit(&q->head, head, memory_order_release);
+	}
+	q->t1 = bench_now_ns();
+	return NULL;
+}
+
+/* Messages per second through the floor's ring. */
+static double spsc_run(uint64_t n)
+{
+	struct spsc *q = aligned_alloc(128, sizeof(*q));
+	pthread_t th[2];
+	double rate;
+
+	if (!q)
+		bench_die("out of memory");
+	memset(q, 0, sizeof(*q));
+	q->n = n;
+	if ((errno = pthread_create(&th[1], NULL, spsc_consumer, q)) ||
+	    (errno = pthread_create(&th[0], NULL, spsc_producer, q)))
+		bench_die("pthread_create: %s", strerror(errno));
+	pthread_join(th[0], NULL);
+	pthread_join(th[1], NULL);
+	if (q->sum != n * (n - 1) / 2)
+		bench_die("the floor's ring lost messages");
+	rate = (double)n / ((double)(q->t1 - q->t0) / 1e9);
+	free(q);
+	return rate;
+}
+
 /* ---- main ---- */
 
 static void usage(FILE *f)
@@ -471,7 +560,8 @@ int main(int argc, char **argv)
 	struct urt_loops_opts lo = { .loops = 2 };
 	double urt_p50[MAX_RUNS], raw_p50[MAX_RUNS], efd_p50[MAX_RUNS], ratio[MAX_RUNS],
 		efd_ratio[MAX_RUNS], urt_p99[MAX_RUNS], raw_p99[MAX_RUNS], spawn_rate[MAX_RUNS],
-		call_rate[MAX_RUNS], msg_rate[MAX_RUNS], msg1_rate[MAX_RUNS];
+		call_rate[MAX_RUNS], msg_rate[MAX_RUNS], msg1_rate[MAX_RUNS], spsc_rate[MAX_RUNS],
+		msg_ratio[MAX_RUNS];
 	uint64_t *lat;
 	urt_loops *set;
 	struct opts o;
@@ -505,6 +595,8 @@ int main(int argc, char **argv)
 		efd_ratio[r] = efd_p50[r] / raw_p50[r];
 		msg_rate[r] = chan_run(set, o.msgs, BATCH);
 		msg1_rate[r] = chan_run(set, o.msgs / 4, 1);
+		spsc_rate[r] = spsc_run(o.msgs);
+		msg_ratio[r] = msg_rate[r] / spsc_rate[r];
 		printf("%-4u %10.0f ns %9.0f ns %9.0f ns %11.2fx %11.2fx %14.0f %14.0f %14.0f %14.0f\n",
 		       r + 1, urt_p50[r], raw_p50[r], efd_p50[r], ratio[r], efd_ratio[r],
 		       spawn_rate[r], call_rate[r], msg_rate[r], msg1_rate[r]);
@@ -512,13 +604,15 @@ int main(int argc, char **argv)
 	urt_loops_destroy(set);
 	printf("\nmedians: urt %.0f ns (p99 %.0f), raw MSG_RING %.0f ns (p99 %.0f), eventfd %.0f ns;"
 	       " urt/raw %.2fx, eventfd/raw %.2fx;\n         %.2f M spawns/s, %.2f M calls/s"
-	       " (%u callers);\n         channel: %.2f M msgs/s in batches of %u, %.2f M one by one\n",
+	       " (%u callers);\n         channel: %.2f M msgs/s in batches of %u, %.2f M one by one;"
+	       " polling SPSC floor %.2f M (urt %.2fx)\n",
 	       bench_median(urt_p50, o.runs), bench_median(urt_p99, o.runs),
 	       bench_median(raw_p50, o.runs), bench_median(raw_p99, o.runs),
 	       bench_median(efd_p50, o.runs), bench_median(ratio, o.runs),
 	       bench_median(efd_ratio, o.runs), bench_median(spawn_rate, o.runs) / 1e6,
 	       bench_median(call_rate, o.runs) / 1e6, CALLERS, bench_median(msg_rate, o.runs) / 1e6,
-	       BATCH, bench_median(msg1_rate, o.runs) / 1e6);
+	       BATCH, bench_median(msg1_rate, o.runs) / 1e6, bench_median(spsc_rate, o.runs) / 1e6,
+	       bench_median(msg_ratio, o.runs));
 	bench_result("XLOOP", "urt", "rt_p50_ns", bench_median(urt_p50, o.runs));
 	bench_result("XLOOP", "raw-msg-ring", "rt_p50_ns", bench_median(raw_p50, o.runs));
 	bench_result("XLOOP", "eventfd", "rt_p50_ns", bench_median(efd_p50, o.runs));
@@ -527,6 +621,8 @@ int main(int argc, char **argv)
 	bench_result("XLOOP", "urt", "calls_per_s", bench_median(call_rate, o.runs));
 	bench_result("XLOOP", "urt", "chan_msgs_per_s_batched", bench_median(msg_rate, o.runs));
 	bench_result("XLOOP", "urt", "chan_msgs_per_s", bench_median(msg1_rate, o.runs));
+	bench_result("XLOOP", "spsc-floor", "chan_msgs_per_s_batched", bench_median(spsc_rate, o.runs));
+	bench_result("XLOOP", "urt", "chan_over_spsc", bench_median(msg_ratio, o.runs));
 	free(lat);
 	return 0;
 }
