@@ -47,15 +47,17 @@ struct urt_xchan {
 	bool wake_inflight;         /* a sender took the bit: rwake is coming */
 	/* Elements published, times 2, plus 1 while a receiver waits. */
 	_Atomic uint64_t pub __attribute__((aligned(128)));
-	/* Shared, read mostly. */
+	/* Read by every send, written once (closed: at the close). */
 	_Atomic bool closed __attribute__((aligned(128)));
-	_Atomic unsigned nsenders;  /* senders queued on the list */
-	struct urt__msg rwake;      /* wakes the receivers */
 	struct urt_loop *consumer;
 	size_t elem_size, stride, mask;
+	unsigned char *slots;
+	struct urt__msg rwake;      /* wakes the receivers */
+	/* Senders queued on the list: the consumer reads it (with a
+	 * read-modify-write) after every batch, on a line of its own. */
+	_Atomic unsigned nsenders __attribute__((aligned(128)));
 	pthread_mutex_t mu;         /* the senders' list */
 	TAILQ_HEAD(, xsender) senders;
-	unsigned char *slots;
 };
 
 /* A slot: its sequence number, whether its sender found the channel
@@ -107,6 +109,36 @@ static int push(struct urt_xchan *c, const void *elem)
 		memcpy(sl->data, elem, c->elem_size);
 	atomic_store_explicit(&sl->seq, pos + 1, memory_order_release);
 	return dead ? -EPIPE : 1;
+}
+
+/* Claim k slots at once when all are free (the consumer frees in order, so
+ * the last one free means all are) and fill them: k, 0 when they are not
+ * all free (push one by one then), -EPIPE when closed. */
+static int push_many(struct urt_xchan *c, const unsigned char *elems, size_t k)
+{
+	size_t pos;
+	bool dead;
+
+	if (atomic_load(&c->closed))
+		return -EPIPE;
+	pos = atomic_load_explicit(&c->tail, memory_order_relaxed);
+	do {
+		size_t last = atomic_load_explicit(&slot_of(c, pos + k - 1)->seq,
+						   memory_order_acquire);
+
+		if (last != pos + k - 1)
+			return 0;
+	} while (!atomic_compare_exchange_weak(&c->tail, &pos, pos + k));
+	dead = atomic_load(&c->closed);
+	for (size_t j = 0; j < k; j++) {
+		struct slot *sl = slot_of(c, pos + j);
+
+		sl->dead = dead;
+		if (!dead)
+			memcpy(sl->data, elems + j * c->elem_size, c->elem_size);
+		atomic_store_explicit(&sl->seq, pos + j + 1, memory_order_release);
+	}
+	return dead ? -EPIPE : (int)k;
 }
 
 /* The consumer's side: one element into elem; false when empty. */
@@ -386,7 +418,23 @@ int urt__xchan_send(urt_xchan *c, const void *elems, size_t size, size_t n)
 		return -ENOMEM; /* no way to wake the consumer */
 	}
 	while (i < n) {
-		int pushed = push(c, p + i * size);
+		size_t k = n - i < 64 ? n - i : 64;
+		int pushed;
+
+		/* Batches claim their slots with one compare-and-swap. */
+		if (k > 1 && k <= c->mask + 1) {
+			pushed = push_many(c, p + i * size, k);
+			if (pushed > 0) {
+				unpublished += k;
+				i += k;
+				continue;
+			}
+			if (pushed < 0) {
+				unpublished += k;
+				break;
+			}
+		}
+		pushed = push(c, p + i * size);
 
 		if (pushed == 0) {
 			/* Full: the consumer learns of what was sent so far,
