@@ -29,7 +29,7 @@ each peer, with the performance targets marked met or missed.
 
 Missing Debian packages are installed with apt-get when run as root:
 cmake pkg-config liburing-dev libcmocka-dev libuv1-dev libboost-context-dev
-g++ python3. The default run takes about 3 minutes on 2 CPUs, --quick under
+g++ python3. The default run takes about 5 minutes on 2 CPUs, --quick under
 one. Logs and the table are kept in DIR/bench-logs/.
 EOF
 }
