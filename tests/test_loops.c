@@ -189,13 +189,14 @@ static void *outside_caller(void *arg)
 	return NULL;
 }
 
-static int wait_for_outside(struct outside *o)
+/* Loop 0's first task: keep the run going until *done (at most 10 s). */
+static int wait_for_flag(atomic_int *done)
 {
 	uint64_t until = urt_now_ns() + 10 * SEC;
 
 	if (index_here() != 0)
 		return 0;
-	while (!atomic_load(&o->done) && urt_now_ns() < until)
+	while (!atomic_load(done) && urt_now_ns() < until)
 		CHECK(urt_sleep_ns(MS) == 0);
 	return 0;
 }
@@ -207,7 +208,7 @@ static void test_call_from_a_thread(void **state)
 
 	(void)state;
 	assert_int_equal(pthread_create(&th, NULL, outside_caller, &o), 0);
-	assert_int_equal(urt_loops_run(o.set, (urt_task_fn)wait_for_outside, &o), 0);
+	assert_int_equal(urt_loops_run(o.set, (urt_task_fn)wait_for_flag, &o.done), 0);
 	assert_int_equal(pthread_join(th, NULL), 0);
 	assert_int_equal(o.done, 1);
 	assert_int_equal(o.ret, 100);
@@ -219,6 +220,54 @@ static void test_call_from_a_thread(void **state)
 	assert_int_equal(urt_call(mine, add_one, &o.a), -EDEADLK);
 	urt_loop_destroy(mine);
 	urt_loops_destroy(o.set);
+	checks_passed();
+}
+
+/* A task of a loop that is not in the set calls into it; and a task may
+ * not make or run a set. */
+struct lone {
+	urt_loops *set;
+	atomic_int done;
+	int ret, create_ret, run_ret;
+	struct add a;
+};
+
+static void *run_set(void *arg)
+{
+	struct lone *l = arg;
+
+	l->run_ret = urt_loops_run(l->set, (urt_task_fn)wait_for_flag, &l->done);
+	return NULL;
+}
+
+static int lone_task(struct lone *l)
+{
+	urt_loops *other = NULL;
+
+	l->create_ret = urt_loops_create(&other, NULL);
+	l->a = (struct add){ .x = 6, .where = -1 };
+	l->ret = urt_call(urt_loops_get(l->set, 1), add_one, &l->a);
+	atomic_store(&l->done, 1);
+	return 0;
+}
+
+static void test_call_from_a_loop_outside_the_set(void **state)
+{
+	struct lone l = { .set = set_new(2), .run_ret = 1 };
+	urt_loop *mine = loop_new(NULL);
+	pthread_t th;
+
+	(void)state;
+	assert_int_equal(pthread_create(&th, NULL, run_set, &l), 0);
+	assert_int_equal(urt_spawn(mine, NULL, lone_task, &l), 0);
+	assert_int_equal(urt_loop_run(mine), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(l.create_ret, -EPERM);
+	assert_int_equal(l.ret, 7);
+	assert_int_equal(l.a.where, 1);
+	assert_int_equal(l.run_ret, 0);
+	urt_loop_destroy(mine);
+	urt_loops_destroy(l.set);
 	checks_passed();
 }
 
@@ -699,6 +748,7 @@ int main(void)
 		cmocka_unit_test(test_first_task_on_every_loop),
 		cmocka_unit_test(test_calls_between_loops),
 		cmocka_unit_test(test_call_from_a_thread),
+		cmocka_unit_test(test_call_from_a_loop_outside_the_set),
 		cmocka_unit_test(test_spawn_on_another_loop),
 		cmocka_unit_test(test_spawn_dropped_at_destroy),
 		cmocka_unit_test(test_fds_handed_between_loops),
