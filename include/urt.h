@@ -189,8 +189,10 @@ URT_API int urt_loop_stats(urt_loop *loop, struct urt_loop_stats *out);
 
 /*
  * Make urt_loop_run return -EINTR at the end of the current turn. Returns 0,
- * -EINVAL (NULL), -EPERM (not the owning thread). Callable inside a task and
- * outside one; outside a run it stops the next run after its first turn.
+ * -EINVAL (NULL), -EPERM (not the owning thread), -EOPNOTSUPP (a loop of a
+ * set: the set's run ends when all its loops are idle; urt_loops_cancel
+ * ends it early). Callable inside a task and outside one; outside a run it
+ * stops the next run after its first turn.
  */
 URT_API int urt_loop_stop(urt_loop *loop);
 

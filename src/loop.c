@@ -76,6 +76,10 @@ int urt_loop_stop(urt_loop *loop)
 		return -EINVAL;
 	if (!urt__owned(loop))
 		return -EPERM;
+	/* One loop leaving its set's run early would leave the others
+	 * waiting for it, and messages to it unanswered. */
+	if (urt__xloop_in_set(loop))
+		return -EOPNOTSUPP;
 	loop->stop = true;
 	return 0;
 }

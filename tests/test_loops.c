@@ -82,6 +82,7 @@ static int first(struct firsts *f)
 	int i = index_here();
 
 	CHECK(i >= 0 && i < 4);
+	CHECK(urt_loop_stop(loop) == -EOPNOTSUPP); /* urt_loops_cancel is the way */
 	CHECK(urt_loops_count(urt_loop_set(loop)) == 2);
 	CHECK(urt_loops_get(urt_loop_set(loop), (unsigned)i) == loop);
 	atomic_fetch_add(&f->seen[i], 1);
