@@ -256,12 +256,12 @@ void urt__xloop_fini(struct urt_loop *loop)
 {
 	struct urt__xloop *xl = loop->xloop;
 
-	free(xl->wakes);
-	free(xl->due);
 	/* Messages whose wake-up never came (the ring failed), refused as a
 	 * closing loop refuses them; their replies may come back here. */
 	while (atomic_load(&xl->head))
 		inbox_wake(&xl->wake, 0, 0);
+	free(xl->wakes);
+	free(xl->due);
 	free(xl);
 	loop->xloop = NULL;
 }
