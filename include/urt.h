@@ -804,8 +804,9 @@ struct urt_loops_opts {
 /*
  * Create a set of loops, each on a thread of its own, and their pool.
  * opts NULL: defaults. Returns 0, -EINVAL (NULL out, bad flags or
- * options), -ENOMEM, -EAGAIN (no thread), or the error creating a loop or
- * the pool. Outside a task only; the caller owns the set.
+ * options), -ENOMEM, -EAGAIN (no thread), -EPERM (called from a task), or
+ * the error creating a loop or the pool. Outside a task only; the caller
+ * owns the set.
  */
 URT_API int urt_loops_create(urt_loops **out, const struct urt_loops_opts *opts);
 
@@ -813,8 +814,9 @@ URT_API int urt_loops_create(urt_loops **out, const struct urt_loops_opts *opts)
  * Run fn(arg) as the first task of every loop (each asks urt_loop_index
  * which it is) and run the loops until all are idle. Returns 0 when every
  * first task returned 0, else the first non-zero value in loop order;
- * -EINVAL (NULL), -EBUSY (a run is under way), or a loop's error (its
- * ring failed). Blocks the calling thread; outside a task only.
+ * -EINVAL (NULL), -EBUSY (a run is under way), -EPERM (called from a
+ * task), or a loop's error (its ring failed). Blocks the calling thread;
+ * outside a task only.
  */
 URT_API int urt_loops_run(urt_loops *set, urt_task_fn fn, void *arg);
 
