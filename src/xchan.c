@@ -68,6 +68,25 @@ struct slot {
 	unsigned char data[];
 };
 
+/* An element's copy: the common small sizes with a copy the compiler
+ * inlines, the rest through memcpy. */
+static inline void copy_elem(void *dst, const void *src, size_t size)
+{
+	switch (size) {
+	case 4:
+		memcpy(dst, src, 4);
+		break;
+	case 8:
+		memcpy(dst, src, 8);
+		break;
+	case 16:
+		memcpy(dst, src, 16);
+		break;
+	default:
+		memcpy(dst, src, size);
+	}
+}
+
 static struct slot *slot_of(struct urt_xchan *c, size_t pos)
 {
 	return (struct slot *)(c->slots + (pos & c->mask) * c->stride);
@@ -106,7 +125,7 @@ static int push(struct urt_xchan *c, const void *elem)
 	dead = atomic_load(&c->closed);
 	sl->dead = dead;
 	if (!dead)
-		memcpy(sl->data, elem, c->elem_size);
+		copy_elem(sl->data, elem, c->elem_size);
 	atomic_store_explicit(&sl->seq, pos + 1, memory_order_release);
 	return dead ? -EPIPE : 1;
 }
@@ -135,7 +154,7 @@ static int push_many(struct urt_xchan *c, const unsigned char *elems, size_t k)
 
 		sl->dead = dead;
 		if (!dead)
-			memcpy(sl->data, elems + j * c->elem_size, c->elem_size);
+			copy_elem(sl->data, elems + j * c->elem_size, c->elem_size);
 		atomic_store_explicit(&sl->seq, pos + j + 1, memory_order_release);
 	}
 	return dead ? -EPIPE : (int)k;
@@ -153,7 +172,7 @@ static bool pop(struct urt_xchan *c, void *elem)
 			return false;
 		dead = sl->dead;
 		if (!dead)
-			memcpy(elem, sl->data, c->elem_size);
+			copy_elem(elem, sl->data, c->elem_size);
 		atomic_store_explicit(&sl->seq, pos + c->mask + 1, memory_order_release);
 		atomic_store_explicit(&c->head, pos + 1, memory_order_relaxed);
 		if (!dead)
