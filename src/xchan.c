@@ -92,62 +92,35 @@ static struct slot *slot_of(struct urt_xchan *c, size_t pos)
 	return (struct slot *)(c->slots + (pos & c->mask) * c->stride);
 }
 
-/* Claim the next slot and fill it: 1, 0 when full, -EPIPE when closed (a
- * slot claimed as the close came is published dead). The caller then
+/* Claim the next k slots at once and fill them: k; 0 when the ring has no
+ * room for k (the consumer frees slots in order, so the last of them free
+ * means all are; a batch then goes one by one); -EPIPE when closed (slots
+ * claimed as the close came are published dead). The caller then
  * publishes (publish()). */
-static int push(struct urt_xchan *c, const void *elem)
+static int push_n(struct urt_xchan *c, const unsigned char *elems, size_t k)
 {
 	size_t pos;
-	struct slot *sl;
 	bool dead;
 
 	if (atomic_load(&c->closed))
 		return -EPIPE;
 	pos = atomic_load_explicit(&c->tail, memory_order_relaxed);
 	for (;;) {
-		size_t seq;
-		intptr_t dif;
+		size_t seq = atomic_load_explicit(&slot_of(c, pos + k - 1)->seq,
+						  memory_order_acquire);
+		intptr_t dif = (intptr_t)seq - (intptr_t)(pos + k - 1);
 
-		sl = slot_of(c, pos);
-		seq = atomic_load_explicit(&sl->seq, memory_order_acquire);
-		dif = (intptr_t)seq - (intptr_t)pos;
 		if (dif == 0) {
-			if (atomic_compare_exchange_weak(&c->tail, &pos, pos + 1))
+			if (atomic_compare_exchange_weak(&c->tail, &pos, pos + k))
 				break;
 		} else if (dif < 0) {
-			return 0; /* full */
+			return 0; /* no room */
 		} else {
 			pos = atomic_load_explicit(&c->tail, memory_order_relaxed);
 		}
 	}
 	/* Closed since the first look: the consumer may have seen the end
-	 * already, so the element is not delivered. */
-	dead = atomic_load(&c->closed);
-	sl->dead = dead;
-	if (!dead)
-		copy_elem(sl->data, elem, c->elem_size);
-	atomic_store_explicit(&sl->seq, pos + 1, memory_order_release);
-	return dead ? -EPIPE : 1;
-}
-
-/* Claim k slots at once when all are free (the consumer frees in order, so
- * the last one free means all are) and fill them: k, 0 when they are not
- * all free (push one by one then), -EPIPE when closed. */
-static int push_many(struct urt_xchan *c, const unsigned char *elems, size_t k)
-{
-	size_t pos;
-	bool dead;
-
-	if (atomic_load(&c->closed))
-		return -EPIPE;
-	pos = atomic_load_explicit(&c->tail, memory_order_relaxed);
-	do {
-		size_t last = atomic_load_explicit(&slot_of(c, pos + k - 1)->seq,
-						   memory_order_acquire);
-
-		if (last != pos + k - 1)
-			return 0;
-	} while (!atomic_compare_exchange_weak(&c->tail, &pos, pos + k));
+	 * already, so the elements are not delivered. */
 	dead = atomic_load(&c->closed);
 	for (size_t j = 0; j < k; j++) {
 		struct slot *sl = slot_of(c, pos + j);
@@ -158,6 +131,11 @@ static int push_many(struct urt_xchan *c, const unsigned char *elems, size_t k)
 		atomic_store_explicit(&sl->seq, pos + j + 1, memory_order_release);
 	}
 	return dead ? -EPIPE : (int)k;
+}
+
+static int push(struct urt_xchan *c, const void *elem)
+{
+	return push_n(c, elem, 1);
 }
 
 /* The consumer's side: one element into elem; false when empty. */
@@ -442,7 +420,7 @@ int urt__xchan_send(urt_xchan *c, const void *elems, size_t size, size_t n)
 
 		/* Batches claim their slots with one compare-and-swap. */
 		if (k > 1 && k <= c->mask + 1) {
-			pushed = push_many(c, p + i * size, k);
+			pushed = push_n(c, p + i * size, k);
 			if (pushed > 0) {
 				unpublished += k;
 				i += k;
