@@ -289,13 +289,14 @@ void urt__xloop_run_begin(struct urt_loop *loop)
 	loop->closing = false;
 }
 
-/* Wake every loop of the set to look whether the set is idle. */
-static void quit_all(struct urt__mesh *mesh, struct urt__msg_sender *s)
+/* Post every loop of the set the CQE of its op at offset off of its
+ * struct urt__xloop (quit, cancel). */
+static void send_all(struct urt__mesh *mesh, struct urt__msg_sender *s, size_t off)
 {
 	for (unsigned i = 0; i < mesh->n; i++) {
 		struct urt__xloop *xl = mesh->loops[i]->xloop;
 
-		urt__msg_send(s, xl->ring_fd, (uint64_t)(uintptr_t)&xl->quit);
+		urt__msg_send(s, xl->ring_fd, (uint64_t)(uintptr_t)((char *)xl + off));
 	}
 }
 
@@ -311,7 +312,7 @@ bool urt__xloop_idle(struct urt_loop *loop)
 	if (xl->busy) {
 		xl->busy = false;
 		if (atomic_fetch_sub(&mesh->active, 1) == 1 && atomic_load(&mesh->running))
-			quit_all(mesh, tx);
+			send_all(mesh, tx, offsetof(struct urt__xloop, quit));
 	}
 	return atomic_load(&mesh->active) == 0;
 }
@@ -326,11 +327,7 @@ void urt__mesh_cancel(struct urt__mesh *mesh, struct urt__msg_sender *s)
 	if (!atomic_load(&mesh->running))
 		return;
 	atomic_store(&mesh->cancel_gen, atomic_load(&mesh->run_gen));
-	for (unsigned i = 0; i < mesh->n; i++) {
-		struct urt__xloop *xl = mesh->loops[i]->xloop;
-
-		urt__msg_send(s, xl->ring_fd, (uint64_t)(uintptr_t)&xl->cancel);
-	}
+	send_all(mesh, s, offsetof(struct urt__xloop, cancel));
 }
 
 struct urt__msg_sender *urt__xloop_sender(void)
