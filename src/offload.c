@@ -193,12 +193,23 @@ static struct urt__job *handoff_take(struct urt__offload *off)
 	return head;
 }
 
+/* Complete a list of jobs (linked by next) that never ran. */
+static void complete_dropped(struct urt__ring *ring, struct urt__job *j)
+{
+	while (j) {
+		struct urt__job *next = j->next; /* an owned job is freed */
+
+		urt__ring_complete(ring, &j->op, -ECANCELED);
+		j = next;
+	}
+}
+
 /* Loop destroy, once its tasks are cancelled: drop every job no worker
  * has started. */
 static void jobs_drop(struct urt__offload *off)
 {
 	struct urt__ring *ring = &off->loop->ring;
-	struct urt__job *j, *next;
+	struct urt__job *j;
 
 	/* A job a worker has claimed but not started is marked: the worker
 	 * posts its completion with -ECANCELED instead of running it. */
@@ -207,18 +218,11 @@ static void jobs_drop(struct urt__offload *off)
 
 		atomic_compare_exchange_strong(&j->state, &queued, URT__JOB_DROPPED);
 	}
-	/* Jobs not yet handed to the pool complete here and now. */
-	for (j = handoff_take(off); j; j = next) {
-		next = j->next;
-		urt__ring_complete(ring, &j->op, -ECANCELED);
-	}
-	/* Jobs still in the pool's queue are taken back and complete here. */
-	if (off->pool) {
-		for (j = urt__pool_drop(off->pool, &off->done); j; j = next) {
-			next = j->next;
-			urt__ring_complete(ring, &j->op, -ECANCELED);
-		}
-	}
+	/* Jobs not yet handed to the pool complete here and now; so do jobs
+	 * still in the pool's queue, taken back. */
+	complete_dropped(ring, handoff_take(off));
+	if (off->pool)
+		complete_dropped(ring, urt__pool_drop(off->pool, &off->done));
 }
 
 static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage stage)
