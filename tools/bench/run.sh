@@ -16,7 +16,7 @@ usage: tools/bench/run.sh [--runs N] [--quick] [--build-dir DIR] [--file-mib M]
 
 Builds urt and the benchmarks (tools/bench/) in DIR (default build-bench/ in
 the checkout), runs every workload's programs -- urt, the raw liburing
-floor, libuv, Python asyncio, boost.context; for ECHO, echo servers on
+floor, libuv, Python asyncio, boost.context, Go (W4); for ECHO, echo servers on
 urt, plain epoll and libuv under one epoll client -- interleaved, N rounds
 (default 3), and prints one markdown table of medians and of urt's ratio to
 each peer, with the performance targets marked met or missed.
@@ -29,7 +29,7 @@ each peer, with the performance targets marked met or missed.
 
 Missing Debian packages are installed with apt-get when run as root:
 cmake pkg-config liburing-dev libcmocka-dev libuv1-dev libboost-context-dev
-g++ python3. The default run takes about 5 minutes on 2 CPUs, --quick under
+g++ python3 golang-go. The default run takes about 5 minutes on 2 CPUs, --quick under
 one. Logs and the table are kept in DIR/bench-logs/.
 EOF
 }
@@ -94,7 +94,8 @@ echo_conns=100
 echo_msg=64
 
 # ---- packages ----
-need="cmake pkg-config liburing-dev libcmocka-dev libuv1-dev libboost-context-dev g++ python3"
+need="cmake pkg-config liburing-dev libcmocka-dev libuv1-dev libboost-context-dev g++ python3
+	golang-go"
 missing=""
 for p in $need; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -128,6 +129,10 @@ bin="$build/tools/bench"
 for b in urt-bench-uv-sleepers urt-bench-uv-echo urt-bench-fcontext; do
 	[ -x "$bin/$b" ] || { echo "run.sh: $b was not built (see $build/configure.log)" >&2; exit 1; }
 done
+# W4's Go peer: the standard library only, built offline, its cache here.
+GOCACHE="$build/go-cache" GOFLAGS=-trimpath go build -o "$bin/urt-bench-go-reads" \
+	"$here/go_reads/main.go" >>"$build/build.log" 2>&1 ||
+	{ tail -20 "$build/build.log" >&2; exit 1; }
 # ECHO's urt server is an example program, with the peers' command line.
 echo_urt_server="$build/examples/urt-echo-server"
 [ -x "$echo_urt_server" ] ||
@@ -220,6 +225,8 @@ w4_urt() { bench urt-reads "$bin/urt-bench-reads" "${w4_opts[@]}"; }
 w4_urt_fixed() { bench urt-reads-fixed "$bin/urt-bench-reads" --fixed "${w4_opts[@]}"; }
 w4_raw() { bench raw-reads "$bin/urt-bench-raw-reads" "${w4_opts[@]}"; }
 w4_uv() { bench uv-reads "$bin/urt-bench-uv-reads" "${w4_opts[@]}"; }
+# Go: 32 goroutines reading with pread, on every CPU of the run (2 here).
+w4_go() { bench go-reads "$bin/urt-bench-go-reads" "${w4_opts[@]}"; }
 # W4 on a set of two loops (QD 32 each), to set against one loop.
 w4_urt2() { bench urt-reads-2loops "$bin/urt-bench-reads" --loops 2 "${w4_opts[@]}"; }
 # Between two loops: urt_call's round trip against MSG_RING and eventfd
@@ -312,7 +319,7 @@ for ((round = 1; round <= runs; round++)); do
 		rotate w1_urt w1_raw w1_uv w1_py
 	done
 	rotate w23_urt w2_uv w2_uv1 w3_uv w2_py w2_py1 w3_py
-	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2
+	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2 w4_go
 	xloop_urt
 	for load in idle offload inline; do
 		if [ "$load" = inline ]; then
