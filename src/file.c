@@ -26,7 +26,7 @@ int urt_loop_register_files(urt_loop *loop, const int *fds, unsigned n)
 		return -EINVAL;
 	if (!pthread_equal(loop->owner, pthread_self()))
 		return -EPERM;
-	return io_uring_register_files(&loop->ring.ring, fds, n);
+	return urt__ring_register_files(&loop->ring, fds, n);
 }
 
 int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, unsigned n)
@@ -35,7 +35,7 @@ int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, unsigned 
 		return -EINVAL;
 	if (!pthread_equal(loop->owner, pthread_self()))
 		return -EPERM;
-	return io_uring_register_buffers(&loop->ring.ring, iov, n);
+	return urt__ring_register_buffers(&loop->ring, iov, n);
 }
 
 static ssize_t rw_fixed(int opcode, int fd, const void *buf, size_t len, int64_t offset,

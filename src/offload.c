@@ -247,7 +247,7 @@ int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
 	off->loop = loop;
 	off->done.wake.done = done_wake;
 	off->done.wake.unsolicited = true;
-	off->done.ring_fd = loop->ring.ring.ring_fd;
+	off->done.ring = &loop->ring;
 	if (pool_opts)
 		off->pool_opts = *pool_opts;
 	if (pool) {

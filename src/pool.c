@@ -56,7 +56,7 @@ static inline void cpu_relax(void)
 static void finish(struct worker *w, struct urt__job *job, int32_t res)
 {
 	struct urt__done *d = job->done;
-	int fd = d->ring_fd;
+	struct urt__ring_addr to = urt__ring_addr(d->ring);
 	uint64_t ud = (uint64_t)(uintptr_t)&d->wake;
 	struct urt__job *old = atomic_load_explicit(&d->head, memory_order_relaxed);
 
@@ -66,7 +66,7 @@ static void finish(struct worker *w, struct urt__job *job, int32_t res)
 	while (!atomic_compare_exchange_weak_explicit(&d->head, &old, job, memory_order_release,
 						      memory_order_relaxed));
 	if (!old)
-		urt__msg_send(&w->tx, fd, ud);
+		urt__msg_send(&w->tx, to, ud);
 }
 
 struct urt__job *urt__done_take(struct urt__done *d)

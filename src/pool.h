@@ -48,7 +48,7 @@ struct __attribute__((aligned(128))) urt__job {
  */
 struct __attribute__((aligned(128))) urt__done {
 	_Atomic(struct urt__job *) head; /* newest first */
-	int ring_fd;                     /* the loop's ring */
+	struct urt__ring *ring;          /* the loop's ring */
 	struct urt__op wake;
 };
 

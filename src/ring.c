@@ -84,6 +84,21 @@ bool urt__ring_pending(struct urt__ring *r)
 	       (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
+bool urt__ring_queued(struct urt__ring *r)
+{
+	return io_uring_sq_ready(&r->ring) != 0;
+}
+
+int urt__ring_register_files(struct urt__ring *r, const int *fds, unsigned n)
+{
+	return io_uring_register_files(&r->ring, fds, n);
+}
+
+int urt__ring_register_buffers(struct urt__ring *r, const struct iovec *iov, unsigned n)
+{
+	return io_uring_register_buffers(&r->ring, iov, n);
+}
+
 static void dispatch(struct urt__ring *r, const struct io_uring_cqe *cqe)
 {
 	struct urt__op *op = io_uring_cqe_get_data(cqe);
@@ -392,8 +407,25 @@ bool urt__msg_transient(int err)
 	       err == -ENOMEM;
 }
 
-void urt__msg_send(struct urt__msg_sender *s, int fd, uint64_t ud)
+struct urt__ring_addr urt__ring_addr(const struct urt__ring *r)
 {
+	return (struct urt__ring_addr){ .fd = r->ring.ring_fd };
+}
+
+int urt__ring_msg(struct urt__ring *r, struct urt__op *op, const struct urt__ring *to,
+		  uint64_t ud)
+{
+	struct io_uring_sqe *sqe = urt__ring_sqe(r, op);
+
+	if (!sqe)
+		return r->error;
+	io_uring_prep_msg_ring(sqe, to->ring.ring_fd, 0, ud, 0);
+	return 1;
+}
+
+void urt__msg_send(struct urt__msg_sender *s, struct urt__ring_addr to, uint64_t ud)
+{
+	int fd = to.fd;
 	unsigned pause_us = 50;
 
 	for (;;) {

@@ -68,6 +68,12 @@ void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res);
 /* True when a CQE is ready or held, or the kernel holds work that would
  * post one. */
 bool urt__ring_pending(struct urt__ring *r);
+/* True when SQEs wait to be submitted. */
+bool urt__ring_queued(struct urt__ring *r);
+/* Register files (fds[i] becomes fixed file i) and buffers with the
+ * kernel: 0 or -errno (-EBUSY: registered already). */
+int urt__ring_register_files(struct urt__ring *r, const int *fds, unsigned n);
+int urt__ring_register_buffers(struct urt__ring *r, const struct iovec *iov, unsigned n);
 /* Submit what is queued; wait for at least one CQE when wait is set. Then
  * dispatch every CQE available. Returns the CQEs dispatched, or -errno. */
 int urt__ring_turn(struct urt__ring *r, bool wait);
@@ -91,13 +97,27 @@ bool urt__msg_ring_works(void);
 int urt__msg_sender_init(struct urt__msg_sender *s, bool own_ring);
 void urt__msg_sender_fini(struct urt__msg_sender *s);
 /*
- * Post a CQE (res 0, user_data ud) into the ring whose fd is fd. A
+ * Where messages to a ring go. A sender takes it before the push that may
+ * let the ring's loop go away (urt__ring_addr), and urt__msg_send uses it
+ * after.
+ */
+struct urt__ring_addr {
+	int fd;
+};
+struct urt__ring_addr urt__ring_addr(const struct urt__ring *r);
+/* A message from the loop of r to the ring of to: 1 when it went as an SQE
+ * of r (op gets its CQE), else -errno (nothing sent; no SQE, and
+ * r->error says why). */
+int urt__ring_msg(struct urt__ring *r, struct urt__op *op, const struct urt__ring *to,
+		  uint64_t ud);
+/*
+ * Post a CQE (res 0, user_data ud) into the ring at to. A
  * transient failure (the target's CQ full, memory short) is retried after
  * a pause that doubles up to 10 ms, since a lost wake-up would leave its
  * waiters parked for good; any other (the target ring is gone) is given
  * up at once.
  */
-void urt__msg_send(struct urt__msg_sender *s, int fd, uint64_t ud);
+void urt__msg_send(struct urt__msg_sender *s, struct urt__ring_addr to, uint64_t ud);
 /* Errors after which the same message may go through: the target's CQ
  * cannot take it yet (-EOVERFLOW), memory or the ring is short for now
  * (-EAGAIN, -EBUSY, -ENOMEM), a signal (-EINTR). */

@@ -216,7 +216,7 @@ static bool direct_switch_ok(struct urt_loop *loop)
 	if (loop->batch_left)
 		return true;
 	return !loop->timers.n && !loop->turn_due && !loop->stop &&
-	       !io_uring_sq_ready(&loop->ring.ring) && !urt__ring_pending(&loop->ring);
+	       !urt__ring_queued(&loop->ring) && !urt__ring_pending(&loop->ring);
 }
 
 int urt_yield(void)

@@ -21,7 +21,7 @@ struct __attribute__((aligned(128))) urt__xloop {
 	/* Written by senders on any thread. */
 	_Atomic(struct urt__msg *) head; /* newest first */
 	/* Read by senders, written once at create. */
-	int ring_fd;
+	struct urt__ring *ring;     /* the loop's */
 	struct urt__op wake;        /* the inbox was empty: take it */
 	struct urt__op quit;        /* the set may be idle: look */
 	struct urt__op cancel;      /* the set's run is cancelled */
@@ -112,6 +112,7 @@ static void post(struct urt_loop *loop, struct urt__msg *m, struct urt__msg_send
 	struct urt__xloop *xl = loop->xloop;
 	struct urt__msg *old = atomic_load_explicit(&xl->head, memory_order_relaxed);
 	struct urt_loop *here = urt__cur_loop;
+	struct urt__ring_addr to = urt__ring_addr(xl->ring);
 
 	/* Counted before it is visible: the set is not idle while a message
 	 * is on its way. */
@@ -126,7 +127,7 @@ static void post(struct urt_loop *loop, struct urt__msg *m, struct urt__msg_send
 	if (here && xl->mesh && here->xloop->mesh == xl->mesh)
 		wake_due(here->xloop, xl->index);
 	else
-		urt__msg_send(s, xl->ring_fd, (uint64_t)(uintptr_t)&xl->wake);
+		urt__msg_send(s, to, (uint64_t)(uintptr_t)&xl->wake);
 }
 
 static void wake_sent(struct urt__op *op, int32_t res, uint32_t flags)
@@ -151,17 +152,14 @@ void urt__xloop_flush(struct urt_loop *loop)
 	for (unsigned i = 0; i < xl->ndue; i++) {
 		struct xwake *w = &xl->wakes[xl->due[i]];
 		struct urt__xloop *to = xl->mesh->loops[w->target]->xloop;
-		struct io_uring_sqe *sqe;
 
 		/* Its last send's CQE is not in yet (it comes within the
-		 * turn): next turn. Without an SQE (the ring failed), as
-		 * well. */
-		sqe = w->inflight ? NULL : urt__ring_sqe(&loop->ring, &w->op);
-		if (!sqe) {
+		 * turn): next turn. Not sent (the ring failed), as well. */
+		if (w->inflight ||
+		    urt__ring_msg(&loop->ring, &w->op, to->ring, (uint64_t)(uintptr_t)&to->wake) < 0) {
 			xl->due[kept++] = xl->due[i];
 			continue;
 		}
-		io_uring_prep_msg_ring(sqe, to->ring_fd, 0, (uint64_t)(uintptr_t)&to->wake, 0);
 		w->due = false;
 		w->inflight = true;
 	}
@@ -243,7 +241,7 @@ int urt__xloop_init(struct urt_loop *loop)
 	xl = urt__alloc_lines(sizeof(*xl));
 	if (!xl)
 		return -ENOMEM;
-	xl->ring_fd = loop->ring.ring.ring_fd;
+	xl->ring = &loop->ring;
 	xl->wake = (struct urt__op){ .done = inbox_wake, .unsolicited = true };
 	xl->quit = (struct urt__op){ .done = quit_wake, .unsolicited = true };
 	xl->cancel = (struct urt__op){ .done = cancel_wake, .unsolicited = true };
@@ -296,7 +294,7 @@ static void send_all(struct urt__mesh *mesh, struct urt__msg_sender *s, size_t o
 	for (unsigned i = 0; i < mesh->n; i++) {
 		struct urt__xloop *xl = mesh->loops[i]->xloop;
 
-		urt__msg_send(s, xl->ring_fd, (uint64_t)(uintptr_t)((char *)xl + off));
+		urt__msg_send(s, urt__ring_addr(xl->ring), (uint64_t)(uintptr_t)((char *)xl + off));
 	}
 }
 
