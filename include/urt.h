@@ -139,16 +139,44 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
 #define URT_LOOP_NO_GUARD (1u << 0)
 /* Never spin before sleeping (spin_ns ignored). */
 #define URT_LOOP_NO_SPIN (1u << 1)
+/*
+ * The backend: by default io_uring where io_uring_setup works, else epoll
+ * (io_uring_setup answered -EPERM or -ENOSYS: a seccomp filter such as
+ * Docker's default profile, kernel.io_uring_disabled; or -EOPNOTSUPP: a
+ * kernel before 5.18). The environment variable URT_BACKEND=io_uring or
+ * URT_BACKEND=epoll chooses for loops whose flags do not; these flags
+ * choose for one loop (not both). See the README's "Backends" for what
+ * differs on epoll.
+ */
+#define URT_LOOP_IO_URING (1u << 2)
+#define URT_LOOP_EPOLL (1u << 3)
 
 /*
  * Create a loop. *out receives it; opts NULL means all defaults.
  * Returns 0, -EINVAL (NULL out, bad option, also in pool_opts: the pool
- * starts later, its options are checked now), -ENOMEM, -EOPNOTSUPP (a kernel
- * before 5.11), or the kernel's error from io_uring_setup (-EPERM or -ENOSYS
- * where io_uring is disabled or filtered). The calling thread owns the loop.
- * Callable outside a task.
+ * starts later, its options are checked now; both backend flags, or
+ * URT_BACKEND set to something else than io_uring or epoll), -ENOMEM, or,
+ * when io_uring alone was asked for (URT_LOOP_IO_URING, URT_BACKEND), the
+ * kernel's error from io_uring_setup (-EPERM, -ENOSYS) or -EOPNOTSUPP (a
+ * kernel before 5.18). The calling thread owns the loop. Callable outside
+ * a task.
  */
 URT_API int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts);
+
+/* urt_loop_backend's answers. */
+enum urt_backend {
+	URT_BACKEND_IO_URING = 1,
+	URT_BACKEND_EPOLL = 2,
+};
+
+/*
+ * Which backend loop runs on: URT_BACKEND_IO_URING or URT_BACKEND_EPOLL,
+ * or -EINVAL (NULL loop). When why is not NULL, *why is set to a line
+ * saying which and why, e.g. "epoll: io_uring_setup returned -EPERM (a
+ * seccomp filter, as Docker's default profile)"; the string is the loop's,
+ * valid until it is destroyed. Callable from any thread.
+ */
+URT_API int urt_loop_backend(const urt_loop *loop, const char **why);
 
 /*
  * Run the loop until no task is left, or until urt_loop_stop. Returns 0;

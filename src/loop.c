@@ -3,6 +3,7 @@
  * destroy; its counters. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "op.h"
@@ -122,8 +123,40 @@ int urt_loop_run(urt_loop *loop)
 	return ret;
 }
 
+/* The backend the flags, else URT_BACKEND, ask for. 0 or -EINVAL. */
+static int backend_wanted(unsigned flags, enum urt__backend_want *want)
+{
+	const char *env;
+
+	if ((flags & URT_LOOP_IO_URING) && (flags & URT_LOOP_EPOLL))
+		return -EINVAL;
+	*want = (flags & URT_LOOP_IO_URING) ? URT__WANT_IO_URING :
+		(flags & URT_LOOP_EPOLL)    ? URT__WANT_EPOLL :
+					      URT__WANT_ANY;
+	env = getenv("URT_BACKEND");
+	if (*want != URT__WANT_ANY || !env || !*env)
+		return 0;
+	if (!strcmp(env, "io_uring"))
+		*want = URT__WANT_IO_URING;
+	else if (!strcmp(env, "epoll"))
+		*want = URT__WANT_EPOLL;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int urt_loop_backend(const urt_loop *loop, const char **why)
+{
+	if (!loop)
+		return -EINVAL;
+	if (why)
+		*why = loop->ring.why;
+	return loop->ring.ep ? URT_BACKEND_EPOLL : URT_BACKEND_IO_URING;
+}
+
 int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 {
+	enum urt__backend_want want;
 	struct urt_loop_opts o = { 0 };
 	struct urt_loop *loop;
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
@@ -135,8 +168,11 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	*out = NULL;
 	if (opts)
 		o = *opts;
-	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN))
+	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN | URT_LOOP_IO_URING | URT_LOOP_EPOLL))
 		return -EINVAL;
+	ret = backend_wanted(o.flags, &want);
+	if (ret)
+		return ret;
 	if (o.stack_size > MAX_STACK)
 		return -EINVAL;
 	/* The own pool starts at the first offload: its options are checked
@@ -158,7 +194,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	loop = urt__alloc_lines(sizeof(*loop));
 	if (!loop)
 		return -ENOMEM;
-	ret = urt__ring_init(&loop->ring, o.ring_entries, o.cq_entries);
+	ret = urt__ring_init(&loop->ring, o.ring_entries, o.cq_entries, want);
 	if (ret)
 		goto out_free;
 	ret = urt__overflow_report_install();

@@ -235,6 +235,61 @@ static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage 
 }
 
 
+/* ---- SQEs the epoll backend cannot run without blocking ---- */
+
+/* A job that runs one SQE for the ring (regular-file I/O, open, statx,
+ * fsync on the epoll backend); it goes to the pool at once, since the ring
+ * runs its SQEs in the turn, after this turn's hand-off. */
+struct sqe_job {
+	struct urt__job job;
+	struct urt__ring_exec *x;
+	int32_t res;
+};
+
+static void sqe_job_run(void *arg)
+{
+	struct sqe_job *sj = arg;
+
+	sj->res = urt__ring_exec_run(sj->x);
+}
+
+static void sqe_job_done(struct urt__op *op, int32_t res, uint32_t flags)
+{
+	struct sqe_job *sj = (struct sqe_job *)((char *)op - offsetof(struct sqe_job, job.op));
+	struct urt__offload *off = off_of_done(sj->job.done);
+
+	(void)flags;
+	off->inflight--;
+	LIST_REMOVE(&sj->job, out_link);
+	/* Dropped before it ran (the loop is being destroyed): -ECANCELED. */
+	urt__ring_exec_done(&off->loop->ring, sj->x, res < 0 ? res : sj->res);
+	free(sj);
+}
+
+static int sqe_job_submit(void *ctx, struct urt__ring_exec *x)
+{
+	struct urt__offload *off = ctx;
+	struct sqe_job *sj;
+
+	if (!urt_loop_pool(off->loop))
+		return off->pool_err;
+	sj = aligned_alloc(_Alignof(struct sqe_job), sizeof(*sj));
+	if (!sj)
+		return -ENOMEM;
+	memset(sj, 0, sizeof(*sj));
+	sj->x = x;
+	sj->job.fn = sqe_job_run;
+	sj->job.arg = sj;
+	sj->job.op = (struct urt__op){ .done = sqe_job_done };
+	sj->job.done = &off->done;
+	atomic_init(&sj->job.state, URT__JOB_QUEUED);
+	LIST_INSERT_HEAD(&off->jobs_out, &sj->job, out_link);
+	off->inflight++;
+	urt__ring_expect(&off->loop->ring);
+	urt__pool_push(off->pool, &sj->job, &sj->job, 1);
+	return 0;
+}
+
 /* ---- the loop's side of the pool ---- */
 
 int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
@@ -258,6 +313,7 @@ int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
 	off->spin_ns = spin_ns;
 	off->closable.close = jobs_close_with_loop;
 	urt__closable_add(loop, &off->closable);
+	urt__ring_set_exec(&loop->ring, sqe_job_submit, off);
 	loop->offload = off;
 	return 0;
 }

@@ -67,6 +67,8 @@ static void finish(struct worker *w, struct urt__job *job, int32_t res)
 						      memory_order_relaxed));
 	if (!old)
 		urt__msg_send(&w->tx, to, ud);
+	else
+		urt__ring_addr_put(to);
 }
 
 struct urt__job *urt__done_take(struct urt__done *d)
@@ -189,8 +191,6 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 	if (urt__cpus_allowed() < 2)
 		p->spin_ns = 0; /* the loop could not run while we spin */
 	p->worker_rings = (o.flags & URT_POOL_WORKER_RINGS) || !urt__msg_ringless_works();
-	if (!urt__msg_ring_works())
-		ret = -EOPNOTSUPP;
 	for (i = 0; ret == 0 && i < o.threads; i++)
 		ret = urt__msg_sender_init(&p->workers[i].tx, p->worker_rings);
 	if (ret < 0) {

@@ -3,7 +3,9 @@
  * from the loop's turn only; and MSG_RINGs from threads without a loop. */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -22,13 +24,12 @@ static const unsigned wanted_flags[] = {
 	IORING_SETUP_SUBMIT_ALL,
 };
 
-int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries)
+static int io_uring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries)
 {
 	unsigned flags = IORING_SETUP_CQSIZE;
 	size_t drop = 0;
 	int ret;
 
-	memset(r, 0, sizeof(*r));
 	for (size_t i = 0; i < sizeof(wanted_flags) / sizeof(wanted_flags[0]); i++)
 		flags |= wanted_flags[i];
 	for (;;) {
@@ -57,13 +58,74 @@ int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries)
 		io_uring_queue_exit(&r->ring);
 		return -EOPNOTSUPP;
 	}
+	/* The pool and other loops reach a loop with MSG_RING (5.18). */
+	if (!urt__msg_ring_works()) {
+		io_uring_queue_exit(&r->ring);
+		return -EOPNOTSUPP;
+	}
 	/* Saves an fdget per io_uring_enter; optional. */
 	(void)io_uring_register_ring_fd(&r->ring);
 	return 0;
 }
 
+/* Why io_uring_setup failed with err, in words. */
+static void why_denied(struct urt__ring *r, int err)
+{
+	const char *cause = "";
+	char buf[8] = "";
+	int fd = open("/proc/sys/kernel/io_uring_disabled", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+
+		close(fd);
+		buf[n > 0 ? n : 0] = 0;
+	}
+	if (err == -EPERM && buf[0] == '2')
+		cause = " (kernel.io_uring_disabled=2)";
+	else if (err == -EPERM && buf[0] == '1')
+		cause = " (kernel.io_uring_disabled=1, and not in kernel.io_uring_group)";
+	else if (err == -EPERM)
+		cause = " (a seccomp filter, as Docker's default profile)";
+	else if (err == -ENOSYS)
+		cause = " (a kernel without io_uring, or a seccomp filter)";
+	else if (err == -EOPNOTSUPP)
+		cause = " (the kernel's io_uring lacks NODROP, EXT_ARG or MSG_RING: before 5.18)";
+	snprintf(r->why, sizeof(r->why), "epoll: io_uring_setup returned %s%s",
+		 err == -EPERM ? "-EPERM" : err == -ENOSYS ? "-ENOSYS" :
+		 err == -EOPNOTSUPP ? "-EOPNOTSUPP" : "an error", cause);
+}
+
+int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries,
+		   enum urt__backend_want want)
+{
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	if (want != URT__WANT_EPOLL) {
+		ret = io_uring_init(r, entries, cq_entries);
+		if (!ret) {
+			snprintf(r->why, sizeof(r->why), "io_uring");
+			return 0;
+		}
+		/* Denied or missing: epoll, unless io_uring alone would do. */
+		if (want == URT__WANT_IO_URING ||
+		    (ret != -EPERM && ret != -ENOSYS && ret != -EOPNOTSUPP))
+			return ret;
+		memset(r, 0, sizeof(*r));
+		why_denied(r, ret);
+	} else {
+		snprintf(r->why, sizeof(r->why), "epoll: asked for");
+	}
+	return urt__ep_init(r, entries, cq_entries);
+}
+
 void urt__ring_fini(struct urt__ring *r)
 {
+	if (r->ep) {
+		urt__ep_fini(r);
+		return;
+	}
 	io_uring_queue_exit(&r->ring);
 	free(r->held);
 	r->held = NULL;
@@ -78,25 +140,34 @@ void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res)
 
 bool urt__ring_pending(struct urt__ring *r)
 {
-	unsigned sq_flags = IO_URING_READ_ONCE(*r->ring.sq.kflags);
+	unsigned sq_flags;
 
+	if (r->ep)
+		return urt__ep_pending(r);
+	sq_flags = IO_URING_READ_ONCE(*r->ring.sq.kflags);
 	return r->held_n || io_uring_cq_ready(&r->ring) ||
 	       (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
 bool urt__ring_queued(struct urt__ring *r)
 {
-	return io_uring_sq_ready(&r->ring) != 0;
+	return r->ep ? urt__ep_queued(r) : io_uring_sq_ready(&r->ring) != 0;
 }
 
 int urt__ring_register_files(struct urt__ring *r, const int *fds, unsigned n)
 {
-	return io_uring_register_files(&r->ring, fds, n);
+	return r->ep ? -EOPNOTSUPP : io_uring_register_files(&r->ring, fds, n);
 }
 
 int urt__ring_register_buffers(struct urt__ring *r, const struct iovec *iov, unsigned n)
 {
-	return io_uring_register_buffers(&r->ring, iov, n);
+	return r->ep ? -EOPNOTSUPP : io_uring_register_buffers(&r->ring, iov, n);
+}
+
+void urt__ring_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx)
+{
+	if (r->ep)
+		urt__ep_set_exec(r, fn, ctx);
 }
 
 static void dispatch(struct urt__ring *r, const struct io_uring_cqe *cqe)
@@ -118,9 +189,12 @@ static void dispatch(struct urt__ring *r, const struct io_uring_cqe *cqe)
 
 int urt__ring_hold(struct urt__ring *r)
 {
-	unsigned ready = io_uring_cq_ready(&r->ring), n = 0, head;
+	unsigned ready, n = 0, head;
 	struct io_uring_cqe *cqe;
 
+	if (r->ep)
+		return 0; /* its CQ is its own: no room to make */
+	ready = io_uring_cq_ready(&r->ring);
 	/* The held ones first, from the start, then room for the new. */
 	if (r->held_head) {
 		memmove(r->held, r->held + r->held_head, r->held_n * sizeof(*r->held));
@@ -183,7 +257,9 @@ struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op)
 {
 	struct io_uring_sqe *sqe;
 
-	while (!(sqe = io_uring_get_sqe(&r->ring))) {
+	if (r->ep)
+		sqe = urt__ep_sqe(r);
+	else while (!(sqe = io_uring_get_sqe(&r->ring))) {
 		int ret = flush(r);
 
 		if (ret) {
@@ -199,6 +275,11 @@ struct io_uring_sqe *urt__ring_sqe(struct urt__ring *r, struct urt__op *op)
 
 int urt__ring_reserve(struct urt__ring *r, unsigned n)
 {
+	if (r->ep) {
+		if (urt__ep_sq_space(r) < n)
+			urt__ep_flush(r);
+		return 0;
+	}
 	while (io_uring_sq_space_left(&r->ring) < n) {
 		int ret = flush(r);
 
@@ -217,6 +298,8 @@ static bool next_cqe(struct urt__ring *r, struct io_uring_cqe *out)
 	struct io_uring_cqe *cqe;
 	unsigned head;
 
+	if (r->ep)
+		return urt__ep_next_cqe(r, out);
 	if (r->held_n) {
 		*out = r->held[r->held_head++];
 		if (!--r->held_n)
@@ -255,6 +338,10 @@ int urt__ring_turn(struct urt__ring *r, bool wait)
 {
 	int ret, tries = 0;
 
+	if (r->ep) {
+		ret = urt__ep_turn(r, wait);
+		return ret < 0 ? ret : reap(r);
+	}
 	/* CQEs held while an SQE was wanted are dispatched first; with some
 	 * to dispatch, the turn does not wait. */
 	if (r->held_n)
@@ -360,6 +447,10 @@ int urt__msg_sender_init(struct urt__msg_sender *s, bool own_ring)
 	if (!own_ring)
 		return 0;
 	ret = io_uring_queue_init(2, &s->ring, 0);
+	/* Where io_uring is denied, every loop is an epoll one, reached
+	 * through its mailbox: no ring is needed. */
+	if (ret == -EPERM || ret == -ENOSYS)
+		return 0;
 	if (ret < 0)
 		return ret;
 	s->has_ring = true;
@@ -409,14 +500,41 @@ bool urt__msg_transient(int err)
 
 struct urt__ring_addr urt__ring_addr(const struct urt__ring *r)
 {
-	return (struct urt__ring_addr){ .fd = r->ring.ring_fd };
+	struct urt__box *b;
+
+	if (!r->ep)
+		return (struct urt__ring_addr){ .fd = r->ring.ring_fd };
+	b = urt__ep_box(r);
+	urt__box_get(b);
+	return (struct urt__ring_addr){ .fd = -1, .box = b };
+}
+
+void urt__ring_addr_put(struct urt__ring_addr to)
+{
+	urt__box_put(to.box);
 }
 
 int urt__ring_msg(struct urt__ring *r, struct urt__op *op, const struct urt__ring *to,
 		  uint64_t ud)
 {
-	struct io_uring_sqe *sqe = urt__ring_sqe(r, op);
+	struct io_uring_sqe *sqe;
+	int ret;
 
+	if (to->ep) {
+		/* Into the mailbox now: op has nothing to wait for. */
+		ret = urt__box_send(urt__ep_box(to), ud);
+		return ret ? ret : 0;
+	}
+	if (r->ep) {
+		/* An epoll loop has no ring to send from. */
+		struct io_uring_sqe one;
+
+		memset(&one, 0, sizeof(one));
+		io_uring_prep_msg_ring(&one, to->ring.ring_fd, 0, ud, 0);
+		ret = send_ringless(&one);
+		return ret < 0 ? ret : 0;
+	}
+	sqe = urt__ring_sqe(r, op);
 	if (!sqe)
 		return r->error;
 	io_uring_prep_msg_ring(sqe, to->ring.ring_fd, 0, ud, 0);
@@ -427,6 +545,16 @@ void urt__msg_send(struct urt__msg_sender *s, struct urt__ring_addr to, uint64_t
 {
 	int fd = to.fd;
 	unsigned pause_us = 50;
+
+	if (to.box) {
+		while (urt__box_send(to.box, ud)) {
+			usleep(pause_us);
+			if (pause_us < SEND_RETRY_MAX_US)
+				pause_us *= 2;
+		}
+		urt__box_put(to.box);
+		return;
+	}
 
 	for (;;) {
 		int ret;

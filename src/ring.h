@@ -1,5 +1,7 @@
-/* The ring layer (ring.c): io_uring setup, SQE acquisition, submit, reap,
- * dispatch. Knows nothing of tasks: a CQE goes to its op's done(). */
+/* The ring layer (ring.c, epoll.c): io_uring setup, SQE acquisition,
+ * submit, reap, dispatch; or, where io_uring is denied, the same SQEs run
+ * by the epoll backend (epoll.c). Knows nothing of tasks: a CQE goes to
+ * its op's done(). */
 #ifndef URT_RING_H
 #define URT_RING_H
 
@@ -18,7 +20,11 @@ struct urt__op {
 	 * pool's wake-up messages): each is counted as a message when it
 	 * arrives, not as an SQE's completion. */
 	bool unsolicited;
+	/* The epoll backend's record of the SQE in flight (cancel finds it). */
+	struct urt__ring_exec *ep;
 };
+
+struct urt__ep;
 
 struct urt__ring {
 	struct io_uring ring;
@@ -36,9 +42,22 @@ struct urt__ring {
 	size_t held_head, held_n, held_cap;
 	int error;            /* why urt__ring_sqe last returned NULL */
 	bool reaping;
+	struct urt__ep *ep;   /* the epoll backend; NULL: io_uring */
+	char why[160];        /* the backend and why it was chosen */
 };
 
-int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries);
+/* Which backend urt__ring_init may choose. */
+enum urt__backend_want {
+	URT__WANT_ANY,        /* io_uring where it works, else epoll */
+	URT__WANT_IO_URING,
+	URT__WANT_EPOLL,
+};
+
+/* Set up r: io_uring with the flags the kernel takes, or epoll when
+ * io_uring is denied, too old or not wanted (r->why says which and why).
+ * 0 or -errno (-EPERM: io_uring alone was wanted, and is denied). */
+int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries,
+		   enum urt__backend_want want);
 void urt__ring_fini(struct urt__ring *r);
 /* A free SQE, flushing the SQ to the kernel when it is full. user_data is set
  * to op (NULL: a CQE nobody waits for, a cancel's or a timeout update's).
@@ -68,6 +87,20 @@ void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res);
 /* True when a CQE is ready or held, or the kernel holds work that would
  * post one. */
 bool urt__ring_pending(struct urt__ring *r);
+/*
+ * What the epoll backend cannot run without blocking the loop (regular-file
+ * I/O, open, statx, fsync) goes to the layer above, which registered fn:
+ * fn(ctx, x) returns 0 once it has taken x to run urt__ring_exec_run(x) on a
+ * thread, and then hands the result back on the loop's thread with
+ * urt__ring_exec_done; nonzero, and x runs on the loop, blocking. Without
+ * fn, too. On io_uring, the kernel does this itself: no-op.
+ */
+struct urt__ring_exec;
+typedef int (*urt__ring_exec_fn)(void *ctx, struct urt__ring_exec *x);
+void urt__ring_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx);
+int32_t urt__ring_exec_run(struct urt__ring_exec *x);
+void urt__ring_exec_done(struct urt__ring *r, struct urt__ring_exec *x, int32_t res);
+
 /* True when SQEs wait to be submitted. */
 bool urt__ring_queued(struct urt__ring *r);
 /* Register files (fds[i] becomes fixed file i) and buffers with the
@@ -102,9 +135,12 @@ void urt__msg_sender_fini(struct urt__msg_sender *s);
  * after.
  */
 struct urt__ring_addr {
-	int fd;
+	int fd;                 /* an io_uring's */
+	struct urt__box *box;   /* an epoll ring's mailbox, referenced */
 };
 struct urt__ring_addr urt__ring_addr(const struct urt__ring *r);
+/* Let go of an address that no message went to. */
+void urt__ring_addr_put(struct urt__ring_addr to);
 /* A message from the loop of r to the ring of to: 1 when it went as an SQE
  * of r (op gets its CQE), else -errno (nothing sent; no SQE, and
  * r->error says why). */
@@ -122,5 +158,27 @@ void urt__msg_send(struct urt__msg_sender *s, struct urt__ring_addr to, uint64_t
  * cannot take it yet (-EOVERFLOW), memory or the ring is short for now
  * (-EAGAIN, -EBUSY, -ENOMEM), a signal (-EINTR). */
 bool urt__msg_transient(int err);
+
+/* ---- epoll.c, for ring.c ---- */
+int urt__ep_init(struct urt__ring *r, unsigned entries, unsigned cq_entries);
+void urt__ep_fini(struct urt__ring *r);
+struct io_uring_sqe *urt__ep_sqe(struct urt__ring *r);
+unsigned urt__ep_sq_space(struct urt__ring *r);
+void urt__ep_flush(struct urt__ring *r);
+bool urt__ep_queued(struct urt__ring *r);
+bool urt__ep_pending(struct urt__ring *r);
+/* Run the SQEs, wait (when wait is set and nothing is ready), and leave
+ * the results for urt__ep_next_cqe. 0 or -errno (epoll_wait's). */
+int urt__ep_turn(struct urt__ring *r, bool wait);
+/* The next result to dispatch, in order; false when there is none. */
+bool urt__ep_next_cqe(struct urt__ring *r, struct io_uring_cqe *out);
+void urt__ep_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx);
+/* The mailbox: messages from any thread into an epoll ring. */
+struct urt__box;
+struct urt__box *urt__ep_box(const struct urt__ring *r);
+void urt__box_get(struct urt__box *b);
+void urt__box_put(struct urt__box *b);
+/* 0, or -EOVERFLOW when the mailbox is full (try again later). */
+int urt__box_send(struct urt__box *b, uint64_t ud);
 
 #endif

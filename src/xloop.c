@@ -122,12 +122,16 @@ static void post(struct urt_loop *loop, struct urt__msg *m, struct urt__msg_send
 		m->next = old;
 	while (!atomic_compare_exchange_weak_explicit(&xl->head, &old, m, memory_order_release,
 						      memory_order_relaxed));
-	if (old)
+	if (old) {
+		urt__ring_addr_put(to);
 		return;
-	if (here && xl->mesh && here->xloop->mesh == xl->mesh)
+	}
+	if (here && xl->mesh && here->xloop->mesh == xl->mesh) {
+		urt__ring_addr_put(to);
 		wake_due(here->xloop, xl->index);
-	else
+	} else {
 		urt__msg_send(s, to, (uint64_t)(uintptr_t)&xl->wake);
+	}
 }
 
 static void wake_sent(struct urt__op *op, int32_t res, uint32_t flags)
@@ -155,13 +159,16 @@ void urt__xloop_flush(struct urt_loop *loop)
 
 		/* Its last send's CQE is not in yet (it comes within the
 		 * turn): next turn. Not sent (the ring failed), as well. */
-		if (w->inflight ||
-		    urt__ring_msg(&loop->ring, &w->op, to->ring, (uint64_t)(uintptr_t)&to->wake) < 0) {
+		int ret = w->inflight ? -EBUSY
+				      : urt__ring_msg(&loop->ring, &w->op, to->ring,
+						      (uint64_t)(uintptr_t)&to->wake);
+
+		if (ret < 0) {
 			xl->due[kept++] = xl->due[i];
 			continue;
 		}
 		w->due = false;
-		w->inflight = true;
+		w->inflight = ret == 1; /* 0: delivered already */
 	}
 	xl->ndue = kept;
 	if (!kept)

@@ -65,7 +65,7 @@ static void test_held_cqes_dispatched_once_in_order(void **state)
 	uint64_t guard = 0;
 
 	(void)state;
-	assert_int_equal(urt__ring_init(&ring, 4, 16), 0);
+	assert_int_equal(urt__ring_init(&ring, 4, 16, URT__WANT_IO_URING), 0);
 	for (int i = 0; i < N; i++)
 		nops[i] = (struct nop){ .op = { .done = nop_done }, .index = i };
 	/* Eight NOPs, all completed in the CQ before the turn. */
