@@ -2,6 +2,7 @@
  * jobs to the pool, arm the timeout, submit and wait, dispatch), stop,
  * destroy; its counters. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -123,8 +124,9 @@ int urt_loop_run(urt_loop *loop)
 	return ret;
 }
 
-/* The backend the flags, else URT_BACKEND, ask for. 0 or -EINVAL. */
-static int backend_wanted(unsigned flags, enum urt__backend_want *want)
+/* The backend the flags, else URT_BACKEND, ask for (*by: which, or
+ * NULL). 0 or -EINVAL. */
+static int backend_wanted(unsigned flags, enum urt__backend_want *want, const char **by)
 {
 	const char *env;
 
@@ -133,6 +135,7 @@ static int backend_wanted(unsigned flags, enum urt__backend_want *want)
 	*want = (flags & URT_LOOP_IO_URING) ? URT__WANT_IO_URING :
 		(flags & URT_LOOP_EPOLL)    ? URT__WANT_EPOLL :
 					      URT__WANT_ANY;
+	*by = *want != URT__WANT_ANY ? "the loop's flags" : NULL;
 	env = getenv("URT_BACKEND");
 	if (*want != URT__WANT_ANY || !env || !*env)
 		return 0;
@@ -142,6 +145,7 @@ static int backend_wanted(unsigned flags, enum urt__backend_want *want)
 		*want = URT__WANT_EPOLL;
 	else
 		return -EINVAL;
+	*by = "URT_BACKEND";
 	return 0;
 }
 
@@ -157,6 +161,7 @@ int urt_loop_backend(const urt_loop *loop, const char **why)
 int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 {
 	enum urt__backend_want want;
+	const char *by;
 	struct urt_loop_opts o = { 0 };
 	struct urt_loop *loop;
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
@@ -170,7 +175,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 		o = *opts;
 	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN | URT_LOOP_IO_URING | URT_LOOP_EPOLL))
 		return -EINVAL;
-	ret = backend_wanted(o.flags, &want);
+	ret = backend_wanted(o.flags, &want, &by);
 	if (ret)
 		return ret;
 	if (o.stack_size > MAX_STACK)
@@ -195,6 +200,11 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	if (!loop)
 		return -ENOMEM;
 	ret = urt__ring_init(&loop->ring, o.ring_entries, o.cq_entries, want);
+	if (!ret && by) {
+		size_t n = strlen(loop->ring.why);
+
+		snprintf(loop->ring.why + n, sizeof(loop->ring.why) - n, " (asked for by %s)", by);
+	}
 	if (ret)
 		goto out_free;
 	ret = urt__overflow_report_install();

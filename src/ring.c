@@ -115,7 +115,7 @@ int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries,
 		memset(r, 0, sizeof(*r));
 		why_denied(r, ret);
 	} else {
-		snprintf(r->why, sizeof(r->why), "epoll: asked for");
+		snprintf(r->why, sizeof(r->why), "epoll");
 	}
 	return urt__ep_init(r, entries, cq_entries);
 }

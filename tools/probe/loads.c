@@ -258,6 +258,12 @@ void run_urt_load(enum load_id l)
 	ret = urt_loop_create(&loop, &o);
 	if (ret < 0)
 		die("urt_loop_create", -ret);
+	if (!backend_name) {
+		const char *why = "";
+
+		backend_name = urt_loop_backend(loop, &why) == URT_BACKEND_EPOLL ? "epoll" : "io_uring";
+		snprintf(backend_why, sizeof(backend_why), "%s", why);
+	}
 	if (l == L_READ) {
 		fd = make_read_file();
 		if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) < 0)

@@ -44,6 +44,8 @@ struct opts opt = {
 
 struct load_result res[L_COUNT];
 struct samples round_trips;
+const char *backend_name;
+char backend_why[160];
 bool show_progress;
 unsigned round_no;
 

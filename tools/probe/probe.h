@@ -49,6 +49,9 @@ extern struct load_result res[L_COUNT];
 extern struct samples round_trips;  /* urt_to_thread overhead during offload */
 extern bool show_progress;          /* a progress bar on stderr */
 extern unsigned round_no;           /* the round running, from 0 */
+/* The backend the urt loads ran on, as urt_loop_backend says it. */
+extern const char *backend_name;    /* "io_uring", "epoll"; NULL: none ran */
+extern char backend_why[160];
 
 /* main.c: exit 2 with a message and a pointer to --help. */
 void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -34,6 +34,8 @@ static void histogram(const struct samples *s, size_t counts[NBUCKETS])
 
 void print_table(void)
 {
+	if (backend_name)
+		printf("\nbackend: %s\n", backend_why);
 	printf("\nwake-up lateness of a %.0f us sleep, %u ticker%s, %.1f s per load in %u "
 	       "interleaved rounds (us)\n\n",
 	       us(opt.interval_ns), opt.tickers, opt.tickers == 1 ? "" : "s", opt.duration_s,
@@ -116,8 +118,13 @@ void print_json(const char *verdict_text)
 {
 	printf("{\n  \"interval_us\": %.3f,\n  \"duration_s\": %.3f,\n  \"rounds\": %u,\n"
 	       "  \"tickers\": %u,\n"
-	       "  \"stall_threshold_ms\": %.3f,\n  \"loads\": [",
+	       "  \"stall_threshold_ms\": %.3f,\n",
 	       us(opt.interval_ns), opt.duration_s, opt.rounds, opt.tickers, opt.stall_ms);
+	/* backend_why is urt's own text: no quotes or backslashes in it. */
+	if (backend_name)
+		printf("  \"backend\": {\"name\": \"%s\", \"why\": \"%s\"},\n", backend_name,
+		       backend_why);
+	printf("  \"loads\": [");
 	for (int l = 0, first = 1; l < L_COUNT; l++) {
 		const struct samples *s = &res[l].late;
 		size_t counts[NBUCKETS];
