@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -370,33 +371,119 @@ static bool blocks_anyway(int fd)
 	return fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
 }
 
-/* Read or write (vectored or not) without blocking: the result, or WAIT
- * with events set. */
-static enum tried try_rw(struct urt__ring_exec *x, int32_t *res)
+/* The SQE's buffers past the first skip bytes (what a first try moved):
+ * into iov (room for the SQE's count); returns their count. */
+static int rw_iov(const struct io_uring_sqe *s, size_t skip, struct iovec *iov)
+{
+	const struct iovec *src = (const struct iovec *)(uintptr_t)s->addr;
+	struct iovec one = { (void *)(uintptr_t)s->addr, s->len };
+	int cnt = 1, n = 0;
+
+	if (s->opcode == IORING_OP_READV || s->opcode == IORING_OP_WRITEV)
+		cnt = (int)s->len;
+	else
+		src = &one;
+	for (int i = 0; i < cnt; i++) {
+		if (skip >= src[i].iov_len) {
+			skip -= src[i].iov_len;
+			continue;
+		}
+		iov[n].iov_base = (char *)src[i].iov_base + skip;
+		iov[n++].iov_len = src[i].iov_len - skip;
+		skip = 0;
+	}
+	return n;
+}
+
+static bool rw_reads(const struct io_uring_sqe *s)
+{
+	return s->opcode == IORING_OP_READ || s->opcode == IORING_OP_READV;
+}
+
+/* The call of a read or write SQE, from x->moved bytes on (which a
+ * thread's call may be: the loop's is the first). */
+static ssize_t rw_call(struct urt__ring_exec *x, int flags)
 {
 	struct io_uring_sqe *s = &x->sqe;
-	struct iovec one = { (void *)(uintptr_t)s->addr, s->len };
-	const struct iovec *iov = &one;
-	int cnt = 1, fd = s->fd;
-	bool rd = s->opcode == IORING_OP_READ || s->opcode == IORING_OP_READV;
-	off_t off = (off_t)s->off;
+	struct iovec one = { (void *)(uintptr_t)s->addr, s->len }, *iov = &one, *rest = NULL;
+	int cnt = 1;
+	off_t off = (off_t)s->off == -1 ? -1 : (off_t)(s->off + x->moved);
 	ssize_t n;
 
 	if (s->opcode == IORING_OP_READV || s->opcode == IORING_OP_WRITEV) {
-		iov = (const struct iovec *)(uintptr_t)s->addr;
+		iov = (struct iovec *)(uintptr_t)s->addr;
 		cnt = (int)s->len;
 	}
-	if (!x->events && blocks_anyway(fd))
-		return RUN_ELSEWHERE;
-	n = rd ? preadv2(fd, iov, cnt, off, RWF_NOWAIT) : pwritev2(fd, iov, cnt, off, RWF_NOWAIT);
-	if (n < 0 && errno == EOPNOTSUPP) {
-		/* A file without RWF_NOWAIT (a terminal, some devices). */
-		if (rd)
-			NONBLOCK_CALL(fd, n, preadv2(fd, iov, cnt, off, 0));
-		else
-			NONBLOCK_CALL(fd, n, pwritev2(fd, iov, cnt, off, 0));
+	if (x->moved) {
+		rest = malloc((size_t)cnt * sizeof(*rest));
+		if (!rest) {
+			errno = ENOMEM;
+			return -1;
+		}
+		cnt = rw_iov(s, x->moved, rest);
+		iov = rest;
 	}
-	if (n < 0 && would_block(errno)) {
+	if (!cnt)
+		n = 0;
+	else if (rw_reads(s))
+		n = preadv2(s->fd, iov, cnt, off, flags);
+	else
+		n = pwritev2(s->fd, iov, cnt, off, flags);
+	if (rest) {
+		int e = errno;
+
+		free(rest);
+		errno = e;
+	}
+	return n;
+}
+
+/* Read or write (vectored or not) without blocking, as io_uring does: a
+ * regular file's cached pages are read here and now; what would wait for
+ * the disk (or a partial count, for the rest) goes to a thread; a pipe,
+ * socket or terminal that is not ready waits for readiness. */
+static enum tried try_rw(struct urt__ring_exec *x, int32_t *res)
+{
+	struct io_uring_sqe *s = &x->sqe;
+	const struct iovec *src = (const struct iovec *)(uintptr_t)s->addr;
+	bool rd = rw_reads(s);
+	size_t want = s->len;
+	ssize_t n;
+
+	if (s->opcode == IORING_OP_READV || s->opcode == IORING_OP_WRITEV) {
+		if ((int)s->len < 0 || s->len > IOV_MAX) {
+			*res = -EINVAL;
+			return DONE;
+		}
+		want = 0;
+		for (unsigned i = 0; i < s->len; i++)
+			want += src[i].iov_len;
+	}
+	n = rw_call(x, RWF_NOWAIT);
+	if (n >= 0 && (size_t)n == want) {
+		*res = (int32_t)n;
+		return DONE;
+	}
+	if (n > 0 || (n < 0 && (would_block(errno) || errno == EOPNOTSUPP))) {
+		int err = n < 0 ? errno : 0;
+
+		if (blocks_anyway(s->fd)) {
+			/* The rest on a thread, which adds what moved here. */
+			x->moved = n > 0 ? (size_t)n : 0;
+			return RUN_ELSEWHERE;
+		}
+		if (n > 0) {
+			*res = (int32_t)n;
+			return DONE;
+		}
+		if (err == EOPNOTSUPP) {
+			/* A file without RWF_NOWAIT (a terminal, some devices). */
+			NONBLOCK_CALL(s->fd, n, rw_call(x, 0));
+			if (n >= 0 || !would_block(errno)) {
+				*res = n < 0 ? -errno : (int32_t)n;
+				return DONE;
+			}
+		}
 		x->events = rd ? EPOLLIN : EPOLLOUT;
 		return WAIT;
 	}
@@ -543,24 +630,19 @@ static enum tried try_sqe(struct urt__ep *ep, struct urt__ring_exec *x, int32_t 
 int32_t urt__ring_exec_run(struct urt__ring_exec *x)
 {
 	struct io_uring_sqe *s = &x->sqe;
-	struct iovec one = { (void *)(uintptr_t)s->addr, s->len };
-	const struct iovec *iov = &one;
-	int cnt = 1;
 	ssize_t n;
 
 	switch (s->opcode) {
 	case IORING_OP_READV:
 	case IORING_OP_WRITEV:
-		iov = (const struct iovec *)(uintptr_t)s->addr;
-		cnt = (int)s->len;
-		/* fall through */
 	case IORING_OP_READ:
 	case IORING_OP_WRITE:
-		if (s->opcode == IORING_OP_READ || s->opcode == IORING_OP_READV)
-			n = preadv2(s->fd, iov, cnt, (off_t)s->off, 0);
-		else
-			n = pwritev2(s->fd, iov, cnt, (off_t)s->off, 0);
-		return n < 0 ? -errno : (int32_t)n;
+		/* What the loop's first try moved counts: an error after it
+		 * is the next call's to see. */
+		n = rw_call(x, 0);
+		if (n < 0)
+			return x->moved ? (int32_t)x->moved : -errno;
+		return (int32_t)(x->moved + (size_t)n);
 	case IORING_OP_OPENAT:
 		n = openat(s->fd, (const char *)(uintptr_t)s->addr, (int)s->open_flags,
 			   (mode_t)s->len);
@@ -698,8 +780,18 @@ static uint64_t deadline_of(uint64_t addr, unsigned flags)
 	return (flags & IORING_TIMEOUT_ABS) ? ts_ns(addr) : urt_now_ns() + ts_ns(addr);
 }
 
-/* Run the SQEs prepared since the last run, in order. */
+static void run_sq_only(struct urt__ring *r);
+
+/* Run the SQEs prepared since the last run, in order, and hand what goes
+ * to threads over in one batch. */
 static void run_sq(struct urt__ring *r)
+{
+	run_sq_only(r);
+	if (r->ep->exec)
+		(void)r->ep->exec(r->ep->exec_ctx, NULL);
+}
+
+static void run_sq_only(struct urt__ring *r)
 {
 	struct urt__ep *ep = r->ep;
 

@@ -24,6 +24,8 @@ struct urt__offload {
 	struct urt__job *handoff_head, *handoff_tail; /* jobs to hand to the pool
 						       * at the end of this turn */
 	unsigned handoff_n;
+	struct urt__job *sqe_head, *sqe_tail; /* the ring's SQEs, this batch */
+	unsigned sqe_n;
 	LIST_HEAD(, urt__job) jobs_out; /* jobs submitted, not back yet */
 	struct urt__closable closable;
 	uint64_t inflight;          /* jobs submitted, not back yet */
@@ -238,8 +240,9 @@ static void jobs_close_with_loop(struct urt__closable *c, enum urt__close_stage 
 /* ---- SQEs the epoll backend cannot run without blocking ---- */
 
 /* A job that runs one SQE for the ring (regular-file I/O, open, statx,
- * fsync on the epoll backend); it goes to the pool at once, since the ring
- * runs its SQEs in the turn, after this turn's hand-off. */
+ * fsync on the epoll backend). The ring runs its SQEs in the turn, after
+ * the turn's hand-off of jobs: the SQEs' jobs go to the pool in a batch of
+ * their own when the ring says its batch is complete. */
 struct sqe_job {
 	struct urt__job job;
 	struct urt__ring_exec *x;
@@ -271,6 +274,13 @@ static int sqe_job_submit(void *ctx, struct urt__ring_exec *x)
 	struct urt__offload *off = ctx;
 	struct sqe_job *sj;
 
+	if (!x) {
+		if (off->sqe_n)
+			urt__pool_push(off->pool, off->sqe_head, off->sqe_tail, off->sqe_n);
+		off->sqe_head = off->sqe_tail = NULL;
+		off->sqe_n = 0;
+		return 0;
+	}
 	if (!urt_loop_pool(off->loop))
 		return off->pool_err;
 	sj = aligned_alloc(_Alignof(struct sqe_job), sizeof(*sj));
@@ -286,7 +296,12 @@ static int sqe_job_submit(void *ctx, struct urt__ring_exec *x)
 	LIST_INSERT_HEAD(&off->jobs_out, &sj->job, out_link);
 	off->inflight++;
 	urt__ring_expect(&off->loop->ring);
-	urt__pool_push(off->pool, &sj->job, &sj->job, 1);
+	if (off->sqe_tail)
+		off->sqe_tail->next = &sj->job;
+	else
+		off->sqe_head = &sj->job;
+	off->sqe_tail = &sj->job;
+	off->sqe_n++;
 	return 0;
 }
 

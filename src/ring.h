@@ -93,7 +93,9 @@ bool urt__ring_pending(struct urt__ring *r);
  * fn(ctx, x) returns 0 once it has taken x to run urt__ring_exec_run(x) on a
  * thread, and then hands the result back on the loop's thread with
  * urt__ring_exec_done; nonzero, and x runs on the loop, blocking. Without
- * fn, too. On io_uring, the kernel does this itself: no-op.
+ * fn, too. fn(ctx, NULL) ends a batch: what it took may be handed to the
+ * threads at once (it is called after the SQEs of a turn have run, before
+ * the loop waits). On io_uring, the kernel does this itself: no-op.
  */
 struct urt__ring_exec;
 typedef int (*urt__ring_exec_fn)(void *ctx, struct urt__ring_exec *x);
