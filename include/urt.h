@@ -394,8 +394,9 @@ URT_API ssize_t urt_write(int fd, const void *buf, size_t len, int64_t offset);
  * stays the caller's and must outlive the loop or a later unregister, which
  * happens with urt_loop_destroy). Each may be done once per loop. Returns
  * 0, -EINVAL (NULL loop or array, n 0), -EPERM (not the loop's thread),
- * or the kernel's error (-EBUSY: registered already; -ENOMEM, -EFAULT,
- * -EBADF, ...). Callable inside a task and outside one.
+ * -EOPNOTSUPP (a loop on the epoll backend: no kernel table), or the
+ * kernel's error (-EBUSY: registered already; -ENOMEM, -EFAULT, -EBADF,
+ * ...). Callable inside a task and outside one.
  */
 URT_API int urt_loop_register_files(urt_loop *loop, const int *fds, unsigned n);
 URT_API int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, unsigned n);
@@ -409,8 +410,8 @@ URT_API int urt_loop_register_buffers(urt_loop *loop, const struct iovec *iov, u
  * buf..buf+len must lie in the loop's registered buffer buf_index. flags:
  * URT_FIXED_FILE or 0. Returns the bytes moved or -errno (the kernel's:
  * -EFAULT for a range outside the buffer or an index past the last one;
- * -EINVAL for unknown flags or len above SSIZE_MAX; -ECANCELED,
- * -ETIMEDOUT, -EPERM outside a task).
+ * -EINVAL for unknown flags or len above SSIZE_MAX; -EOPNOTSUPP on the
+ * epoll backend; -ECANCELED, -ETIMEDOUT, -EPERM outside a task).
  */
 URT_API ssize_t urt_read_fixed(int fd, void *buf, size_t len, int64_t offset,
 			       unsigned buf_index, unsigned flags);
@@ -716,8 +717,9 @@ struct urt_pool_opts {
  * Create a pool that several loops can share (set it in their
  * urt_loop_opts.pool); its threads start at once. opts NULL: defaults.
  * Returns 0, -EINVAL (NULL out, bad flags, more than 1024 threads), -ENOMEM,
- * -EAGAIN (no thread), -EOPNOTSUPP (a kernel without IORING_OP_MSG_RING,
- * before 5.18), or the kernel's error from io_uring_setup.
+ * -EAGAIN (no thread), or the kernel's error from io_uring_setup for a
+ * worker's own ring (made where io_uring is allowed and the kernel has no
+ * ring-less MSG_RING). Serves loops on either backend.
  * Callable outside a task; the caller owns the pool.
  */
 URT_API int urt_pool_create(urt_pool **out, const struct urt_pool_opts *opts);

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,10 @@ void bench_die(const char *fmt, ...)
 
 void bench_result(const char *workload, const char *impl, const char *metric, double value)
 {
-	printf("result %s %s %s %.6g\n", workload, impl, metric, value);
+	const char *backend = getenv("URT_BACKEND");
+	bool epoll = backend && !strcmp(backend, "epoll") && !strncmp(impl, "urt", 3);
+
+	printf("result %s %s%s %s %.6g\n", workload, impl, epoll ? "-epoll" : "", metric, value);
 	fflush(stdout);
 }
 

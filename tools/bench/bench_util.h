@@ -29,6 +29,9 @@ void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
 extern const char *bench_prog;
 
 /* One "result" line, flushed at once so that a later crash keeps it. */
+/* One figure for report.py: "result W IMPL METRIC VALUE". An impl named
+ * urt... becomes urt...-epoll when URT_BACKEND=epoll: the same program on
+ * the epoll backend. */
 void bench_result(const char *workload, const char *impl, const char *metric, double value);
 
 /* Sort v and return its p-th percentile (nearest rank; p in 0..100). */

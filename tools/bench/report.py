@@ -333,6 +333,31 @@ def echo_rows():
         target("≥ 1.6× one loop", [("", r, None if r is None else r >= 1.6)]))
 
 
+def epoll_rows():
+    # urt on its epoll backend (URT_BACKEND=epoll), set against libuv, which
+    # is epoll plus a thread pool too.
+    u, uv, io = (med("ECHO", i, "rtps") for i in ("urt-epoll", "libuv", "urt"))
+    r = ratio(u, uv)
+    row("ECHO epoll", "round trips/s, ECHO with urt's server on its epoll backend (higher is "
+        "better)", rate(u), f"{rate(io)} (urt on io_uring)", rate(uv), "—", "", ratio(u, io), r,
+        target("≥ 1.0× libuv", [("", r, None if r is None else r >= 1.0)]))
+    u, uv, io = (med("W4", i, "iops") for i in ("urt-epoll", "libuv", "urt"))
+    r = ratio(u, uv)
+    row("W4 epoll", "IOPS, W4 on the epoll backend: cached pages read on the loop "
+        "(RWF_NOWAIT), the rest on the pool (higher is better)", rate(u),
+        f"{rate(io)} (urt on io_uring)", rate(uv), "—", "", ratio(u, io), r,
+        target("≥ 1.0× libuv uv_fs_read", [("", r, None if r is None else r >= 1.0)]))
+    for load in ("idle", "offload"):
+        wl = f"W5.{load}"
+        u, uv, io = (med(wl, i, "p99_us") for i in ("urt-epoll", "libuv", "urt"))
+        r = ratio(u, uv)
+        t = ""
+        if load == "offload":
+            t = target("p99 ≤ libuv's", [("", r, None if r is None else r <= 1.0)])
+        row(f"W5 {load} epoll", "lateness µs p99 on the epoll backend (lower is better)", num(u),
+            f"{num(io)} (urt on io_uring)", num(uv), "—", "", ratio(u, io), r, t)
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -365,6 +390,7 @@ def main():
     w5_rows()
     w6_rows()
     echo_rows()
+    epoll_rows()
 
     now = datetime.datetime.now().astimezone()
     print(f"## urt against its peers — {now:%Y-%m-%d %H:%M %Z}\n")

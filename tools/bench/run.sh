@@ -227,6 +227,9 @@ w4_raw() { bench raw-reads "$bin/urt-bench-raw-reads" "${w4_opts[@]}"; }
 w4_uv() { bench uv-reads "$bin/urt-bench-uv-reads" "${w4_opts[@]}"; }
 # Go: 32 goroutines reading with pread, on every CPU of the run (2 here).
 w4_go() { bench go-reads "$bin/urt-bench-go-reads" "${w4_opts[@]}"; }
+# W4 on the epoll backend: cached reads answered on the loop, the rest on
+# the pool; set against libuv's uv_fs_read.
+w4_urt_epoll() { URT_BACKEND=epoll bench urt-reads-epoll "$bin/urt-bench-reads" "${w4_opts[@]}"; }
 # W4 on a set of two loops (QD 32 each), to set against one loop.
 w4_urt2() { bench urt-reads-2loops "$bin/urt-bench-reads" --loops 2 "${w4_opts[@]}"; }
 # Between two loops: urt_call's round trip against MSG_RING and eventfd
@@ -236,6 +239,10 @@ xloop_urt() {
 		--spawns "$xloop_spawns" --msgs "$xloop_msgs"
 }
 w5_urt() { bench "urt-timer-$load" "$bin/urt-bench-timer" --load "$load" --seconds "$w5_secs"; }
+w5_urt_epoll() {
+	URT_BACKEND=epoll bench "urt-epoll-timer-$load" "$bin/urt-bench-timer" --load "$load" \
+		--seconds "$w5_secs"
+}
 w5_raw() { bench "raw-timer-$load" "$bin/urt-bench-raw-timer" --load "$load" --seconds "$w5_secs"; }
 w5_uv() { bench "uv-timer-$load" "$bin/urt-bench-uv-timer" --load "$load" --seconds "$w5_secs"; }
 w5_py() { bench "asyncio-timer-$load" "$py" "$here/bench_asyncio.py" timer "$load" "$w5_secs"; }
@@ -307,6 +314,9 @@ echo_urt2() {
 	echo_pin=1
 }
 echo_epoll() { echo_run epoll-echo epoll "$bin/urt-bench-epoll-echo"; }
+# urt's server on its epoll backend; bench_result names it urt-epoll (the
+# client, plain epoll, sees URT_BACKEND too).
+echo_urt_epoll() { URT_BACKEND=epoll echo_run urt-echo-epoll urt "$echo_urt_server"; }
 echo_uv() { echo_run uv-echo libuv "$bin/urt-bench-uv-echo"; }
 
 # Make W4's file (and fill the page cache) before anything is timed.
@@ -319,18 +329,18 @@ for ((round = 1; round <= runs; round++)); do
 		rotate w1_urt w1_raw w1_uv w1_py
 	done
 	rotate w23_urt w2_uv w2_uv1 w3_uv w2_py w2_py1 w3_py
-	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2 w4_go
+	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2 w4_go w4_urt_epoll
 	xloop_urt
 	for load in idle offload inline; do
 		if [ "$load" = inline ]; then
 			# libuv is compared on idle and offload only.
 			rotate w5_urt w5_raw w5_py
 		else
-			rotate w5_urt w5_raw w5_uv w5_py
+			rotate w5_urt w5_raw w5_uv w5_py w5_urt_epoll
 		fi
 	done
 	rotate w6_urt w6_boost w6_py
-	rotate echo_urt echo_epoll echo_uv echo_urt2
+	rotate echo_urt echo_epoll echo_uv echo_urt2 echo_urt_epoll
 done
 
 t_end=$(date +%s)
