@@ -1003,6 +1003,30 @@ bool urt__ep_next_cqe(struct urt__ring *r, struct io_uring_cqe *out)
 
 #define MAX_EVENTS 128
 
+/* epoll_pwait2 (5.11) takes a timeout in ns. Where it is missing or
+ * filtered (an older container profile, valgrind), epoll_wait with the
+ * timeout rounded up to whole ms: a sleep may wake up to 1 ms late, never
+ * early. */
+static atomic_int pwait2_ok = 1;
+
+static int wait_events(int epfd, struct epoll_event *evs, const struct timespec *ts)
+{
+	int n;
+
+	if (atomic_load_explicit(&pwait2_ok, memory_order_relaxed)) {
+		n = epoll_pwait2(epfd, evs, MAX_EVENTS, ts, NULL);
+		if (n >= 0 || (errno != ENOSYS && errno != EPERM))
+			return n;
+		atomic_store_explicit(&pwait2_ok, 0, memory_order_relaxed);
+	}
+	if (!ts)
+		return epoll_wait(epfd, evs, MAX_EVENTS, -1);
+	if (ts->tv_sec > INT_MAX / 1000 - 1)
+		return epoll_wait(epfd, evs, MAX_EVENTS, INT_MAX);
+	return epoll_wait(epfd, evs, MAX_EVENTS,
+			  (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000));
+}
+
 int urt__ep_turn(struct urt__ring *r, bool wait)
 {
 	struct urt__ep *ep = r->ep;
@@ -1025,7 +1049,7 @@ int urt__ep_turn(struct urt__ring *r, bool wait)
 					.tv_nsec = (long)(d % 1000000000u) };
 		tsp = &ts;
 	}
-	n = epoll_pwait2(ep->epfd, evs, MAX_EVENTS, tsp, NULL);
+	n = wait_events(ep->epfd, evs, tsp);
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	for (int i = 0; i < n; i++) {
