@@ -286,17 +286,37 @@ static int owned_cancel_task(void *arg)
 	return 0;
 }
 
+struct cancel_once_started {
+	struct owned *o;
+	urt_task *t;
+};
+
+/* Cancel t once its job runs: a job still queued when the task is
+ * cancelled would be dropped at destroy without running, which a loaded
+ * machine can make happen at any fixed delay. */
+static int cancel_once_started(void *arg)
+{
+	struct cancel_once_started *c = arg;
+
+	while (!atomic_load(&c->o->fn_started))
+		assert_int_equal(urt_sleep_ns(MS), 0);
+	assert_int_equal(urt_cancel(c->t), 0);
+	return 0;
+}
+
 static void test_owned_job_cancelled(void **state)
 {
 	urt_loop *loop = new_loop(1);
 	struct owned *o = calloc(1, sizeof(*o));
 	struct owned_case c = { .o = o };
+	struct cancel_once_started cs = { .o = o };
 	urt_task *t;
 
 	(void)state;
 	o->us = 100000;
 	assert_int_equal(urt_spawn(loop, &t, owned_cancel_task, &c), 0);
-	assert_int_equal(urt_spawn(loop, NULL, cancel_after_10ms, t), 0);
+	cs.t = t;
+	assert_int_equal(urt_spawn(loop, NULL, cancel_once_started, &cs), 0);
 	assert_int_equal(urt_loop_run(loop), 0);
 	assert_int_equal(c.ret, -ECANCELED);
 	assert_int_equal(c.dtor_runs_at_return, 0);
