@@ -150,6 +150,11 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
  */
 #define URT_LOOP_IO_URING (1u << 2)
 #define URT_LOOP_EPOLL (1u << 3)
+/* Measure what costs to measure (see struct urt_loop_metrics): busy and
+ * idle time, two clock reads per turn of the loop; each job's queue wait and
+ * run time, three clock reads per job; and a snapshot other threads may
+ * read, published at the end of each turn (a dozen stores). */
+#define URT_LOOP_METRICS (1u << 4)
 
 /*
  * Create a loop. *out receives it; opts NULL means all defaults.
@@ -214,6 +219,41 @@ struct urt_loop_stats {
 /* Fill *out with the loop's counters. Returns 0 or -EINVAL (NULL).
  * Callable inside a task and outside one, from the owning thread. */
 URT_API int urt_loop_stats(urt_loop *loop, struct urt_loop_stats *out);
+
+/* What a loop is doing, for a service to watch itself (urt_loop_metrics).
+ * Fields marked (M) are 0 unless the loop was made with URT_LOOP_METRICS. */
+struct urt_loop_metrics {
+	uint64_t busy_ns;      /* (M) time in the loop's turns, running tasks
+				* and completions, outside the kernel wait */
+	uint64_t idle_ns;      /* (M) time asleep in the kernel, waiting for
+				* completions: busy / (busy + idle) is the
+				* loop's utilization */
+	uint64_t turns;        /* turns of the loop: submit, wait, reap */
+	uint64_t tasks_live;   /* tasks spawned and not yet returned */
+	uint64_t tasks_ready;  /* of which in the run queue, or yielded */
+	uint64_t tasks_parked; /* of which waiting (for I/O, a sleep, a job...) */
+	uint64_t sqes, cqes, messages, settled, inflight, more; /* as in
+				* urt_loop_stats, with its identity */
+	uint64_t cq_overflows; /* turns that found the kernel's CQ overflowed
+				* (IORING_SQ_CQ_OVERFLOW; nothing is lost, the
+				* kernel holds them): a CQ too small */
+	uint64_t jobs_inflight; /* the loop's offloaded jobs not back yet */
+	uint64_t pool_queued;  /* jobs in its pool's queue, all loops' */
+	uint64_t jobs_done;    /* (M) jobs back from the pool that ran */
+	uint64_t job_wait_ns;  /* (M) their time queued, summed: a pool too
+				* small shows here */
+	uint64_t job_run_ns;   /* (M) their time running, summed */
+};
+
+/*
+ * Fill *out with the loop's metrics. From the loop's own thread (inside a
+ * task or outside one): the values now. From any other thread: the
+ * snapshot the loop published at the end of its last turn, consistent (it
+ * keeps the identity of urt_loop_stats), with URT_LOOP_METRICS only.
+ * Returns 0, -EINVAL (NULL), or -EPERM (another thread, and the loop was
+ * made without URT_LOOP_METRICS).
+ */
+URT_API int urt_loop_metrics(urt_loop *loop, struct urt_loop_metrics *out);
 
 /*
  * Make urt_loop_run return -EINTR at the end of the current turn. Returns 0,

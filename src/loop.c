@@ -16,8 +16,90 @@
 #define MAX_STACK ((size_t)1 << 30)
 #define DEFAULT_SPIN_NS 20000u
 
+/* ---- metrics ---- */
+
+#define NMETRICS (sizeof(struct urt_loop_metrics) / sizeof(uint64_t))
+
+/* The snapshot other threads read: a sequence count, odd while the loop
+ * writes, around the values (a seqlock; every access atomic). */
+struct urt__metrics_pub {
+	_Atomic uint64_t seq;
+	_Atomic uint64_t v[NMETRICS];
+};
+
+static void metrics_now(struct urt_loop *loop, struct urt_loop_metrics *m)
+{
+	uint64_t ready = loop->rq_len + loop->yq_len;
+	uint64_t running = urt__cur_task && urt__cur_task->loop == loop ? 1 : 0;
+
+	*m = (struct urt_loop_metrics){
+		.busy_ns = loop->busy_ns,
+		.idle_ns = loop->idle_ns,
+		.turns = loop->turns,
+		.tasks_live = loop->live,
+		.tasks_ready = ready,
+		.tasks_parked = loop->live - ready - running,
+		.sqes = loop->ring.sqes,
+		.cqes = loop->ring.cqes,
+		.messages = loop->ring.expected,
+		.settled = loop->ring.settled,
+		.inflight = loop->ring.inflight,
+		.more = loop->ring.more,
+		.cq_overflows = loop->ring.overflows,
+	};
+	/* Busy time up to now, while the loop runs. */
+	if (loop->metrics && loop->running)
+		m->busy_ns += urt_now_ns() - loop->mark_ns;
+	urt__offload_metrics(loop, m);
+}
+
+static void metrics_publish(struct urt_loop *loop)
+{
+	struct urt__metrics_pub *p = loop->pub;
+	struct urt_loop_metrics m;
+	const uint64_t *v = (const uint64_t *)&m;
+
+	metrics_now(loop, &m);
+	atomic_fetch_add_explicit(&p->seq, 1, memory_order_acq_rel);
+	for (size_t i = 0; i < NMETRICS; i++)
+		atomic_store_explicit(&p->v[i], v[i], memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->seq, 1, memory_order_release);
+}
+
+static void metrics_read(struct urt__metrics_pub *p, struct urt_loop_metrics *m)
+{
+	uint64_t *v = (uint64_t *)m, s;
+
+	for (;;) {
+		s = atomic_load_explicit(&p->seq, memory_order_acquire);
+		if (s & 1)
+			continue; /* the loop is writing: a dozen stores */
+		for (size_t i = 0; i < NMETRICS; i++)
+			v[i] = atomic_load_explicit(&p->v[i], memory_order_relaxed);
+		/* A read-modify-write orders the loads above before it. */
+		if (atomic_fetch_add_explicit(&p->seq, 0, memory_order_acq_rel) == s)
+			return;
+	}
+}
+
+int urt_loop_metrics(urt_loop *loop, struct urt_loop_metrics *out)
+{
+	if (!loop || !out)
+		return -EINVAL;
+	if (urt__owned(loop)) {
+		metrics_now(loop, out);
+		return 0;
+	}
+	if (!loop->pub)
+		return -EPERM;
+	metrics_read(loop->pub, out);
+	return 0;
+}
+
 static int run_loop(struct urt_loop *loop)
 {
+	if (loop->metrics)
+		loop->mark_ns = urt_now_ns();
 	for (;;) {
 		bool wait;
 		int ret;
@@ -43,7 +125,19 @@ static int run_loop(struct urt_loop *loop)
 			if (urt__offload_spin(loop))
 				wait = false;
 		}
-		ret = urt__ring_turn(&loop->ring, wait);
+		loop->turns++;
+		if (loop->metrics && wait) {
+			uint64_t t0 = urt_now_ns();
+
+			loop->busy_ns += t0 - loop->mark_ns;
+			ret = urt__ring_turn(&loop->ring, wait);
+			loop->mark_ns = urt_now_ns();
+			loop->idle_ns += loop->mark_ns - t0;
+		} else {
+			ret = urt__ring_turn(&loop->ring, wait);
+		}
+		if (loop->pub)
+			metrics_publish(loop);
 		if (ret < 0)
 			return ret;
 		urt__deadlines_expire(loop);
@@ -105,6 +199,8 @@ static int run_begin(struct urt_loop *loop)
 
 static void run_end(struct urt_loop *loop)
 {
+	if (loop->metrics)
+		loop->busy_ns += urt_now_ns() - loop->mark_ns;
 	loop->running = false;
 	loop->stop = false;
 	urt__cur_loop = NULL;
@@ -173,7 +269,8 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	*out = NULL;
 	if (opts)
 		o = *opts;
-	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN | URT_LOOP_IO_URING | URT_LOOP_EPOLL))
+	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN | URT_LOOP_IO_URING | URT_LOOP_EPOLL |
+			URT_LOOP_METRICS))
 		return -EINVAL;
 	ret = backend_wanted(o.flags, &want, &by);
 	if (ret)
@@ -220,7 +317,15 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
 	if (urt__cpus_allowed() < 2)
 		spin_ns = 0; /* the worker could not run while we spin */
-	ret = urt__offload_init(loop, o.pool, o.pool_opts, spin_ns);
+	loop->metrics = o.flags & URT_LOOP_METRICS;
+	if (loop->metrics) {
+		loop->pub = urt__alloc_lines(sizeof(*loop->pub));
+		if (!loop->pub) {
+			ret = -ENOMEM;
+			goto out_report;
+		}
+	}
+	ret = urt__offload_init(loop, o.pool, o.pool_opts, spin_ns, loop->metrics);
 	if (ret)
 		goto out_report;
 	ret = urt__xloop_init(loop);
@@ -233,6 +338,7 @@ out_offload:
 	(void)urt__offload_fini(loop, true);
 
 out_report:
+	free(loop->pub);
 	urt__overflow_report_remove();
 out_ring:
 	urt__ring_fini(&loop->ring);
@@ -321,8 +427,10 @@ void urt_loop_destroy(urt_loop *loop)
 	}
 	urt__overflow_report_remove();
 	urt__timers_fini(&loop->timers);
-	if (!keep_loop)
+	if (!keep_loop) {
+		free(loop->pub);
 		free(loop);
+	}
 	urt__cur_loop = outer_loop;
 	urt__cur_task = outer_task;
 }

@@ -30,6 +30,8 @@ struct urt__offload {
 	struct urt__closable closable;
 	uint64_t inflight;          /* jobs submitted, not back yet */
 	uint64_t spin_ns;
+	bool timed;                 /* URT_LOOP_METRICS: time each job */
+	uint64_t jobs_done, job_wait_ns, job_run_ns;
 };
 
 /* ---- offloaded jobs ---- */
@@ -44,9 +46,16 @@ static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 	struct urt__job *job = (struct urt__job *)((char *)op - offsetof(struct urt__job, op));
 	struct urt_task *t = job->waiter;
 
+	struct urt__offload *off = off_of_done(job->done);
+
 	(void)flags;
-	off_of_done(job->done)->inflight--;
+	off->inflight--;
 	LIST_REMOVE(job, out_link);
+	if (job->timed && res >= 0) {
+		off->jobs_done++;
+		off->job_wait_ns += job->t_start - job->t_queued;
+		off->job_run_ns += job->t_end - job->t_start;
+	}
 	if (!job->owned) {
 		job->res = res;
 		urt__wake(t, res);
@@ -105,6 +114,9 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	job->done = &off->done;
 	job->next = NULL;
 	job->res = 0;
+	job->timed = off->timed;
+	if (job->timed)
+		job->t_queued = urt_now_ns();
 	atomic_init(&job->state, URT__JOB_QUEUED);
 	LIST_INSERT_HEAD(&off->jobs_out, job, out_link);
 	if (off->handoff_tail)
@@ -308,7 +320,7 @@ static int sqe_job_submit(void *ctx, struct urt__ring_exec *x)
 /* ---- the loop's side of the pool ---- */
 
 int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
-		      const struct urt_pool_opts *pool_opts, uint64_t spin_ns)
+		      const struct urt_pool_opts *pool_opts, uint64_t spin_ns, bool timed)
 {
 	struct urt__offload *off = urt__alloc_lines(sizeof(*off));
 
@@ -326,6 +338,7 @@ int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
 	}
 	LIST_INIT(&off->jobs_out);
 	off->spin_ns = spin_ns;
+	off->timed = timed;
 	off->closable.close = jobs_close_with_loop;
 	urt__closable_add(loop, &off->closable);
 	urt__ring_set_exec(&loop->ring, sqe_job_submit, off);
@@ -351,6 +364,17 @@ bool urt__offload_fini(struct urt_loop *loop, bool drained)
 		loop->offload = NULL;
 	}
 	return busy;
+}
+
+void urt__offload_metrics(struct urt_loop *loop, struct urt_loop_metrics *m)
+{
+	struct urt__offload *off = loop->offload;
+
+	m->jobs_inflight = off->inflight;
+	m->pool_queued = off->pool ? urt__pool_queued(off->pool) : 0;
+	m->jobs_done = off->jobs_done;
+	m->job_wait_ns = off->job_wait_ns;
+	m->job_run_ns = off->job_run_ns;
 }
 
 urt_pool *urt_loop_pool(urt_loop *loop)

@@ -19,10 +19,13 @@ struct urt__io_wait {
 
 /* The loop's side of the pool, for a new loop: pool is a shared pool to
  * use (NULL: the loop starts its own, with pool_opts, at its first job);
- * spin_ns bounds the spin before sleeping with jobs in flight. 0 or
- * -ENOMEM. */
+ * spin_ns bounds the spin before sleeping with jobs in flight; timed: each
+ * job's queue wait and run time are measured. 0 or -ENOMEM. */
 int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
-		      const struct urt_pool_opts *pool_opts, uint64_t spin_ns);
+		      const struct urt_pool_opts *pool_opts, uint64_t spin_ns, bool timed);
+/* The job fields of m: in flight, queued in the pool, and (timed) the
+ * finished jobs' waits and runs. */
+void urt__offload_metrics(struct urt_loop *loop, struct urt_loop_metrics *m);
 /* After the loop's last turn: let go of the pool (an own pool's workers
  * are joined) and free the loop's side. drained: every CQE came in. True
  * when a shared pool's worker may still finish a job of this loop (not

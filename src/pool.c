@@ -126,7 +126,11 @@ static void *worker_main(void *arg)
 
 		/* The loop may have dropped it since it was queued. */
 		if (atomic_compare_exchange_strong(&job->state, &queued, URT__JOB_RUNNING)) {
+			if (job->timed)
+				job->t_start = urt_now_ns();
 			job->fn(job->arg);
+			if (job->timed)
+				job->t_end = urt_now_ns();
 			finish(w, job, 0);
 		} else {
 			finish(w, job, -ECANCELED);
@@ -285,6 +289,11 @@ void urt__pool_push(struct urt_pool *p, struct urt__job *head, struct urt__job *
 		while (wake--)
 			pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&p->mu);
+}
+
+unsigned urt__pool_queued(struct urt_pool *p)
+{
+	return atomic_load_explicit(&p->queued, memory_order_relaxed);
 }
 
 struct urt__job *urt__pool_drop(struct urt_pool *p, const struct urt__done *done)

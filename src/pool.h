@@ -35,6 +35,8 @@ struct __attribute__((aligned(128))) urt__job {
 	struct urt_task *waiter;    /* NULL once an owned job is abandoned */
 	void (*dtor)(void *);       /* owned jobs */
 	bool owned;
+	bool timed;                 /* the worker notes t_start and t_end */
+	uint64_t t_queued, t_start, t_end; /* urt_now_ns(), when timed */
 };
 
 /*
@@ -65,6 +67,8 @@ void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__jo
 /* Take back the jobs bound for done that no worker has started: returned
  * as a list linked by next, for the caller to complete. */
 struct urt__job *urt__pool_drop(struct urt_pool *pool, const struct urt__done *done);
+/* Jobs in the pool's queue now, every loop's (a relaxed read). */
+unsigned urt__pool_queued(struct urt_pool *pool);
 /* The finished jobs on done, oldest first, linked by next (the loop's
  * side, when a wake-up arrives). */
 struct urt__job *urt__done_take(struct urt__done *done);

@@ -367,6 +367,8 @@ int urt__ring_turn(struct urt__ring *r, bool wait)
 		}
 		return ret;
 	}
+	if (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+		r->overflows++;
 	return reap(r);
 }
 

@@ -36,6 +36,7 @@ struct urt__ring {
 	uint64_t cqes;        /* CQEs reaped, ever */
 	uint64_t more;        /* of which flagged IORING_CQE_F_MORE */
 	uint64_t settled;     /* expected CQEs settled by urt__ring_complete */
+	uint64_t overflows;   /* turns that found the kernel's CQ overflowed */
 	/* CQEs moved out of the CQ, undispatched, when the kernel wanted room
 	 * for SQEs: the next turn dispatches them first. */
 	struct io_uring_cqe *held;

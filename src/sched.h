@@ -10,6 +10,7 @@
 
 struct urt__offload;
 struct urt__xloop;
+struct urt__metrics_pub;
 
 /*
  * What lives on a loop and closes with it (an acceptor, a task group, the
@@ -53,6 +54,11 @@ struct urt_loop {
 	uint64_t stall_ns;          /* 0: stall detection off */
 	void (*on_stall)(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
 	void *stall_ctx;
+	/* Metrics (loop.c): turns always; the rest with URT_LOOP_METRICS. */
+	uint64_t turns;
+	bool metrics;
+	uint64_t busy_ns, idle_ns, mark_ns; /* mark: where busy time counts from */
+	struct urt__metrics_pub *pub; /* the snapshot for other threads */
 	bool running;
 	bool stop;                  /* urt_loop_stop asked for a return */
 	bool destroying;

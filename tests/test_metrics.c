@@ -1,0 +1,226 @@
+/* urt_loop_metrics: the values now on the loop's thread, with exact task
+ * counts on a scripted workload; what URT_LOOP_METRICS adds; a consistent
+ * snapshot read from another thread while the loop runs. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "test_util.h"
+
+static const struct urt_loop_opts with_metrics = { .flags = URT_LOOP_METRICS };
+
+/* The identity of urt_loop_stats, which a torn snapshot would break. */
+static bool balanced(const struct urt_loop_metrics *m)
+{
+	return m->sqes + m->more + m->messages == m->cqes + m->settled + m->inflight;
+}
+
+struct script {
+	struct urt_loop_metrics first, second, after_sleep;
+	int job_runs;
+};
+
+static void job(int *runs)
+{
+	usleep(2000);
+	(*runs)++;
+}
+
+/* Runs first: the second task is ready, this one runs. */
+static int first_task(void *arg)
+{
+	struct script *s = arg;
+
+	TASK_CHECK(urt_loop_metrics(urt_current_loop(), &s->first) == 0);
+	TASK_CHECK(urt_sleep_ns(5 * MS) == 0);
+	TASK_CHECK(urt_loop_metrics(urt_current_loop(), &s->after_sleep) == 0);
+	TASK_CHECK(urt_to_thread(job, &s->job_runs) == 0);
+	TASK_CHECK(urt_to_thread(job, &s->job_runs) == 0);
+	return 0;
+}
+
+/* Runs second: the first task sleeps. */
+static int second_task(void *arg)
+{
+	struct script *s = arg;
+
+	TASK_CHECK(urt_loop_metrics(urt_current_loop(), &s->second) == 0);
+	return 0;
+}
+
+static void run_script(const struct urt_loop_opts *opts, struct script *s,
+		       struct urt_loop_metrics *end)
+{
+	urt_loop *loop = loop_new(opts);
+
+	spawn_ok(loop, NULL, first_task, s);
+	spawn_ok(loop, NULL, second_task, s);
+	assert_int_equal(urt_loop_run(loop), 0);
+	check_tasks();
+	assert_int_equal(urt_loop_metrics(loop, end), 0);
+	urt_loop_destroy(loop);
+}
+
+static void test_scripted(void **state)
+{
+	struct script s = { 0 };
+	struct urt_loop_metrics end;
+
+	(void)state;
+	run_script(&with_metrics, &s, &end);
+	/* Two tasks: the running one, the other ready; then one parked in
+	 * its sleep while the other runs. */
+	assert_int_equal(s.first.tasks_live, 2);
+	assert_int_equal(s.first.tasks_ready, 1);
+	assert_int_equal(s.first.tasks_parked, 0);
+	assert_int_equal(s.second.tasks_live, 2);
+	assert_int_equal(s.second.tasks_ready, 0);
+	assert_int_equal(s.second.tasks_parked, 1);
+	assert_int_equal(s.after_sleep.tasks_live, 1);
+	assert_int_equal(s.after_sleep.tasks_parked, 0);
+	/* The sleep took a turn that waited in the kernel. */
+	assert_true(s.after_sleep.turns > s.first.turns);
+	assert_true(s.after_sleep.idle_ns > 0);
+	/* At the end: nothing left, two jobs done and timed, all balanced. */
+	assert_int_equal(end.tasks_live, 0);
+	assert_int_equal(end.tasks_ready, 0);
+	assert_int_equal(end.tasks_parked, 0);
+	assert_int_equal(end.inflight, 0);
+	assert_int_equal(end.jobs_inflight, 0);
+	assert_int_equal(end.pool_queued, 0);
+	assert_int_equal(end.cq_overflows, 0);
+	assert_int_equal(s.job_runs, 2);
+	assert_int_equal(end.jobs_done, 2);
+	assert_true(end.job_run_ns >= 2 * 2000000ull); /* two 2 ms jobs */
+	assert_true(end.busy_ns > 0);
+	/* The loop's time is busy or idle: at least the 5 ms sleep in all. */
+	assert_true(end.busy_ns + end.idle_ns >= 5 * MS);
+	assert_true(balanced(&end));
+	assert_true(end.sqes >= 1); /* the sleep's timeout */
+}
+
+/* Without URT_LOOP_METRICS: the counters, but nothing timed. */
+static void test_without_flag(void **state)
+{
+	struct script s = { 0 };
+	struct urt_loop_metrics end;
+
+	(void)state;
+	run_script(NULL, &s, &end);
+	assert_int_equal(s.first.tasks_live, 2);
+	assert_int_equal(s.second.tasks_parked, 1);
+	assert_true(end.turns > 0);
+	assert_int_equal(end.busy_ns, 0);
+	assert_int_equal(end.idle_ns, 0);
+	assert_int_equal(end.jobs_done, 0);
+	assert_int_equal(end.job_wait_ns, 0);
+	assert_int_equal(end.job_run_ns, 0);
+	assert_true(balanced(&end));
+}
+
+struct watcher {
+	urt_loop *loop;
+	atomic_bool stop;
+	int err;
+	unsigned reads, bad;
+	struct urt_loop_metrics last;
+};
+
+static void *watch(void *arg)
+{
+	struct watcher *w = arg;
+
+	while (!atomic_load(&w->stop)) {
+		struct urt_loop_metrics m;
+
+		w->err = urt_loop_metrics(w->loop, &m);
+		if (w->err)
+			break;
+		w->reads++;
+		/* Consistent, and never going back. */
+		if (!balanced(&m) || m.turns < w->last.turns || m.cqes < w->last.cqes ||
+		    m.busy_ns < w->last.busy_ns || m.idle_ns < w->last.idle_ns)
+			w->bad++;
+		w->last = m;
+	}
+	return NULL;
+}
+
+static void add_one(int *n)
+{
+	(*n)++;
+}
+
+static int busy_task(void *arg)
+{
+	int *n = arg;
+
+	for (int i = 0; i < 200; i++) {
+		TASK_CHECK(urt_yield() == 0);
+		TASK_CHECK(urt_sleep_ns(100000) == 0);
+		TASK_CHECK(urt_to_thread(add_one, n) == 0);
+	}
+	return 0;
+}
+
+static void test_snapshot_from_thread(void **state)
+{
+	struct watcher w = { 0 };
+	struct urt_loop_metrics m;
+	pthread_t th;
+	int n[4] = { 0 };
+
+	(void)state;
+	w.loop = loop_new(&with_metrics);
+	for (int i = 0; i < 4; i++)
+		spawn_ok(w.loop, NULL, busy_task, &n[i]);
+	assert_int_equal(pthread_create(&th, NULL, watch, &w), 0);
+	assert_int_equal(urt_loop_run(w.loop), 0);
+	atomic_store(&w.stop, true);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	check_tasks();
+	assert_int_equal(w.err, 0);
+	assert_true(w.reads > 0);
+	assert_int_equal(w.bad, 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(n[i], 200);
+	/* The last published snapshot is the end of the last turn. */
+	assert_int_equal(urt_loop_metrics(w.loop, &m), 0);
+	assert_int_equal(m.jobs_done, 800);
+	urt_loop_destroy(w.loop);
+}
+
+static void *read_once(void *arg)
+{
+	struct urt_loop_metrics m;
+
+	return (void *)(intptr_t)urt_loop_metrics(arg, &m);
+}
+
+static void test_bad_calls(void **state)
+{
+	struct urt_loop_metrics m;
+	urt_loop *loop = loop_new(NULL);
+	pthread_t th;
+	void *ret;
+
+	(void)state;
+	assert_int_equal(urt_loop_metrics(NULL, &m), -EINVAL);
+	assert_int_equal(urt_loop_metrics(loop, NULL), -EINVAL);
+	/* Another thread, without URT_LOOP_METRICS: nothing published. */
+	assert_int_equal(pthread_create(&th, NULL, read_once, loop), 0);
+	assert_int_equal(pthread_join(th, &ret), 0);
+	assert_int_equal((intptr_t)ret, -EPERM);
+	urt_loop_destroy(loop);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_scripted),
+		cmocka_unit_test(test_without_flag),
+		cmocka_unit_test(test_snapshot_from_thread),
+		cmocka_unit_test(test_bad_calls),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
