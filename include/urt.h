@@ -220,6 +220,31 @@ struct urt_loop_stats {
  * Callable inside a task and outside one, from the owning thread. */
 URT_API int urt_loop_stats(urt_loop *loop, struct urt_loop_stats *out);
 
+/*
+ * A histogram of nanosecond values in fixed memory (about 35 KiB): exact
+ * below 256 ns, then 128 buckets per power of two, so that a percentile is
+ * within 1% of the true value (HdrHistogram's log-linear layout). Values
+ * above 2^40 ns (18 minutes) count in the last bucket. Not thread-safe:
+ * one writer; copy it to read it elsewhere.
+ */
+#define URT_HIST_BUCKETS (256 + 33 * 128)
+struct urt_hist {
+	uint64_t count, sum, min, max;
+	uint64_t counts[URT_HIST_BUCKETS];
+};
+
+/* Empty h. */
+URT_API void urt_hist_reset(struct urt_hist *h);
+/* Count v (ns) in h. */
+URT_API void urt_hist_record(struct urt_hist *h, uint64_t v);
+/* The value at percentile p (0 to 100) of h: the middle of the bucket
+ * holding it (the max for p 100), within 1% of the exact value; 0 for an
+ * empty h or a NULL one. */
+URT_API uint64_t urt_hist_percentile(const struct urt_hist *h, double p);
+/* Bucket i's bounds, [*lo, *hi) in ns. Returns its count, or 0 for i out
+ * of range (bounds untouched). */
+URT_API uint64_t urt_hist_bucket(const struct urt_hist *h, size_t i, uint64_t *lo, uint64_t *hi);
+
 /* What a loop is doing, for a service to watch itself (urt_loop_metrics).
  * Fields marked (M) are 0 unless the loop was made with URT_LOOP_METRICS. */
 struct urt_loop_metrics {
@@ -254,6 +279,43 @@ struct urt_loop_metrics {
  * made without URT_LOOP_METRICS).
  */
 URT_API int urt_loop_metrics(urt_loop *loop, struct urt_loop_metrics *out);
+
+/*
+ * The lag monitor: a task of the loop's own sleeps interval_ns again and
+ * again and records how late each sleep wakes (the loop's lag: what a
+ * request arriving then would wait), and the scheduler records how long
+ * each woken task waits to run (its schedule delay), each in a histogram.
+ * The monitor's task does not keep urt_loop_run from returning, nor count
+ * in tasks_live; it costs a clock read per wake-up and per resumed task,
+ * and a turn per interval.
+ *
+ * urt_lag_monitor_start: 0, -EINVAL (NULL loop, interval 0), -EPERM (not
+ * the loop's thread), -EBUSY (on already, or its stopped task has not run
+ * to its end yet: run the loop), -ENOMEM, -ESHUTDOWN (closing).
+ * The histograms start empty. urt_lag_monitor_stop: 0, -EINVAL, -EPERM,
+ * -ENOENT (not on); the histograms stay readable. Both callable inside a
+ * task and outside one.
+ */
+URT_API int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns);
+URT_API int urt_lag_monitor_stop(urt_loop *loop);
+
+/* The lag monitor's latest tick: when it woke (urt_now_ns), how late, and
+ * the worst lateness so far with when it was. */
+struct urt_lag_info {
+	uint64_t interval_ns;
+	uint64_t ticks;
+	uint64_t last_at_ns, last_late_ns;
+	uint64_t worst_at_ns, worst_late_ns;
+};
+
+/*
+ * Copy the lag monitor's histograms into *lateness and *sched_delay and its
+ * latest tick into *info (each may be NULL). From the loop's thread, inside
+ * a task or outside one. Returns 0, -EINVAL (NULL loop), -EPERM (not the
+ * loop's thread), -ENOENT (the monitor was never started).
+ */
+URT_API int urt_loop_lag(urt_loop *loop, struct urt_hist *lateness, struct urt_hist *sched_delay,
+			 struct urt_lag_info *info);
 
 /*
  * Make urt_loop_run return -EINTR at the end of the current turn. Returns 0,

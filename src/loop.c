@@ -96,6 +96,114 @@ int urt_loop_metrics(urt_loop *loop, struct urt_loop_metrics *out)
 	return 0;
 }
 
+/* ---- the lag monitor ---- */
+
+struct urt__lag {
+	struct urt_lag_info info;
+	struct urt_task *task;      /* NULL once it has ended */
+	bool on;
+	struct urt_hist late, sched;
+};
+
+static int lag_task(void *arg)
+{
+	struct urt_loop *loop = arg;
+	struct urt__lag *lag = loop->lag;
+
+	while (lag->on) {
+		uint64_t due = urt_now_ns() + lag->info.interval_ns, now, late;
+
+		if (urt_sleep_ns(lag->info.interval_ns))
+			break; /* cancelled: stopped, or the loop is destroyed */
+		now = urt_now_ns();
+		late = now > due ? now - due : 0;
+		urt_hist_record(&lag->late, late);
+		lag->info.ticks++;
+		lag->info.last_at_ns = now;
+		lag->info.last_late_ns = late;
+		if (late >= lag->info.worst_late_ns) {
+			lag->info.worst_late_ns = late;
+			lag->info.worst_at_ns = now;
+		}
+	}
+	lag->task = NULL;
+	return 0;
+}
+
+int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns)
+{
+	struct urt__lag *lag;
+	int ret;
+
+	if (!loop || !interval_ns)
+		return -EINVAL;
+	if (!urt__owned(loop))
+		return -EPERM;
+	if (loop->closing)
+		return -ESHUTDOWN;
+	if (loop->lag && (loop->lag->on || loop->lag->task))
+		return -EBUSY;
+	if (!loop->lag) {
+		loop->lag = calloc(1, sizeof(*loop->lag));
+		if (!loop->lag)
+			return -ENOMEM;
+	}
+	lag = loop->lag;
+	urt_hist_reset(&lag->late);
+	urt_hist_reset(&lag->sched);
+	lag->info = (struct urt_lag_info){ .interval_ns = interval_ns };
+	lag->on = true;
+	ret = urt_spawn(loop, &lag->task, lag_task, loop);
+	if (ret) {
+		lag->on = false;
+		lag->task = NULL;
+		return ret;
+	}
+	(void)urt_task_set_name(lag->task, "urt-lag-monitor");
+	/* A daemon: the loop's run ends when the others have. */
+	lag->task->daemon = true;
+	loop->live--;
+	(void)urt_detach(lag->task);
+	loop->sched_hist = &lag->sched;
+	return 0;
+}
+
+int urt_lag_monitor_stop(urt_loop *loop)
+{
+	struct urt__lag *lag;
+
+	if (!loop)
+		return -EINVAL;
+	if (!urt__owned(loop))
+		return -EPERM;
+	lag = loop->lag;
+	if (!lag || !lag->on)
+		return -ENOENT;
+	lag->on = false;
+	loop->sched_hist = NULL;
+	if (lag->task)
+		(void)urt_cancel(lag->task);
+	return 0;
+}
+
+int urt_loop_lag(urt_loop *loop, struct urt_hist *lateness, struct urt_hist *sched_delay,
+		 struct urt_lag_info *info)
+{
+	if (!loop)
+		return -EINVAL;
+	if (!urt__owned(loop))
+		return -EPERM;
+	if (!loop->lag)
+		return -ENOENT;
+	if (lateness)
+		*lateness = loop->lag->late;
+	if (sched_delay)
+		*sched_delay = loop->lag->sched;
+	if (info)
+		*info = loop->lag->info;
+	return 0;
+}
+
 static int run_loop(struct urt_loop *loop)
 {
 	if (loop->metrics)
@@ -427,6 +535,7 @@ void urt_loop_destroy(urt_loop *loop)
 	}
 	urt__overflow_report_remove();
 	urt__timers_fini(&loop->timers);
+	free(loop->lag);
 	if (!keep_loop) {
 		free(loop->pub);
 		free(loop);

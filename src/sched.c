@@ -65,6 +65,20 @@ static struct urt_task *rq_pop(struct urt_loop *loop)
 	return t;
 }
 
+/* The next ready task, about to run: a woken one's wait to run is
+ * recorded, when measured (the lag monitor's schedule delay). */
+static struct urt_task *next_ready(struct urt_loop *loop)
+{
+	struct urt_task *t = rq_pop(loop);
+
+	if (t->woken_ns) {
+		if (loop->sched_hist)
+			urt_hist_record(loop->sched_hist, urt_now_ns() - t->woken_ns);
+		t->woken_ns = 0;
+	}
+	return t;
+}
+
 int urt__wait_check(struct urt_task *t)
 {
 	if (t->cancelled)
@@ -100,6 +114,8 @@ void urt__wake(struct urt_task *t, int res)
 	if (t->heap_idx != SIZE_MAX)
 		urt__timer_del(&t->loop->timers, t);
 	t->wake_res = res;
+	if (t->loop->sched_hist)
+		t->woken_ns = urt_now_ns();
 	urt__ready(t);
 }
 
@@ -123,7 +139,8 @@ void urt__task_release(struct urt_task *t)
 /* t's function has returned (the task layer marked it done). */
 static void task_ended(struct urt_task *t)
 {
-	t->loop->live--;
+	if (!t->daemon)
+		t->loop->live--;
 	if (t->on_end)
 		t->on_end(t);
 	if (t->joiner) {
@@ -185,7 +202,7 @@ void urt__sched_run_ready(struct urt_loop *loop)
 		struct urt_task *t;
 
 		loop->batch_left--;
-		t = urt__task_resume(rq_pop(loop));
+		t = urt__task_resume(next_ready(loop));
 		/* One clock read per switch: each task's end is the next
 		 * one's start. */
 		if (loop->stall_ns) {
@@ -242,7 +259,7 @@ int urt_yield(void)
 			loop->batch_left = loop->rq_len;
 		}
 		loop->batch_left--;
-		next = rq_pop(loop);
+		next = next_ready(loop);
 		if (next != self)
 			urt__task_switch(self, next);
 		else

@@ -11,6 +11,7 @@
 struct urt__offload;
 struct urt__xloop;
 struct urt__metrics_pub;
+struct urt__lag;
 
 /*
  * What lives on a loop and closes with it (an acceptor, a task group, the
@@ -59,6 +60,9 @@ struct urt_loop {
 	bool metrics;
 	uint64_t busy_ns, idle_ns, mark_ns; /* mark: where busy time counts from */
 	struct urt__metrics_pub *pub; /* the snapshot for other threads */
+	struct urt__lag *lag;       /* the lag monitor (loop.c), NULL: never on */
+	struct urt_hist *sched_hist; /* NULL, or where the scheduler records
+				      * each woken task's wait to run */
 	bool running;
 	bool stop;                  /* urt_loop_stop asked for a return */
 	bool destroying;

@@ -47,6 +47,8 @@ struct __attribute__((aligned(64))) urt_task {
 	bool detached;
 	bool cancelled;
 	bool guarded;
+	bool daemon;              /* not counted live: the loop's run ends without it */
+	uint64_t woken_ns;        /* when woken, while schedule delay is measured */
 	/* The rest, by the wait or event that needs it. */
 	urt_task_fn fn;
 	void *arg;

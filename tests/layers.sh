@@ -19,7 +19,7 @@ src=$3
 
 # Bottom first. Keep in step with the README's architecture section.
 layers='
-base:  base.h clock version
+base:  base.h clock hist version
 ring:  ring.h epoll ring
 pool:  pool.h pool
 task:  task.h switch_x86_64 switch_aarch64 ctx task

@@ -213,9 +213,129 @@ static void test_bad_calls(void **state)
 	urt_loop_destroy(loop);
 }
 
+/* ---- the histogram ---- */
+
+static uint64_t off_by(uint64_t got, uint64_t want)
+{
+	return got > want ? got - want : want - got;
+}
+
+/* 1 to 100,000 us, each once: every percentile within 1% of the exact
+ * nearest-rank value; the extremes exact; the buckets tile the range. */
+static void test_hist_known_samples(void **state)
+{
+	struct urt_hist *h = malloc(sizeof(*h));
+	const double ps[] = { 1, 10, 50, 90, 99, 99.9, 99.99 };
+	uint64_t lo, hi, prev_hi = 0, total = 0;
+
+	(void)state;
+	assert_non_null(h);
+	urt_hist_reset(h);
+	assert_int_equal(urt_hist_percentile(h, 50), 0);
+	for (uint64_t i = 1; i <= 100000; i++)
+		urt_hist_record(h, i * 1000);
+	assert_int_equal(h->count, 100000);
+	assert_int_equal(h->min, 1000);
+	assert_int_equal(h->max, 100000000);
+	assert_int_equal(h->sum, 5000050000000ull);
+	for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) {
+		uint64_t want = (uint64_t)(ps[k] * 1000 + 0.5) * 1000; /* rank p% of 1e5 */
+		uint64_t got = urt_hist_percentile(h, ps[k]);
+
+		assert_true(off_by(got, want) * 100 <= want);
+	}
+	assert_int_equal(urt_hist_percentile(h, 100), 100000000);
+	assert_int_equal(urt_hist_percentile(h, 0), 1000);
+	for (size_t i = 0; i < URT_HIST_BUCKETS; i++) {
+		total += urt_hist_bucket(h, i, &lo, &hi);
+		assert_int_equal(lo, prev_hi);
+		assert_true(hi > lo);
+		prev_hi = hi;
+	}
+	assert_int_equal(total, 100000);
+	assert_int_equal(urt_hist_bucket(h, URT_HIST_BUCKETS, &lo, &hi), 0);
+	/* Small values are exact. */
+	urt_hist_reset(h);
+	for (uint64_t v = 0; v < 256; v++)
+		urt_hist_record(h, v);
+	assert_int_equal(urt_hist_percentile(h, 50), 127);
+	free(h);
+}
+
+/* ---- the lag monitor ---- */
+
+struct lag_case {
+	int stop_ret;
+	uint64_t ticks_before_stall;
+};
+
+static int stall_then_stop(void *arg)
+{
+	struct lag_case *c = arg;
+	struct urt_lag_info info;
+	uint64_t until;
+
+	TASK_CHECK(urt_sleep_ns(20 * MS) == 0);
+	TASK_CHECK(urt_loop_lag(urt_current_loop(), NULL, NULL, &info) == 0);
+	c->ticks_before_stall = info.ticks;
+	/* CPU work inline: every tick due meanwhile wakes late. */
+	until = urt_now_ns() + 15 * MS;
+	while (urt_now_ns() < until)
+		;
+	TASK_CHECK(urt_sleep_ns(20 * MS) == 0);
+	return 0;
+}
+
+static void test_lag_monitor(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+	struct urt_hist *late = malloc(sizeof(*late)), *sched = malloc(sizeof(*sched));
+	struct urt_lag_info info;
+	struct lag_case c = { 0 };
+
+	(void)state;
+	assert_non_null(late);
+	assert_non_null(sched);
+	assert_int_equal(urt_loop_lag(loop, late, sched, &info), -ENOENT);
+	assert_int_equal(urt_lag_monitor_stop(loop), -ENOENT);
+	assert_int_equal(urt_lag_monitor_start(loop, 0), -EINVAL);
+	assert_int_equal(urt_lag_monitor_start(NULL, MS), -EINVAL);
+	assert_int_equal(urt_lag_monitor_start(loop, MS), 0);
+	assert_int_equal(urt_lag_monitor_start(loop, MS), -EBUSY);
+	spawn_ok(loop, NULL, stall_then_stop, &c);
+	/* The monitor does not keep the run going once the task is done. */
+	assert_int_equal(urt_loop_run(loop), 0);
+	check_tasks();
+	assert_int_equal(urt_loop_lag(loop, late, sched, &info), 0);
+	assert_int_equal(info.interval_ns, MS);
+	assert_true(c.ticks_before_stall >= 1);
+	assert_true(info.ticks > c.ticks_before_stall);
+	assert_int_equal(late->count, info.ticks);
+	/* A tick was due within the first interval of the 15 ms stall. */
+	assert_true(info.worst_late_ns >= 13 * MS);
+	assert_int_equal(late->max, info.worst_late_ns);
+	assert_true(info.worst_at_ns <= info.last_at_ns);
+	/* Each tick's wake-up waited to run; recorded once per tick at least. */
+	assert_true(sched->count >= info.ticks);
+	assert_int_equal(urt_lag_monitor_stop(loop), 0);
+	assert_int_equal(urt_lag_monitor_stop(loop), -ENOENT);
+	/* Its task ends at the next run; the figures stay. */
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_loop_lag(loop, late, NULL, NULL), 0);
+	assert_int_equal(late->count, info.ticks);
+	assert_int_equal(urt_lag_monitor_start(loop, MS), 0);
+	assert_int_equal(urt_loop_lag(loop, late, NULL, NULL), 0);
+	assert_int_equal(late->count, 0);
+	urt_loop_destroy(loop); /* with the monitor on */
+	free(late);
+	free(sched);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hist_known_samples),
+		cmocka_unit_test(test_lag_monitor),
 		cmocka_unit_test(test_scripted),
 		cmocka_unit_test(test_without_flag),
 		cmocka_unit_test(test_snapshot_from_thread),
