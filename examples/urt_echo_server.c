@@ -13,7 +13,12 @@
  *
  * The first line on stdout is "port N" (the port bound; --port 0, the
  * default, picks a free one), for whoever drives the server. At exit it
- * prints "connections C bytes B" (B: bytes echoed). */
+ * prints "connections C bytes B" (B: bytes echoed).
+ *
+ * Every loop runs with URT_LOOP_METRICS and a lag monitor (10 ms). On
+ * SIGUSR1, and at exit, one line of key=value on stderr sums them up:
+ * utilization, turns, tasks, SQEs and CQEs over all loops, and the worst
+ * loop's lag percentiles. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -38,6 +43,7 @@ struct shard {
 	urt_group *conns;
 	unsigned long long connections, bytes;
 	int accept_err;
+	struct urt_hist *lag;       /* the loop's lag, read on its thread */
 };
 
 struct server {
@@ -143,16 +149,73 @@ static int accept_task(struct shard *sh)
 	}
 }
 
-/* Wait for SIGINT or SIGTERM, then cancel every task of every loop. */
+#define LAG_INTERVAL_NS 10000000ull
+
+/* On a loop's thread: copy its lag histogram into its shard. */
+static int read_lag(struct shard *sh)
+{
+	return urt_loop_lag(urt_current_loop(), sh->lag, NULL, NULL);
+}
+
+/* One line of key=value on stderr: the loops' metrics summed (their
+ * snapshots, read from this thread) and the worst loop's lag, each loop's
+ * read on its own thread (urt_call). From a task of loop 0. */
+static void print_metrics(struct server *srv)
+{
+	struct urt_loop_metrics m, sum = { 0 };
+	uint64_t p50 = 0, p99 = 0, max = 0;
+	double util;
+
+	for (unsigned i = 0; i < srv->n; i++) {
+		struct shard *sh = &srv->shards[i];
+
+		if (urt_loop_metrics(urt_loops_get(srv->set, i), &m) == 0) {
+			sum.busy_ns += m.busy_ns;
+			sum.idle_ns += m.idle_ns;
+			sum.turns += m.turns;
+			sum.tasks_live += m.tasks_live;
+			sum.sqes += m.sqes;
+			sum.cqes += m.cqes;
+			sum.cq_overflows += m.cq_overflows;
+		}
+		if (urt_call(urt_loops_get(srv->set, i), read_lag, sh) == 0 && sh->lag->count) {
+			uint64_t v50 = urt_hist_percentile(sh->lag, 50);
+			uint64_t v99 = urt_hist_percentile(sh->lag, 99);
+
+			p50 = v50 > p50 ? v50 : p50;
+			p99 = v99 > p99 ? v99 : p99;
+			max = sh->lag->max > max ? sh->lag->max : max;
+		}
+	}
+	util = sum.busy_ns + sum.idle_ns ? (double)sum.busy_ns / (double)(sum.busy_ns + sum.idle_ns)
+					 : 0;
+	fprintf(stderr,
+		"urt-echo-server: loops=%u utilization=%.3f busy_ms=%.1f idle_ms=%.1f turns=%llu "
+		"tasks=%llu sqes=%llu cqes=%llu cq_overflows=%llu lag_p50_us=%.1f "
+		"lag_p99_us=%.1f lag_max_us=%.1f\n",
+		srv->n, util, (double)sum.busy_ns / 1e6, (double)sum.idle_ns / 1e6,
+		(unsigned long long)sum.turns, (unsigned long long)sum.tasks_live,
+		(unsigned long long)sum.sqes, (unsigned long long)sum.cqes,
+		(unsigned long long)sum.cq_overflows, (double)p50 / 1e3, (double)p99 / 1e3,
+		(double)max / 1e3);
+}
+
+/* Wait for SIGINT or SIGTERM, then print the metrics and cancel every task
+ * of every loop; print the metrics on SIGUSR1 too. */
 static int signal_task(struct server *srv)
 {
 	struct signalfd_siginfo si;
-	ssize_t n = urt_read(srv->sigfd, &si, sizeof(si), -1);
+	ssize_t n;
 
+	while ((n = urt_read(srv->sigfd, &si, sizeof(si), -1)) == (ssize_t)sizeof(si) &&
+	       si.ssi_signo == SIGUSR1)
+		print_metrics(srv);
 	if (n == (ssize_t)sizeof(si))
 		fprintf(stderr, "urt-echo-server: %s, shutting down\n", strsignal((int)si.ssi_signo));
-	if (n != -ECANCELED)
+	if (n != -ECANCELED) {
+		print_metrics(srv);
 		urt_loops_cancel(srv->set);
+	}
 	return 0;
 }
 
@@ -163,7 +226,8 @@ static int main_task(struct server *srv)
 	struct shard *sh = &srv->shards[i];
 	int ret = 0;
 
-	if (i == 0)
+	ret = urt_lag_monitor_start(urt_current_loop(), LAG_INTERVAL_NS);
+	if (!ret && i == 0)
 		ret = urt_spawn(NULL, NULL, signal_task, srv);
 	if (!ret)
 		ret = urt_group_create(&sh->conns);
@@ -219,7 +283,8 @@ static void usage(FILE *f)
 		   "on N loops (default: one per CPU the process may run on), each accepting\n"
 		   "on a socket of its own (SO_REUSEPORT), or with --one-acceptor loop 0 alone\n"
 		   "accepting and handing connections to the loops in turn. Prints \"port N\"\n"
-		   "first. SIGINT or SIGTERM shuts it down.\n");
+		   "first. SIGINT or SIGTERM shuts it down. SIGUSR1 (and the exit) prints the\n"
+		   "loops' metrics on stderr, one line of key=value.\n");
 }
 /* A server holds an fd per connection: take the whole of the hard limit
  * (Debian's soft one is 1,024), as Go does for every program. */
@@ -280,11 +345,13 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGUSR1);
 	if (sigprocmask(SIG_BLOCK, &sigs, NULL) ||
 	    (srv.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC)) < 0) {
 		perror("urt-echo-server: signalfd");
 		return 1;
 	}
+	lo.loop_opts = &(struct urt_loop_opts){ .flags = URT_LOOP_METRICS };
 	ret = urt_loops_create(&srv.set, &lo);
 	if (ret) {
 		fprintf(stderr, "urt-echo-server: %s\n", strerror(-ret));
@@ -297,7 +364,9 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < srv.n; i++) {
 		struct shard *sh = &srv.shards[i];
 
-		*sh = (struct shard){ .srv = &srv, .lfd = -1 };
+		*sh = (struct shard){ .srv = &srv, .lfd = -1, .lag = malloc(sizeof(struct urt_hist)) };
+		if (!sh->lag)
+			goto out;
 		if (srv.one_acceptor && i > 0)
 			continue;
 		sh->lfd = listen_on(host, &port, !srv.one_acceptor);
@@ -317,9 +386,11 @@ int main(int argc, char **argv)
 		printf("connections %llu bytes %llu\n", connections, bytes);
 out:
 	urt_loops_destroy(srv.set);
-	for (unsigned i = 0; srv.shards && i < srv.n; i++)
+	for (unsigned i = 0; srv.shards && i < srv.n; i++) {
 		if (srv.shards[i].lfd >= 0)
 			close(srv.shards[i].lfd);
+		free(srv.shards[i].lag);
+	}
 	free(srv.shards);
 	close(srv.sigfd);
 	return ret ? 1 : 0;

@@ -35,6 +35,9 @@ timeout 120 "$client" --port "$port" --conns 50 --bytes 100000000000 --msg 64 \
 	>"$dir/client2.out" 2>"$dir/client2.err" &
 cpid=$!
 sleep 1
+# SIGUSR1: one line of metrics on stderr, and the server goes on.
+kill -USR1 "$spid"
+sleep 0.2
 kill -INT "$spid"
 rc=0
 timeout 20 tail --pid="$spid" -f /dev/null || fail "the server did not exit after SIGINT"
@@ -52,4 +55,8 @@ read -r word conns word2 bytes <<<"$summary"
 [ "$conns" -gt 100 ] && [ "$conns" -le 150 ] ||
 	fail "the server counted $conns connections, not 101 to 150"
 [ "$bytes" -gt 26214400 ] || fail "the server echoed $bytes bytes, at most the first client's"
+# The metrics: at SIGUSR1 and at the shutdown, each one line of key=value.
+metrics=$(grep -c '^urt-echo-server: loops=[0-9]* utilization=[01]\.[0-9]* .* cqes=[0-9]* .* lag_p99_us=' \
+	"$dir/server.err" || true)
+[ "$metrics" = 2 ] || fail "expected 2 metrics lines on the server's stderr, saw $metrics"
 echo "echo_test: 100 connections moved 26214400 bytes; SIGINT closed $((conns - 100)) open ones; server: $summary"
