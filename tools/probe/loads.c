@@ -235,11 +235,53 @@ static void spawn_or_die(urt_loop *loop, urt_task_fn fn, void *arg)
 		die("urt_spawn", -ret);
 }
 
+/* Merge b into a. */
+static void hist_add(struct urt_hist *a, const struct urt_hist *b)
+{
+	if (!b->count)
+		return;
+	if (!a->count || b->min < a->min)
+		a->min = b->min;
+	if (b->max > a->max)
+		a->max = b->max;
+	a->count += b->count;
+	a->sum += b->sum;
+	for (size_t i = 0; i < URT_HIST_BUCKETS; i++)
+		a->counts[i] += b->counts[i];
+}
+
+/* Add what loop saw of itself to v. */
+static void view_add(struct loop_view *v, urt_loop *loop)
+{
+	struct urt_loop_metrics m;
+	struct urt_hist *lag = malloc(sizeof(*lag)), *sched = malloc(sizeof(*sched));
+
+	if (!lag || !sched)
+		die("out of memory", ENOMEM);
+	if (!v->lag) {
+		v->lag = calloc(1, sizeof(*v->lag));
+		v->sched = calloc(1, sizeof(*v->sched));
+		if (!v->lag || !v->sched)
+			die("out of memory", ENOMEM);
+	}
+	if (urt_loop_metrics(loop, &m) == 0) {
+		v->busy_ns += m.busy_ns;
+		v->idle_ns += m.idle_ns;
+	}
+	if (urt_loop_lag(loop, lag, sched, NULL) == 0) {
+		hist_add(v->lag, lag);
+		hist_add(v->sched, sched);
+	}
+	free(lag);
+	free(sched);
+}
+
 void run_urt_load(enum load_id l)
 {
 	struct load_result *r = &res[l];
 	struct urt_pool_opts po = { .threads = opt.workers };
 	struct urt_loop_opts o = {
+		.flags = URT_LOOP_METRICS,
 		.pool_opts = &po,
 		.stall_ns = (uint64_t)(opt.stall_ms * 1e6),
 		.on_stall = on_stall,
@@ -264,6 +306,11 @@ void run_urt_load(enum load_id l)
 		backend_name = urt_loop_backend(loop, &why) == URT_BACKEND_EPOLL ? "epoll" : "io_uring";
 		snprintf(backend_why, sizeof(backend_why), "%s", why);
 	}
+	/* The runtime's own view beside the tickers': the lag monitor at the
+	 * tickers' interval. */
+	ret = urt_lag_monitor_start(loop, opt.interval_ns);
+	if (ret < 0)
+		die("urt_lag_monitor_start", -ret);
 	if (l == L_READ) {
 		fd = make_read_file();
 		if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) < 0)
@@ -301,6 +348,7 @@ void run_urt_load(enum load_id l)
 	ret = urt_loop_run(loop);
 	if (ret < 0)
 		die("urt_loop_run", -ret);
+	view_add(&r->view, loop);
 	urt_loop_destroy(loop);
 	if (fd >= 0)
 		close(fd);

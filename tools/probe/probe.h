@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <urt.h>
+
 #define US 1000ull
 #define MS 1000000ull
 #define CRUNCH_NS (5 * MS)    /* one chunk of CPU work, offloaded or inline */
@@ -23,8 +25,17 @@ struct samples {
 	size_t n, cap;
 };
 
+/* What the runtime itself saw during a urt load (urt_loop_metrics and the
+ * lag monitor), summed over the load's rounds. */
+struct loop_view {
+	uint64_t busy_ns, idle_ns;
+	struct urt_hist *lag;     /* the lag monitor's lateness */
+	struct urt_hist *sched;   /* woken task to running */
+};
+
 struct load_result {
 	bool ran;
+	struct loop_view view;
 	struct samples late;      /* every tick's lateness */
 	struct samples *per_ticker;
 	unsigned stalls;

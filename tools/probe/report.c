@@ -32,6 +32,13 @@ static void histogram(const struct samples *s, size_t counts[NBUCKETS])
 	}
 }
 
+static double utilization(const struct loop_view *v)
+{
+	uint64_t all = v->busy_ns + v->idle_ns;
+
+	return all ? (double)v->busy_ns / (double)all : 0;
+}
+
 void print_table(void)
 {
 	if (backend_name)
@@ -50,6 +57,20 @@ void print_table(void)
 		printf("%-9s %9.1f %9.1f %9.1f %9.1f %9.1f %8zu  %s\n", load_names[l],
 		       us(pct(s, 50)), us(pct(s, 90)), us(pct(s, 99)), us(pct(s, 99.9)),
 		       us(s->n ? s->v[s->n - 1] : 0), s->n, load_desc[l]);
+	}
+	printf("\nthe loop's own view (urt_loop_metrics, and the lag monitor at the same "
+	       "interval; us)\n\n%-9s %11s %9s %9s %9s %9s %9s %9s\n", "load", "utilization",
+	       "lag p50", "lag p99", "lag max", "sched p50", "sched p99", "sched max");
+	for (int l = 0; l < L_COUNT; l++) {
+		const struct loop_view *v = &res[l].view;
+
+		if (!res[l].ran || !v->lag)
+			continue;
+		printf("%-9s %10.1f%% %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n", load_names[l],
+		       100 * utilization(v), us(urt_hist_percentile(v->lag, 50)),
+		       us(urt_hist_percentile(v->lag, 99)), us(v->lag->max),
+		       us(urt_hist_percentile(v->sched, 50)), us(urt_hist_percentile(v->sched, 99)),
+		       us(v->sched->max));
 	}
 	if (round_trips.n)
 		printf("\nurt_to_thread round trip during offload (hand-off + completion, fn's own "
@@ -140,7 +161,20 @@ void print_json(const char *verdict_text)
 		       res[l].stalls);
 		for (size_t b = 0; b < NBUCKETS; b++)
 			printf("%s\"%s\": %zu", b ? ", " : "", buckets[b].label, counts[b]);
-		printf("}}");
+		printf("}");
+		if (res[l].view.lag) {
+			const struct loop_view *v = &res[l].view;
+
+			printf(", \"utilization\": %.4f, \"lag_monitor_us\": {\"ticks\": %llu, "
+			       "\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"sched_delay_us\": "
+			       "{\"wakeups\": %llu, \"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f}",
+			       utilization(v), (unsigned long long)v->lag->count,
+			       us(urt_hist_percentile(v->lag, 50)), us(urt_hist_percentile(v->lag, 99)),
+			       us(v->lag->max), (unsigned long long)v->sched->count,
+			       us(urt_hist_percentile(v->sched, 50)),
+			       us(urt_hist_percentile(v->sched, 99)), us(v->sched->max));
+		}
+		printf("}");
 		first = 0;
 	}
 	printf("\n  ],\n  \"offload_round_trip_us\": {\"jobs\": %zu, \"p50\": %.3f, \"p90\": %.3f, "
