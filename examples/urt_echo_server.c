@@ -10,6 +10,7 @@
  * before the server reports and exits 0.
  *
  *	urt-echo-server [--port P] [--bind ADDR] [--loops N] [--one-acceptor]
+ *	                [--no-metrics]
  *
  * The first line on stdout is "port N" (the port bound; --port 0, the
  * default, picks a free one), for whoever drives the server. At exit it
@@ -52,6 +53,7 @@ struct server {
 	unsigned n;
 	unsigned next;              /* --one-acceptor: the next loop to serve */
 	bool one_acceptor;
+	bool watch;                 /* metrics and lag monitor (not --no-metrics) */
 	int sigfd;
 };
 
@@ -209,11 +211,13 @@ static int signal_task(struct server *srv)
 
 	while ((n = urt_read(srv->sigfd, &si, sizeof(si), -1)) == (ssize_t)sizeof(si) &&
 	       si.ssi_signo == SIGUSR1)
-		print_metrics(srv);
+		if (srv->watch)
+			print_metrics(srv);
 	if (n == (ssize_t)sizeof(si))
 		fprintf(stderr, "urt-echo-server: %s, shutting down\n", strsignal((int)si.ssi_signo));
 	if (n != -ECANCELED) {
-		print_metrics(srv);
+		if (srv->watch)
+			print_metrics(srv);
 		urt_loops_cancel(srv->set);
 	}
 	return 0;
@@ -226,7 +230,8 @@ static int main_task(struct server *srv)
 	struct shard *sh = &srv->shards[i];
 	int ret = 0;
 
-	ret = urt_lag_monitor_start(urt_current_loop(), LAG_INTERVAL_NS);
+	if (srv->watch)
+		ret = urt_lag_monitor_start(urt_current_loop(), LAG_INTERVAL_NS);
 	if (!ret && i == 0)
 		ret = urt_spawn(NULL, NULL, signal_task, srv);
 	if (!ret)
@@ -279,12 +284,14 @@ static int listen_on(const char *host, int *port, bool reuseport)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: urt-echo-server [--port P] [--bind ADDR] [--loops N] [--one-acceptor]\n"
+		   "                       [--no-metrics]\n"
 		   "Echoes TCP connections on ADDR:P (default 127.0.0.1, port 0: any free one)\n"
 		   "on N loops (default: one per CPU the process may run on), each accepting\n"
 		   "on a socket of its own (SO_REUSEPORT), or with --one-acceptor loop 0 alone\n"
 		   "accepting and handing connections to the loops in turn. Prints \"port N\"\n"
 		   "first. SIGINT or SIGTERM shuts it down. SIGUSR1 (and the exit) prints the\n"
-		   "loops' metrics on stderr, one line of key=value.\n");
+		   "loops' metrics on stderr, one line of key=value (not with --no-metrics,\n"
+		   "which runs the loops without metrics and lag monitor).\n");
 }
 /* A server holds an fd per connection: take the whole of the hard limit
  * (Debian's soft one is 1,024), as Go does for every program. */
@@ -300,7 +307,7 @@ static void raise_fd_limit(void)
 
 int main(int argc, char **argv)
 {
-	struct server srv = { .sigfd = -1 };
+	struct server srv = { .sigfd = -1, .watch = true };
 	struct urt_loops_opts lo = { 0 };
 	unsigned long long connections = 0, bytes = 0;
 	const char *host = "127.0.0.1";
@@ -330,6 +337,8 @@ int main(int argc, char **argv)
 			lo.loops = (unsigned)n;
 		} else if (!strcmp(argv[i], "--one-acceptor")) {
 			srv.one_acceptor = true;
+		} else if (!strcmp(argv[i], "--no-metrics")) {
+			srv.watch = false;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			usage(stdout);
 			return 0;
@@ -351,7 +360,7 @@ int main(int argc, char **argv)
 		perror("urt-echo-server: signalfd");
 		return 1;
 	}
-	lo.loop_opts = &(struct urt_loop_opts){ .flags = URT_LOOP_METRICS };
+	lo.loop_opts = &(struct urt_loop_opts){ .flags = srv.watch ? URT_LOOP_METRICS : 0 };
 	ret = urt_loops_create(&srv.set, &lo);
 	if (ret) {
 		fprintf(stderr, "urt-echo-server: %s\n", strerror(-ret));

@@ -151,9 +151,10 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
 #define URT_LOOP_IO_URING (1u << 2)
 #define URT_LOOP_EPOLL (1u << 3)
 /* Measure what costs to measure (see struct urt_loop_metrics): busy and
- * idle time, two clock reads per turn of the loop; each job's queue wait and
- * run time, three clock reads per job; and a snapshot other threads may
- * read, published at the end of each turn (a dozen stores). */
+ * idle time, two clock reads per turn that waits in the kernel; each job's
+ * queue wait and run time, three clock reads per job; and a snapshot other
+ * threads may read, published after each turn that waited and every 64
+ * turns (a clock read and twenty stores). */
 #define URT_LOOP_METRICS (1u << 4)
 
 /*
@@ -273,7 +274,8 @@ struct urt_loop_metrics {
 /*
  * Fill *out with the loop's metrics. From the loop's own thread (inside a
  * task or outside one): the values now. From any other thread: the
- * snapshot the loop published at the end of its last turn, consistent (it
+ * snapshot the loop published last (after each turn that waited in the
+ * kernel, and every 64 turns of a loop too busy to wait), consistent (it
  * keeps the identity of urt_loop_stats), with URT_LOOP_METRICS only.
  * Returns 0, -EINVAL (NULL), or -EPERM (another thread, and the loop was
  * made without URT_LOOP_METRICS).

@@ -221,13 +221,18 @@ static int run_loop(struct urt_loop *loop)
 		urt__deadlines_expire(loop);
 		urt__offload_flush(loop);
 		wait = !loop->rq_head && !loop->yq_head && !loop->stop;
+		/* Armed also when the loop will not wait: the kernel then
+		 * tells of a sleeper's time, and yields need no turn to see
+		 * it (direct_switch_ok). */
+		if (loop->timers.n) {
+			ret = urt__timer_arm(&loop->timers, &loop->ring);
+			if (ret)
+				return ret;
+		}
 		if (wait) {
-			if (loop->timers.n) {
-				ret = urt__timer_arm(&loop->timers, &loop->ring);
-				if (ret)
-					return ret;
-			} else if (loop->ring.inflight == (loop->timers.armed ? 1u : 0u) &&
-				   !urt__xloop_in_set(loop)) {
+			if (!loop->timers.n &&
+			    loop->ring.inflight == (loop->timers.armed ? 1u : 0u) &&
+			    !urt__xloop_in_set(loop)) {
 				return -EDEADLK; /* a stale timeout wakes no task */
 			}
 			if (urt__offload_spin(loop))
@@ -244,7 +249,9 @@ static int run_loop(struct urt_loop *loop)
 		} else {
 			ret = urt__ring_turn(&loop->ring, wait);
 		}
-		if (loop->pub)
+		/* Published after a turn that waited, and every 64 turns of a
+		 * loop too busy to wait. */
+		if (loop->pub && (wait || !(loop->turns & 63)))
 			metrics_publish(loop);
 		if (ret < 0)
 			return ret;

@@ -149,6 +149,14 @@ bool urt__ring_pending(struct urt__ring *r)
 	       (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
+bool urt__ring_watches_timeouts(const struct urt__ring *r)
+{
+	/* DEFER_TASKRUN or COOP_TASKRUN defer the completion to the next
+	 * kernel entry: TASKRUN_FLAG makes it visible meanwhile. */
+	return !r->ep && (!(r->setup_flags & (IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN)) ||
+			  (r->setup_flags & IORING_SETUP_TASKRUN_FLAG));
+}
+
 bool urt__ring_queued(struct urt__ring *r)
 {
 	return r->ep ? urt__ep_queued(r) : io_uring_sq_ready(&r->ring) != 0;

@@ -104,6 +104,10 @@ void urt__ring_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx);
 int32_t urt__ring_exec_run(struct urt__ring_exec *x);
 void urt__ring_exec_done(struct urt__ring *r, struct urt__ring_exec *x, int32_t res);
 
+/* True when an armed timeout that fires makes urt__ring_pending true
+ * without a turn (io_uring: its CQE, or IORING_SQ_TASKRUN); false on epoll,
+ * whose timeouts only a turn sees. */
+bool urt__ring_watches_timeouts(const struct urt__ring *r);
 /* True when SQEs wait to be submitted. */
 bool urt__ring_queued(struct urt__ring *r);
 /* Register files (fds[i] becomes fixed file i) and buffers with the

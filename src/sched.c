@@ -218,13 +218,24 @@ void urt__sched_run_ready(struct urt_loop *loop)
 }
 
 
+/* No sleeper's time can come without the ring telling: none sleeps, or the
+ * earliest is covered by a timeout armed in the kernel that flags its
+ * expiry (a sleeper such as the lag monitor then costs yields nothing). */
+static bool timers_watched(struct urt_loop *loop)
+{
+	const struct urt__timers *tm = &loop->timers;
+
+	return !tm->n || (tm->armed && tm->at <= urt__timer_next(tm) &&
+			  urt__ring_watches_timeouts(&loop->ring));
+}
+
 /*
  * A yield may go straight to the next ready task, as the scheduler would
  * next: within the current pass, or into the next one when the turn between
  * would do nothing (no SQE to submit, no completion or kernel work waiting,
- * no sleeper, no job to hand over, no stop asked). Saves two switches and
- * a turn per yield. Not with the stall detector, which times each task from
- * the scheduler.
+ * no sleeper whose time could come unseen, no job to hand over, no stop
+ * asked). Saves two switches and a turn per yield. Not with the stall
+ * detector, which times each task from the scheduler.
  */
 static bool direct_switch_ok(struct urt_loop *loop)
 {
@@ -232,7 +243,7 @@ static bool direct_switch_ok(struct urt_loop *loop)
 		return false;
 	if (loop->batch_left)
 		return true;
-	return !loop->timers.n && !loop->turn_due && !loop->stop &&
+	return timers_watched(loop) && !loop->turn_due && !loop->stop &&
 	       !urt__ring_queued(&loop->ring) && !urt__ring_pending(&loop->ring);
 }
 

@@ -26,6 +26,12 @@ struct urt__timers {
 	struct __kernel_timespec update_ts;
 };
 
+/* The earliest deadline (UINT64_MAX: none). */
+static inline uint64_t urt__timer_next(const struct urt__timers *tm)
+{
+	return tm->n ? tm->heap[0].deadline : UINT64_MAX;
+}
+
 /* An empty heap with nothing armed. */
 void urt__timers_init(struct urt__timers *tm);
 /* Free the heap (its tasks are the caller's). */

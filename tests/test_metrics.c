@@ -183,7 +183,7 @@ static void test_snapshot_from_thread(void **state)
 	assert_int_equal(w.bad, 0);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(n[i], 200);
-	/* The last published snapshot is the end of the last turn. */
+	/* On the loop's thread: the values now. */
 	assert_int_equal(urt_loop_metrics(w.loop, &m), 0);
 	assert_int_equal(m.jobs_done, 800);
 	urt_loop_destroy(w.loop);
@@ -331,11 +331,39 @@ static void test_lag_monitor(void **state)
 	free(sched);
 }
 
+static int yield_for_30ms(void *arg)
+{
+	uint64_t until = urt_now_ns() + 30 * MS;
+
+	(void)arg;
+	while (urt_now_ns() < until)
+		TASK_CHECK(urt_yield() == 0);
+	return 0;
+}
+
+/* A task that only yields (which switches straight to the next task while
+ * no sleeper's time can come unseen) does not starve the monitor's sleep. */
+static void test_lag_monitor_under_yields(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+	struct urt_lag_info info;
+
+	(void)state;
+	assert_int_equal(urt_lag_monitor_start(loop, MS), 0);
+	spawn_ok(loop, NULL, yield_for_30ms, NULL);
+	assert_int_equal(urt_loop_run(loop), 0);
+	check_tasks();
+	assert_int_equal(urt_loop_lag(loop, NULL, NULL, &info), 0);
+	assert_true(info.ticks >= 2);
+	urt_loop_destroy(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hist_known_samples),
 		cmocka_unit_test(test_lag_monitor),
+		cmocka_unit_test(test_lag_monitor_under_yields),
 		cmocka_unit_test(test_scripted),
 		cmocka_unit_test(test_without_flag),
 		cmocka_unit_test(test_snapshot_from_thread),

@@ -25,6 +25,7 @@
 
 #include <urt.h>
 
+#include "bench_loop.h"
 #include "bench_util.h"
 
 #define MAX_INFLIGHT BENCH_W4_MAX_INFLIGHT
@@ -219,9 +220,7 @@ int main(int argc, char **argv)
 	fd = bench_open_blocks(o.file, blocks);
 	if (loops > 1)
 		return run_loops(&o, loops, fixed, fd, blocks);
-	ret = urt_loop_create(&loop, NULL);
-	if (ret < 0)
-		bench_die("urt_loop_create: %s", strerror(-ret));
+	loop = bench_loop_new();
 	if (fixed) {
 		struct iovec iov = { bufs, sizeof(bufs) };
 

@@ -5,6 +5,8 @@
 
 #include <urt.h>
 
+#include "bench_loop.h"
+
 struct pp {
 	long rounds;
 	long turn;      /* whose turn: incremented by each task in order */
@@ -37,8 +39,9 @@ int main(int argc, char **argv)
 	urt_loop *loop;
 	uint64_t t0;
 
-	if (pp.rounds <= 0 || urt_loop_create(&loop, NULL) < 0)
+	if (pp.rounds <= 0)
 		return 2;
+	loop = bench_loop_new();
 	urt_spawn(loop, NULL, player, &a);
 	urt_spawn(loop, NULL, player, &b);
 	t0 = urt_now_ns();
