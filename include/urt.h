@@ -302,12 +302,17 @@ URT_API int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns);
 URT_API int urt_lag_monitor_stop(urt_loop *loop);
 
 /* The lag monitor's latest tick: when it woke (urt_now_ns), how late, and
- * the worst lateness so far with when it was. */
+ * the worst lateness so far with when it was. With stall detection on
+ * (stall_ns), each also names its culprit: the task that ran longest
+ * without waiting since the tick before (urt_task_set_name's name, or
+ * "task@<address>"), and for how long; else "" and 0. */
 struct urt_lag_info {
 	uint64_t interval_ns;
 	uint64_t ticks;
 	uint64_t last_at_ns, last_late_ns;
 	uint64_t worst_at_ns, worst_late_ns;
+	char last_culprit[32], worst_culprit[32];
+	uint64_t last_culprit_ran_ns, worst_culprit_ran_ns;
 };
 
 /*

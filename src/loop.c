@@ -121,9 +121,17 @@ static int lag_task(void *arg)
 		lag->info.ticks++;
 		lag->info.last_at_ns = now;
 		lag->info.last_late_ns = late;
+		/* The culprit: the longest run since the tick before. */
+		lag->info.last_culprit_ran_ns = loop->longest_ns;
+		snprintf(lag->info.last_culprit, sizeof(lag->info.last_culprit), "%s",
+			 loop->longest_ns ? loop->longest_name : "");
+		loop->longest_ns = 0;
 		if (late >= lag->info.worst_late_ns) {
 			lag->info.worst_late_ns = late;
 			lag->info.worst_at_ns = now;
+			lag->info.worst_culprit_ran_ns = lag->info.last_culprit_ran_ns;
+			snprintf(lag->info.worst_culprit, sizeof(lag->info.worst_culprit), "%s",
+				 lag->info.last_culprit);
 		}
 	}
 	lag->task = NULL;

@@ -162,15 +162,20 @@ void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64_t ran_n
 		name, (double)ran_ns / 1e6, (double)task->loop->stall_ns / 1e6);
 }
 
+/* t's name, or "task@<address>" when it has none. */
+static void task_name(const struct urt_task *t, char *buf, size_t len)
+{
+	if (t->name[0])
+		snprintf(buf, len, "%s", t->name);
+	else
+		snprintf(buf, len, "task@%p", (const void *)t);
+}
+
 static void report_stall(struct urt_loop *loop, struct urt_task *t, uint64_t ran_ns)
 {
-	char anon[32];
-	const char *name = t->name;
+	char name[sizeof(t->name)];
 
-	if (!name[0]) {
-		snprintf(anon, sizeof(anon), "task@%p", (void *)t);
-		name = anon;
-	}
+	task_name(t, name, sizeof(name));
 	if (loop->on_stall)
 		loop->on_stall(loop->stall_ctx, t, name, ran_ns);
 	else
@@ -210,6 +215,10 @@ void urt__sched_run_ready(struct urt_loop *loop)
 
 			if (t1 - t0 > loop->stall_ns)
 				report_stall(loop, t, t1 - t0);
+			if (t1 - t0 > loop->longest_ns) {
+				loop->longest_ns = t1 - t0;
+				task_name(t, loop->longest_name, sizeof(loop->longest_name));
+			}
 			t0 = t1;
 		}
 		if (t->state == URT__DONE)

@@ -63,6 +63,10 @@ struct urt_loop {
 	struct urt__lag *lag;       /* the lag monitor (loop.c), NULL: never on */
 	struct urt_hist *sched_hist; /* NULL, or where the scheduler records
 				      * each woken task's wait to run */
+	/* With stall_ns: the longest run of a task since the lag monitor's
+	 * last tick (which resets it), and that task's name. */
+	uint64_t longest_ns;
+	char longest_name[32];
 	bool running;
 	bool stop;                  /* urt_loop_stop asked for a return */
 	bool destroying;

@@ -275,6 +275,7 @@ static int stall_then_stop(void *arg)
 	struct urt_lag_info info;
 	uint64_t until;
 
+	TASK_CHECK(urt_task_set_name(NULL, "stall-15ms") == 0);
 	TASK_CHECK(urt_sleep_ns(20 * MS) == 0);
 	TASK_CHECK(urt_loop_lag(urt_current_loop(), NULL, NULL, &info) == 0);
 	c->ticks_before_stall = info.ticks;
@@ -286,9 +287,19 @@ static int stall_then_stop(void *arg)
 	return 0;
 }
 
+static void quiet_stall(void *ctx, urt_task *task, const char *name, uint64_t ran_ns)
+{
+	(void)ctx;
+	(void)task;
+	(void)name;
+	(void)ran_ns;
+}
+
 static void test_lag_monitor(void **state)
 {
-	urt_loop *loop = loop_new(NULL);
+	/* Stall detection on: the ticks name their culprit. */
+	struct urt_loop_opts o = { .stall_ns = 5 * MS, .on_stall = quiet_stall };
+	urt_loop *loop = loop_new(&o);
 	struct urt_hist *late = malloc(sizeof(*late)), *sched = malloc(sizeof(*sched));
 	struct urt_lag_info info;
 	struct lag_case c = { 0 };
@@ -315,6 +326,8 @@ static void test_lag_monitor(void **state)
 	assert_true(info.worst_late_ns >= 13 * MS);
 	assert_int_equal(late->max, info.worst_late_ns);
 	assert_true(info.worst_at_ns <= info.last_at_ns);
+	assert_string_equal(info.worst_culprit, "stall-15ms");
+	assert_true(info.worst_culprit_ran_ns >= 15 * MS);
 	/* Each tick's wake-up waited to run; recorded once per tick at least. */
 	assert_true(sched->count >= info.ticks);
 	assert_int_equal(urt_lag_monitor_stop(loop), 0);
