@@ -40,10 +40,13 @@ void bench_die(const char *fmt, ...)
 
 void bench_result(const char *workload, const char *impl, const char *metric, double value)
 {
-	const char *backend = getenv("URT_BACKEND");
-	bool epoll = backend && !strcmp(backend, "epoll") && !strncmp(impl, "urt", 3);
+	const char *backend = getenv("URT_BACKEND"), *watch = getenv("URT_BENCH_METRICS");
+	bool urt = !strncmp(impl, "urt", 3);
+	bool epoll = urt && backend && !strcmp(backend, "epoll");
+	bool watched = urt && watch && !strcmp(watch, "1");
 
-	printf("result %s %s%s %s %.6g\n", workload, impl, epoll ? "-epoll" : "", metric, value);
+	printf("result %s %s%s%s %s %.6g\n", workload, impl, epoll ? "-epoll" : "",
+	       watched ? "-watched" : "", metric, value);
 	fflush(stdout);
 }
 

@@ -30,8 +30,9 @@ extern const char *bench_prog;
 
 /* One "result" line, flushed at once so that a later crash keeps it. */
 /* One figure for report.py: "result W IMPL METRIC VALUE". An impl named
- * urt... becomes urt...-epoll when URT_BACKEND=epoll: the same program on
- * the epoll backend. */
+ * urt... becomes urt...-epoll when URT_BACKEND=epoll (the same program on
+ * the epoll backend), and urt...-watched with URT_BENCH_METRICS=1 (its
+ * loops with metrics and a lag monitor, see bench_loop.h). */
 void bench_result(const char *workload, const char *impl, const char *metric, double value);
 
 /* Sort v and return its p-th percentile (nearest rank; p in 0..100). */

@@ -26,7 +26,6 @@ def add(wl, impl, metric, v):
 # The older programs' lines.
 SLEEPERS = re.compile(r"^(\d+) tasks x one 10 ms sleep: cold ([\d.]+) ms, warm ([\d.]+) ms; "
                       r"peak RSS (\d+) KiB \(([\d.]+) KiB per task")
-YIELD = re.compile(r"^(\d+) yields: ([\d.]+) ns per switch")
 OFF_W2 = re.compile(r"^run \d+ W2 (\S+)\s+(.+?)\s+spin (on|off)\s+p50\s+(\d+) p90\s+(\d+) "
                     r"p99\s+(\d+) ns")
 OFF_W3 = re.compile(r"^run \d+ W3 (.+?)\s+spin (on|off)\s+(\d+) jobs/s")
@@ -45,8 +44,6 @@ def parse(path):
                 add(wl, "urt", "warm_ms", m[3])
                 add(wl, "urt", "peak_rss_kib", m[4])
                 add(wl, "urt", "kib_per_task", m[5])
-            elif m := YIELD.match(line):
-                add("W6", "urt", "ns_per_switch", m[2])
             elif m := OFF_W2.match(line):
                 place, variant, spin = m[1], m[2], m[3]
                 if variant == "urt_to_thread":
@@ -358,6 +355,21 @@ def epoll_rows():
             f"{num(io)} (urt on io_uring)", num(uv), "—", "", ratio(u, io), r, t)
 
 
+def watched_rows():
+    # What watching a loop costs: URT_LOOP_METRICS and a 10 ms lag monitor
+    # (URT_BENCH_METRICS=1; the echo server's default) against without.
+    def cost_row(wl, metric, label, fmt, higher_better):
+        u, w = med(wl, "urt", metric), med(wl, "urt-watched", metric)
+        r = ratio(w, u)
+        ok = None if r is None else (r >= 0.98 if higher_better else r <= 1.02)
+        row(f"{wl} watched", f"{label}, with URT_LOOP_METRICS and a 10 ms lag monitor",
+            fmt(w), f"{fmt(u)} (urt, not watched)", "—", "—", "", r, None,
+            target("cost ≤ 2%", [("", r, ok)]))
+    cost_row("W6", "ns_per_switch", "ns per switch (lower is better)", num, False)
+    cost_row("W4", "iops", "IOPS (higher is better)", rate, True)
+    cost_row("ECHO", "rtps", "round trips/s (higher is better)", rate, True)
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -391,6 +403,7 @@ def main():
     w6_rows()
     echo_rows()
     epoll_rows()
+    watched_rows()
 
     now = datetime.datetime.now().astimezone()
     print(f"## urt against its peers — {now:%Y-%m-%d %H:%M %Z}\n")

@@ -229,6 +229,9 @@ w4_uv() { bench uv-reads "$bin/urt-bench-uv-reads" "${w4_opts[@]}"; }
 w4_go() { bench go-reads "$bin/urt-bench-go-reads" "${w4_opts[@]}"; }
 # W4 on the epoll backend: cached reads answered on the loop, the rest on
 # the pool; set against libuv's uv_fs_read.
+w4_urt_watched() {
+	URT_BENCH_METRICS=1 bench urt-reads-watched "$bin/urt-bench-reads" "${w4_opts[@]}"
+}
 w4_urt_epoll() { URT_BACKEND=epoll bench urt-reads-epoll "$bin/urt-bench-reads" "${w4_opts[@]}"; }
 # W4 on a set of two loops (QD 32 each), to set against one loop.
 w4_urt2() { bench urt-reads-2loops "$bin/urt-bench-reads" --loops 2 "${w4_opts[@]}"; }
@@ -247,6 +250,9 @@ w5_raw() { bench "raw-timer-$load" "$bin/urt-bench-raw-timer" --load "$load" --s
 w5_uv() { bench "uv-timer-$load" "$bin/urt-bench-uv-timer" --load "$load" --seconds "$w5_secs"; }
 w5_py() { bench "asyncio-timer-$load" "$py" "$here/bench_asyncio.py" timer "$load" "$w5_secs"; }
 w6_urt() { bench urt-yield "$bin/urt-bench-yield" "$w6_rounds"; }
+# Watched: URT_LOOP_METRICS and a 10 ms lag monitor (bench_loop.h), to see
+# what that costs; W4 and ECHO the same.
+w6_urt_watched() { URT_BENCH_METRICS=1 bench urt-yield-watched "$bin/urt-bench-yield" "$w6_rounds"; }
 w6_boost() { bench boost-fcontext "$bin/urt-bench-fcontext" "$w6_rounds"; }
 w6_py() { bench asyncio-yield "$py" "$here/bench_asyncio.py" yield "$py_w6_rounds"; }
 
@@ -305,18 +311,23 @@ echo_run() {
 		exit 1
 	fi
 }
-echo_urt() { echo_run urt-echo urt "$echo_urt_server"; }
+# urt's server without its metrics, as the peers' servers have none; with
+# them (its default), watched.
+echo_urt() { echo_run urt-echo urt "$echo_urt_server" --no-metrics; }
+echo_urt_watched() { URT_BENCH_METRICS=1 echo_run urt-echo-watched urt "$echo_urt_server"; }
 # The same server on two loops, unpinned, the client too: on a 2-CPU
 # machine they share the CPUs.
 echo_urt2() {
 	echo_pin=0
-	echo_run urt-echo-2loops urt-2loops "$echo_urt_server" --loops 2
+	echo_run urt-echo-2loops urt-2loops "$echo_urt_server" --loops 2 --no-metrics
 	echo_pin=1
 }
 echo_epoll() { echo_run epoll-echo epoll "$bin/urt-bench-epoll-echo"; }
 # urt's server on its epoll backend; bench_result names it urt-epoll (the
 # client, plain epoll, sees URT_BACKEND too).
-echo_urt_epoll() { URT_BACKEND=epoll echo_run urt-echo-epoll urt "$echo_urt_server"; }
+echo_urt_epoll() {
+	URT_BACKEND=epoll echo_run urt-echo-epoll urt "$echo_urt_server" --no-metrics
+}
 echo_uv() { echo_run uv-echo libuv "$bin/urt-bench-uv-echo"; }
 
 # Make W4's file (and fill the page cache) before anything is timed.
@@ -329,7 +340,7 @@ for ((round = 1; round <= runs; round++)); do
 		rotate w1_urt w1_raw w1_uv w1_py
 	done
 	rotate w23_urt w2_uv w2_uv1 w3_uv w2_py w2_py1 w3_py
-	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2 w4_go w4_urt_epoll
+	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2 w4_go w4_urt_epoll w4_urt_watched
 	xloop_urt
 	for load in idle offload inline; do
 		if [ "$load" = inline ]; then
@@ -339,8 +350,8 @@ for ((round = 1; round <= runs; round++)); do
 			rotate w5_urt w5_raw w5_uv w5_py w5_urt_epoll
 		fi
 	done
-	rotate w6_urt w6_boost w6_py
-	rotate echo_urt echo_epoll echo_uv echo_urt2 echo_urt_epoll
+	rotate w6_urt w6_boost w6_py w6_urt_watched
+	rotate echo_urt echo_epoll echo_uv echo_urt2 echo_urt_epoll echo_urt_watched
 done
 
 t_end=$(date +%s)

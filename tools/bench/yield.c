@@ -38,6 +38,7 @@ int main(int argc, char **argv)
 	struct side a = { &pp, 0 }, b = { &pp, 1 };
 	urt_loop *loop;
 	uint64_t t0;
+	double ns;
 
 	if (pp.rounds <= 0)
 		return 2;
@@ -49,8 +50,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ping-pong went wrong\n");
 		return 1;
 	}
-	printf("%ld yields: %.1f ns per switch\n", 2 * pp.rounds,
-	       (double)(urt_now_ns() - t0) / (double)(2 * pp.rounds));
+	ns = (double)(urt_now_ns() - t0) / (double)(2 * pp.rounds);
+	printf("%ld yields: %.1f ns per switch\n", 2 * pp.rounds, ns);
+	bench_result("W6", "urt", "ns_per_switch", ns);
 	urt_loop_destroy(loop);
 	return 0;
 }
