@@ -129,7 +129,8 @@ static void usage(void)
 	       "  --stall-ms MS    the runtime's stall threshold (default 2)\n"
 	       "  --json           print one JSON document instead of the table\n"
 	       "  --csv FILE       write every sample (load,ticker,tick,lateness_ns)\n"
-	       "  --svg FILE       write a CDF chart of all loads (log-scaled x axis)\n"
+	       "  --svg FILE       write charts of all loads: a CDF (log-scaled x axis) and\n"
+	       "                   the percentile plot (log 1/(1-q) axis, 50%% to 99.99%%)\n"
 	       "  --help           this text\n\n"
 	       "Exit status: 0 done, 1 a run failed, 2 bad arguments.\n");
 }

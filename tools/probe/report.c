@@ -206,7 +206,71 @@ void write_csv(const char *path)
 		die(path, errno);
 }
 
-/* A CDF of every load's lateness on a log-scaled x axis, as plain SVG. */
+/* The label of a decade of microseconds. */
+static const char *decade_label(double d)
+{
+	return d >= 1000 ? (d >= 1e6 ? (d >= 1e7 ? "10 s" : "1 s") :
+				       (d >= 1e5 ? "100 ms" : d >= 1e4 ? "10 ms" : "1 ms")) :
+			   (d >= 100 ? "100 us" : d >= 10 ? "10 us" : "1 us");
+}
+
+/*
+ * The percentile plot latency engineers read, as HdrHistogram draws it,
+ * from y0 down: x is the percentile on a log 1/(1-q) axis from 50% to
+ * 99.99%, y the lateness on a log axis (decades lo..hi of us), one line per
+ * load. The tail that a CDF squeezes against 1.0 gets most of the width.
+ */
+static void percentile_panel(FILE *f, double y0, double W, double H, double lo, double hi,
+			     const char *const *colors)
+{
+	const double left = 70, right = 170, top = y0 + 40, bottom = 60;
+	const double pw = W - left - right, ph = H - 40 - bottom;
+	const double x_lo = log10(2), x_hi = 4; /* 1/(1-q): 2 (50%) to 1e4 (99.99%) */
+	static const char *const qlabels[] = { "50%", "90%", "99%", "99.9%", "99.99%" };
+	static const double qs[] = { 50, 90, 99, 99.9, 99.99 };
+
+	fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"15\">wake-up lateness by percentile "
+		   "(log axes)</text>\n", left, y0 + 22);
+	for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+		double x = left + pw * (log10(1 / (1 - qs[i] / 100)) - x_lo) / (x_hi - x_lo);
+
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+			   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+			x, top, x, top + ph, x, top + ph + 18, qlabels[i]);
+	}
+	for (double d = lo; d <= hi; d *= 10) {
+		double y = top + ph - ph * log10(d / lo) / log10(hi / lo);
+
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+			   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+			left, y, left + pw, y, left - 6, y + 4, decade_label(d));
+	}
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">percentile</text>\n"
+		   "<text transform=\"translate(18,%.1f) rotate(-90)\" text-anchor=\"middle\">"
+		   "lateness</text>\n",
+		left + pw / 2, y0 + H - 18, top + ph / 2);
+	for (int l = 0; l < L_COUNT; l++) {
+		const struct samples *s = &res[l].late;
+
+		if (!res[l].ran || !s->n)
+			continue;
+		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+			colors[l]);
+		for (int i = 0; i <= 300; i++) {
+			double x = x_lo + (x_hi - x_lo) * i / 300.0, q = 100 * (1 - pow(10, -x));
+			double v = us(pct(s, q));
+
+			if (v < lo)
+				v = lo;
+			fprintf(f, "%.1f,%.1f ", left + pw * (x - x_lo) / (x_hi - x_lo),
+				top + ph - ph * log10(v / lo) / log10(hi / lo));
+		}
+		fprintf(f, "\"/>\n");
+	}
+}
+
+/* A CDF of every load's lateness on a log-scaled x axis, and under it the
+ * percentile plot, as plain SVG. */
 void write_svg(const char *path)
 {
 	static const char *const colors[L_COUNT] = { "#555555", "#1f77b4", "#2ca02c", "#d62728",
@@ -224,7 +288,7 @@ void write_svg(const char *path)
 				hi *= 10;
 	fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
 		   "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
-		   "height=\"100%%\" fill=\"white\"/>\n", W, H);
+		   "height=\"100%%\" fill=\"white\"/>\n", W, 2 * H);
 	fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">urt-latency-probe: wake-up "
 		   "lateness of a %.0f us sleep (CDF)</text>\n", left, us(opt.interval_ns));
 	for (double d = lo; d <= hi; d *= 10) {
@@ -232,10 +296,7 @@ void write_svg(const char *path)
 
 		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
 			   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
-			x, top, x, top + ph, x, top + ph + 18,
-			d >= 1000 ? (d >= 1e6 ? (d >= 1e7 ? "10 s" : "1 s") :
-					       (d >= 1e5 ? "100 ms" : d >= 1e4 ? "10 ms" : "1 ms")) :
-				    (d >= 100 ? "100 us" : d >= 10 ? "10 us" : "1 us"));
+			x, top, x, top + ph, x, top + ph + 18, decade_label(d));
 	}
 	for (int q = 0; q <= 4; q++) {
 		double y = top + ph - ph * q / 4.0;
@@ -273,6 +334,7 @@ void write_svg(const char *path)
 			colors[l], W - right + 46, top + 14 + 20.0 * k, load_names[l]);
 		k++;
 	}
+	percentile_panel(f, H, W, H, lo, hi, colors);
 	fprintf(f, "</svg>\n");
 	if (fclose(f))
 		die(path, errno);
