@@ -126,6 +126,12 @@ struct urt_loop_opts {
 	 * (urt_task_set_name) or "task@<address>", valid during the call. */
 	void (*on_stall)(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
 	void *stall_ctx;
+	/* Idle poll: before sleeping in the kernel, spin up to idle_poll_ns
+	 * for a completion, as Seastar does (0: off, the default). A wake-up
+	 * from a sleeping CPU costs tens of us on many machines (see the
+	 * README); the spin costs that CPU's time instead, counted busy in
+	 * urt_loop_metrics. io_uring only: on epoll, ignored. */
+	uint64_t idle_poll_ns;
 };
 
 /* The default stall reporter: one line on stderr, such as

@@ -212,6 +212,31 @@ int urt_loop_lag(urt_loop *loop, struct urt_hist *lateness, struct urt_hist *sch
 	return 0;
 }
 
+/* Before the loop sleeps: spin up to idle_poll_ns for a completion (or a
+ * timeout's expiry, which the ring flags). True when something came. */
+static bool idle_poll(struct urt_loop *loop)
+{
+	uint64_t until;
+
+	if (!loop->idle_poll_ns || !urt__ring_watches_timeouts(&loop->ring))
+		return false;
+	/* What this turn prepared goes to the kernel first, or nothing it
+	 * asked for could come while we spin. */
+	if (urt__ring_queued(&loop->ring) && urt__ring_turn(&loop->ring, false) != 0)
+		return true; /* completions (or the ring's error, for the turn) */
+	until = urt_now_ns() + loop->idle_poll_ns;
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (urt__ring_pending(&loop->ring))
+				return true;
+#if defined(__x86_64__)
+			__builtin_ia32_pause();
+#endif
+		}
+	} while (urt_now_ns() < until);
+	return false;
+}
+
 static int run_loop(struct urt_loop *loop)
 {
 	if (loop->metrics)
@@ -243,7 +268,7 @@ static int run_loop(struct urt_loop *loop)
 			    !urt__xloop_in_set(loop)) {
 				return -EDEADLK; /* a stale timeout wakes no task */
 			}
-			if (urt__offload_spin(loop))
+			if (urt__offload_spin(loop) || idle_poll(loop))
 				wait = false;
 		}
 		loop->turns++;
@@ -435,6 +460,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 			!(o.flags & URT_LOOP_NO_GUARD));
 	urt__timers_init(&loop->timers);
 	loop->stall_ns = o.stall_ns;
+	loop->idle_poll_ns = o.idle_poll_ns;
 	loop->on_stall = o.on_stall;
 	loop->stall_ctx = o.on_stall ? o.stall_ctx : NULL;
 	spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;

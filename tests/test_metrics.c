@@ -371,12 +371,68 @@ static void test_lag_monitor_under_yields(void **state)
 	urt_loop_destroy(loop);
 }
 
+struct poll_case {
+	int fds[2];
+	ssize_t got;
+	char buf[8];
+};
+
+static void *write_after_5ms(void *arg)
+{
+	struct poll_case *p = arg;
+
+	usleep(5000);
+	write_exact(p->fds[1], "polled", 6);
+	return NULL;
+}
+
+static int sleep_and_read(void *arg)
+{
+	struct poll_case *p = arg;
+
+	for (int i = 0; i < 10; i++)
+		TASK_CHECK(urt_sleep_ns(MS) == 0);
+	p->got = urt_read(p->fds[0], p->buf, sizeof(p->buf), -1);
+	return 0;
+}
+
+/* Idle poll: sleeps and a read that another thread completes arrive while
+ * the loop spins, which it counts busy; the loop never waits in the kernel
+ * (on io_uring; epoll ignores the option). */
+static void test_idle_poll(void **state)
+{
+	struct urt_loop_opts o = { .flags = URT_LOOP_METRICS, .idle_poll_ns = SEC };
+	struct poll_case p = { 0 };
+	struct urt_loop_metrics m;
+	urt_loop *loop = loop_new(&o);
+	pthread_t th;
+
+	(void)state;
+	make_pipe(p.fds);
+	spawn_ok(loop, NULL, sleep_and_read, &p);
+	assert_int_equal(pthread_create(&th, NULL, write_after_5ms, &p), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	check_tasks();
+	assert_int_equal(p.got, 6);
+	assert_memory_equal(p.buf, "polled", 6);
+	assert_int_equal(urt_loop_metrics(loop, &m), 0);
+	assert_true(balanced(&m));
+	if (urt_loop_backend(loop, NULL) == URT_BACKEND_IO_URING) {
+		assert_int_equal(m.idle_ns, 0);
+		assert_true(m.busy_ns >= 10 * MS);
+	}
+	urt_loop_destroy(loop);
+	close_pipe(p.fds);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hist_known_samples),
 		cmocka_unit_test(test_lag_monitor),
 		cmocka_unit_test(test_lag_monitor_under_yields),
+		cmocka_unit_test(test_idle_poll),
 		cmocka_unit_test(test_scripted),
 		cmocka_unit_test(test_without_flag),
 		cmocka_unit_test(test_snapshot_from_thread),

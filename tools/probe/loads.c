@@ -282,6 +282,7 @@ void run_urt_load(enum load_id l)
 	struct urt_pool_opts po = { .threads = opt.workers };
 	struct urt_loop_opts o = {
 		.flags = URT_LOOP_METRICS,
+		.idle_poll_ns = opt.idle_poll_ns,
 		.pool_opts = &po,
 		.stall_ns = (uint64_t)(opt.stall_ms * 1e6),
 		.on_stall = on_stall,

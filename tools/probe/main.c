@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -127,6 +128,10 @@ static void usage(void)
 	       "  --tickers N      ticker tasks (baseline: threads) per load (default 1)\n"
 	       "  --workers N      pool threads for offload (default: online CPUs)\n"
 	       "  --stall-ms MS    the runtime's stall threshold (default 2)\n"
+	       "  --idle-poll US   the loops spin up to US before sleeping in the kernel\n"
+	       "                   (urt_loop_opts.idle_poll_ns; default 0: off)\n"
+	       "  --cpu-dma-latency  hold /dev/cpu_dma_latency at 0 while running: no deep\n"
+	       "                   CPU sleep states (needs root)\n"
 	       "  --json           print one JSON document instead of the table\n"
 	       "  --csv FILE       write every sample (load,ticker,tick,lateness_ns)\n"
 	       "  --svg FILE       write charts of all loads: a CDF (log-scaled x axis) and\n"
@@ -201,6 +206,11 @@ static void parse_args(int argc, char **argv)
 			opt.workers = (unsigned)num_arg(a, v, 1, 1024);
 		} else if (!strcmp(a, "--stall-ms")) {
 			opt.stall_ms = num_arg(a, v, 0.001, 60000);
+		} else if (!strcmp(a, "--idle-poll")) {
+			opt.idle_poll_ns = (uint64_t)(num_arg(a, v, 0, 10e6) * 1e3);
+		} else if (!strcmp(a, "--cpu-dma-latency")) {
+			opt.dma_latency = true;
+			continue;
 		} else if (!strcmp(a, "--csv")) {
 			if (!v)
 				die_usage("--csv needs a file name");
@@ -220,8 +230,18 @@ int main(int argc, char **argv)
 {
 	char verdict_text[2048] = "";
 
+	int dma_fd = -1;
+
 	parse_args(argc, argv);
 	show_progress = isatty(STDERR_FILENO);
+	/* The request holds while the fd stays open: until the probe exits. */
+	if (opt.dma_latency) {
+		int32_t zero = 0;
+
+		dma_fd = open("/dev/cpu_dma_latency", O_WRONLY | O_CLOEXEC);
+		if (dma_fd < 0 || write(dma_fd, &zero, sizeof(zero)) != (ssize_t)sizeof(zero))
+			die("/dev/cpu_dma_latency", errno);
+	}
 	for (int l = 0; l < L_COUNT; l++) {
 		if (!opt.want[l])
 			continue;
@@ -259,5 +279,7 @@ int main(int argc, char **argv)
 		write_csv(opt.csv);
 	if (opt.svg)
 		write_svg(opt.svg);
+	if (dma_fd >= 0)
+		close(dma_fd);
 	return 0;
 }

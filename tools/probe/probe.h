@@ -51,6 +51,8 @@ struct opts {
 	unsigned workers;
 	unsigned rounds;
 	double stall_ms;
+	uint64_t idle_poll_ns;    /* the loops' idle poll (0: off) */
+	bool dma_latency;         /* hold /dev/cpu_dma_latency at 0 */
 	bool json;
 	const char *csv, *svg;
 };

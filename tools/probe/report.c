@@ -43,6 +43,12 @@ void print_table(void)
 {
 	if (backend_name)
 		printf("\nbackend: %s\n", backend_why);
+	if (opt.idle_poll_ns)
+		printf("idle poll: up to %.0f us before each sleep in the kernel", us(opt.idle_poll_ns));
+	else
+		printf("idle poll: off (--idle-poll US)");
+	printf("; /dev/cpu_dma_latency: %s\n",
+	       opt.dma_latency ? "held at 0" : "not held (--cpu-dma-latency)");
 	printf("\nwake-up lateness of a %.0f us sleep, %u ticker%s, %.1f s per load in %u "
 	       "interleaved rounds (us)\n\n",
 	       us(opt.interval_ns), opt.tickers, opt.tickers == 1 ? "" : "s", opt.duration_s,
@@ -139,8 +145,10 @@ void print_json(const char *verdict_text)
 {
 	printf("{\n  \"interval_us\": %.3f,\n  \"duration_s\": %.3f,\n  \"rounds\": %u,\n"
 	       "  \"tickers\": %u,\n"
-	       "  \"stall_threshold_ms\": %.3f,\n",
-	       us(opt.interval_ns), opt.duration_s, opt.rounds, opt.tickers, opt.stall_ms);
+	       "  \"stall_threshold_ms\": %.3f,\n  \"idle_poll_us\": %.3f,\n"
+	       "  \"cpu_dma_latency_held\": %s,\n",
+	       us(opt.interval_ns), opt.duration_s, opt.rounds, opt.tickers, opt.stall_ms,
+	       us(opt.idle_poll_ns), opt.dma_latency ? "true" : "false");
 	/* backend_why is urt's own text: no quotes or backslashes in it. */
 	if (backend_name)
 		printf("  \"backend\": {\"name\": \"%s\", \"why\": \"%s\"},\n", backend_name,
