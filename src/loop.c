@@ -216,25 +216,13 @@ int urt_loop_lag(urt_loop *loop, struct urt_hist *lateness, struct urt_hist *sch
  * timeout's expiry, which the ring flags). True when something came. */
 static bool idle_poll(struct urt_loop *loop)
 {
-	uint64_t until;
-
 	if (!loop->idle_poll_ns || !urt__ring_watches_timeouts(&loop->ring))
 		return false;
 	/* What this turn prepared goes to the kernel first, or nothing it
 	 * asked for could come while we spin. */
 	if (urt__ring_queued(&loop->ring) && urt__ring_turn(&loop->ring, false) != 0)
 		return true; /* completions (or the ring's error, for the turn) */
-	until = urt_now_ns() + loop->idle_poll_ns;
-	do {
-		for (int i = 0; i < 64; i++) {
-			if (urt__ring_pending(&loop->ring))
-				return true;
-#if defined(__x86_64__)
-			__builtin_ia32_pause();
-#endif
-		}
-	} while (urt_now_ns() < until);
-	return false;
+	return urt__ring_spin(&loop->ring, loop->idle_poll_ns);
 }
 
 static int run_loop(struct urt_loop *loop)

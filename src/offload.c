@@ -413,19 +413,8 @@ void urt__offload_flush(struct urt_loop *loop)
 bool urt__offload_spin(struct urt_loop *loop)
 {
 	struct urt__offload *off = loop->offload;
-	uint64_t until;
 
 	if (!off->inflight || !off->spin_ns)
 		return false;
-	until = urt_now_ns() + off->spin_ns;
-	do {
-		for (int i = 0; i < 64; i++) {
-			if (urt__ring_pending(&loop->ring))
-				return true;
-#if defined(__x86_64__)
-			__builtin_ia32_pause();
-#endif
-		}
-	} while (urt_now_ns() < until);
-	return false;
+	return urt__ring_spin(&loop->ring, off->spin_ns);
 }

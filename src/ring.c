@@ -157,6 +157,24 @@ bool urt__ring_watches_timeouts(const struct urt__ring *r)
 			  (r->setup_flags & IORING_SETUP_TASKRUN_FLAG));
 }
 
+bool urt__ring_spin(struct urt__ring *r, uint64_t ns)
+{
+	uint64_t until = urt_now_ns() + ns;
+
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (urt__ring_pending(r))
+				return true;
+#if defined(__x86_64__)
+			__builtin_ia32_pause();
+#elif defined(__aarch64__)
+			__asm__ volatile("yield");
+#endif
+		}
+	} while (urt_now_ns() < until);
+	return false;
+}
+
 bool urt__ring_queued(struct urt__ring *r)
 {
 	return r->ep ? urt__ep_queued(r) : io_uring_sq_ready(&r->ring) != 0;

@@ -108,6 +108,8 @@ void urt__ring_exec_done(struct urt__ring *r, struct urt__ring_exec *x, int32_t 
  * without a turn (io_uring: its CQE, or IORING_SQ_TASKRUN); false on epoll,
  * whose timeouts only a turn sees. */
 bool urt__ring_watches_timeouts(const struct urt__ring *r);
+/* Spin up to ns until urt__ring_pending: true when something came. */
+bool urt__ring_spin(struct urt__ring *r, uint64_t ns);
 /* True when SQEs wait to be submitted. */
 bool urt__ring_queued(struct urt__ring *r);
 /* Register files (fds[i] becomes fixed file i) and buffers with the
