@@ -98,6 +98,43 @@ static void test_scripted(void **state)
 	assert_true(end.sqes >= 1); /* the sleep's timeout */
 }
 
+static int three_reads(void *arg)
+{
+	int *fds = arg;
+	char c;
+
+	for (int i = 0; i < 3; i++)
+		TASK_CHECK(urt_read(fds[0], &c, 1, -1) == 1);
+	return 0;
+}
+
+/* Three reads that find their bytes waiting: one SQE, one CQE and one turn
+ * each, and nothing else, on both backends. */
+static void test_exact_counts(void **state)
+{
+	struct urt_loop_metrics m;
+	urt_loop *loop = loop_new(&with_metrics);
+	int fds[2];
+
+	(void)state;
+	make_pipe(fds);
+	write_exact(fds[1], "abc", 3);
+	spawn_ok(loop, NULL, three_reads, fds);
+	assert_int_equal(urt_loop_run(loop), 0);
+	check_tasks();
+	assert_int_equal(urt_loop_metrics(loop, &m), 0);
+	assert_int_equal(m.turns, 3);
+	assert_int_equal(m.sqes, 3);
+	assert_int_equal(m.cqes, 3);
+	assert_int_equal(m.messages, 0);
+	assert_int_equal(m.settled, 0);
+	assert_int_equal(m.inflight, 0);
+	assert_int_equal(m.more, 0);
+	assert_int_equal(m.jobs_done, 0);
+	urt_loop_destroy(loop);
+	close_pipe(fds);
+}
+
 /* Without URT_LOOP_METRICS: the counters, but nothing timed. */
 static void test_without_flag(void **state)
 {
@@ -434,6 +471,7 @@ int main(void)
 		cmocka_unit_test(test_lag_monitor_under_yields),
 		cmocka_unit_test(test_idle_poll),
 		cmocka_unit_test(test_scripted),
+		cmocka_unit_test(test_exact_counts),
 		cmocka_unit_test(test_without_flag),
 		cmocka_unit_test(test_snapshot_from_thread),
 		cmocka_unit_test(test_bad_calls),
