@@ -240,16 +240,19 @@ struct urt_hist {
 	uint64_t counts[URT_HIST_BUCKETS];
 };
 
+/* The histogram calls need no loop: callable anywhere, on memory the
+ * caller owns; a NULL h is ignored (0 returned). */
 /* Empty h. */
 URT_API void urt_hist_reset(struct urt_hist *h);
 /* Count v (ns) in h. */
 URT_API void urt_hist_record(struct urt_hist *h, uint64_t v);
 /* The value at percentile p (0 to 100) of h: the middle of the bucket
- * holding it (the max for p 100), within 1% of the exact value; 0 for an
- * empty h or a NULL one. */
+ * holding it, kept within the recorded min and max (exact below 256 ns,
+ * the min for p 0, the max for p 100), within 1% of the exact
+ * nearest-rank value; 0 for an empty h. */
 URT_API uint64_t urt_hist_percentile(const struct urt_hist *h, double p);
-/* Bucket i's bounds, [*lo, *hi) in ns. Returns its count, or 0 for i out
- * of range (bounds untouched). */
+/* Bucket i's bounds, [*lo, *hi) in ns (lo and hi may be NULL). Returns its
+ * count, or 0 for i out of range (bounds untouched). */
 URT_API uint64_t urt_hist_bucket(const struct urt_hist *h, size_t i, uint64_t *lo, uint64_t *hi);
 
 /* What a loop is doing, for a service to watch itself (urt_loop_metrics).

@@ -1,8 +1,9 @@
 /* epoll: the ring layer where io_uring is denied. The SQEs the layers above
  * prepare are run in user space: each is tried as the nonblocking system
- * call it names; one that would block waits for its fd's readiness in an
- * epoll set and is tried again; one that would block on a regular file
- * (or open, statx, fsync) is handed to the layer above to run on a thread.
+ * call it names (a regular file's cached pages are read at once); one that
+ * would block waits for its fd's readiness in an epoll set and is tried
+ * again; one that would block on a regular file, for the disk (or open,
+ * statx, fsync), is handed to the layer above to run on a thread.
  * Results go into a completion queue of our own and reach their ops'
  * done() from the loop's turn, exactly as CQEs do. Timeouts (the timer
  * layer's one armed timeout, each operation's linked timeout) are a heap

@@ -90,7 +90,8 @@ void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res);
 bool urt__ring_pending(struct urt__ring *r);
 /*
  * What the epoll backend cannot run without blocking the loop (regular-file
- * I/O, open, statx, fsync) goes to the layer above, which registered fn:
+ * I/O the page cache cannot answer, open, statx, fsync) goes to the layer
+ * above, which registered fn:
  * fn(ctx, x) returns 0 once it has taken x to run urt__ring_exec_run(x) on a
  * thread, and then hands the result back on the loop's thread with
  * urt__ring_exec_done; nonzero, and x runs on the loop, blocking. Without
