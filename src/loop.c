@@ -18,6 +18,15 @@
 
 /* ---- metrics ---- */
 
+/* The lag monitor (below): its task, its figures. */
+struct urt__lag {
+	struct urt_lag_info info;
+	struct urt_task *task;      /* NULL once it has ended */
+	bool on;
+	struct urt_hist late, sched;
+};
+
+
 #define NMETRICS (sizeof(struct urt_loop_metrics) / sizeof(uint64_t))
 
 /* The snapshot other threads read: a sequence count, odd while the loop
@@ -29,8 +38,12 @@ struct urt__metrics_pub {
 
 static void metrics_now(struct urt_loop *loop, struct urt_loop_metrics *m)
 {
-	uint64_t ready = loop->rq_len + loop->yq_len;
-	uint64_t running = urt__cur_task && urt__cur_task->loop == loop ? 1 : 0;
+	/* The lag monitor's task is no task of the service's: not live, so
+	 * neither ready nor running. */
+	const struct urt_task *cur = urt__cur_task;
+	const struct urt_task *mon = loop->lag ? loop->lag->task : NULL;
+	uint64_t ready = loop->rq_len + loop->yq_len - (mon && mon->state == URT__READY ? 1 : 0);
+	uint64_t running = cur && cur->loop == loop && !cur->daemon ? 1 : 0;
 
 	*m = (struct urt_loop_metrics){
 		.busy_ns = loop->busy_ns,
@@ -38,7 +51,7 @@ static void metrics_now(struct urt_loop *loop, struct urt_loop_metrics *m)
 		.turns = loop->turns,
 		.tasks_live = loop->live,
 		.tasks_ready = ready,
-		.tasks_parked = loop->live - ready - running,
+		.tasks_parked = loop->live > ready + running ? loop->live - ready - running : 0,
 		.sqes = loop->ring.sqes,
 		.cqes = loop->ring.cqes,
 		.messages = loop->ring.expected,
@@ -97,13 +110,6 @@ int urt_loop_metrics(urt_loop *loop, struct urt_loop_metrics *out)
 }
 
 /* ---- the lag monitor ---- */
-
-struct urt__lag {
-	struct urt_lag_info info;
-	struct urt_task *task;      /* NULL once it has ended */
-	bool on;
-	struct urt_hist late, sched;
-};
 
 static int lag_task(void *arg)
 {
@@ -338,6 +344,9 @@ static void run_end(struct urt_loop *loop)
 	if (loop->metrics)
 		loop->busy_ns += urt_now_ns() - loop->mark_ns;
 	loop->running = false;
+	/* Between runs, other threads see the loop as it was left. */
+	if (loop->pub)
+		metrics_publish(loop);
 	loop->stop = false;
 	urt__cur_loop = NULL;
 }

@@ -226,6 +226,68 @@ static void test_snapshot_from_thread(void **state)
 	urt_loop_destroy(w.loop);
 }
 
+struct one_sleeper {
+	urt_loop *loop;
+	atomic_bool stop;
+	unsigned reads, bad;
+	unsigned ready_turns;       /* snapshots (by turn) with a task ready */
+	uint64_t last_turn;
+};
+
+static void *watch_one(void *arg)
+{
+	struct one_sleeper *w = arg;
+
+	while (!atomic_load(&w->stop)) {
+		struct urt_loop_metrics m;
+
+		if (urt_loop_metrics(w->loop, &m))
+			break;
+		w->reads++;
+		/* One task, then none once it has returned. */
+		if (m.tasks_live > 1 || m.tasks_ready + m.tasks_parked != m.tasks_live)
+			w->bad++;
+		if (m.tasks_ready && m.turns != w->last_turn)
+			w->ready_turns++;
+		w->last_turn = m.turns;
+	}
+	return NULL;
+}
+
+static int sleep_20ms(void *arg)
+{
+	(void)arg;
+	TASK_CHECK(urt_sleep_ns(20 * MS) == 0);
+	return 0;
+}
+
+/* The lag monitor's task counts nowhere: with one task sleeping beside it,
+ * every snapshot shows that task, ready or parked, until it returns. */
+static void test_monitor_not_counted(void **state)
+{
+	struct one_sleeper w = { 0 };
+	pthread_t th;
+
+	(void)state;
+	w.loop = loop_new(&with_metrics);
+	assert_int_equal(urt_lag_monitor_start(w.loop, 200000), 0);
+	spawn_ok(w.loop, NULL, sleep_20ms, NULL);
+	/* One turn: the task sleeps; then the watcher starts. */
+	assert_int_equal(urt_loop_stop(w.loop), 0);
+	assert_int_equal(urt_loop_run(w.loop), -EINTR);
+	assert_int_equal(pthread_create(&th, NULL, watch_one, &w), 0);
+	assert_int_equal(urt_loop_run(w.loop), 0);
+	atomic_store(&w.stop, true);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	check_tasks();
+	assert_true(w.reads > 0);
+	assert_int_equal(w.bad, 0);
+	/* Ready only when its own sleep ended, not at each of the monitor's
+	 * 100 or so wake-ups. */
+	assert_true(w.ready_turns <= 2);
+	urt_loop_destroy(w.loop);
+}
+
 static void *read_once(void *arg)
 {
 	struct urt_loop_metrics m;
@@ -470,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_lag_monitor),
 		cmocka_unit_test(test_lag_monitor_under_yields),
 		cmocka_unit_test(test_idle_poll),
+		cmocka_unit_test(test_monitor_not_counted),
 		cmocka_unit_test(test_scripted),
 		cmocka_unit_test(test_exact_counts),
 		cmocka_unit_test(test_without_flag),
