@@ -44,7 +44,6 @@ struct shard {
 	urt_group *conns;
 	unsigned long long connections, bytes;
 	int accept_err;
-	struct urt_hist *lag;       /* the loop's lag, read on its thread */
 };
 
 struct server {
@@ -153,15 +152,9 @@ static int accept_task(struct shard *sh)
 
 #define LAG_INTERVAL_NS 10000000ull
 
-/* On a loop's thread: copy its lag histogram into its shard. */
-static int read_lag(struct shard *sh)
-{
-	return urt_loop_lag(urt_current_loop(), sh->lag, NULL, NULL);
-}
-
-/* One line of key=value on stderr: the loops' metrics summed (their
- * snapshots, read from this thread) and the worst loop's lag, each loop's
- * read on its own thread (urt_call). From a task of loop 0. */
+/* One line of key=value on stderr: the loops' metrics summed and the worst
+ * loop's lag, from the snapshots each loop publishes (read here, on loop
+ * 0's thread). */
 static void print_metrics(struct server *srv)
 {
 	struct urt_loop_metrics m, sum = { 0 };
@@ -169,25 +162,18 @@ static void print_metrics(struct server *srv)
 	double util;
 
 	for (unsigned i = 0; i < srv->n; i++) {
-		struct shard *sh = &srv->shards[i];
-
-		if (urt_loop_metrics(urt_loops_get(srv->set, i), &m) == 0) {
-			sum.busy_ns += m.busy_ns;
-			sum.idle_ns += m.idle_ns;
-			sum.turns += m.turns;
-			sum.tasks_live += m.tasks_live;
-			sum.sqes += m.sqes;
-			sum.cqes += m.cqes;
-			sum.cq_overflows += m.cq_overflows;
-		}
-		if (urt_call(urt_loops_get(srv->set, i), read_lag, sh) == 0 && sh->lag->count) {
-			uint64_t v50 = urt_hist_percentile(sh->lag, 50);
-			uint64_t v99 = urt_hist_percentile(sh->lag, 99);
-
-			p50 = v50 > p50 ? v50 : p50;
-			p99 = v99 > p99 ? v99 : p99;
-			max = sh->lag->max > max ? sh->lag->max : max;
-		}
+		if (urt_loop_metrics(urt_loops_get(srv->set, i), &m))
+			continue;
+		sum.busy_ns += m.busy_ns;
+		sum.idle_ns += m.idle_ns;
+		sum.turns += m.turns;
+		sum.tasks_live += m.tasks_live;
+		sum.sqes += m.sqes;
+		sum.cqes += m.cqes;
+		sum.cq_overflows += m.cq_overflows;
+		p50 = m.lag_p50_ns > p50 ? m.lag_p50_ns : p50;
+		p99 = m.lag_p99_ns > p99 ? m.lag_p99_ns : p99;
+		max = m.lag_max_ns > max ? m.lag_max_ns : max;
 	}
 	util = sum.busy_ns + sum.idle_ns ? (double)sum.busy_ns / (double)(sum.busy_ns + sum.idle_ns)
 					 : 0;
@@ -373,9 +359,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < srv.n; i++) {
 		struct shard *sh = &srv.shards[i];
 
-		*sh = (struct shard){ .srv = &srv, .lfd = -1, .lag = malloc(sizeof(struct urt_hist)) };
-		if (!sh->lag)
-			goto out;
+		*sh = (struct shard){ .srv = &srv, .lfd = -1 };
 		if (srv.one_acceptor && i > 0)
 			continue;
 		sh->lfd = listen_on(host, &port, !srv.one_acceptor);
@@ -395,11 +379,9 @@ int main(int argc, char **argv)
 		printf("connections %llu bytes %llu\n", connections, bytes);
 out:
 	urt_loops_destroy(srv.set);
-	for (unsigned i = 0; srv.shards && i < srv.n; i++) {
+	for (unsigned i = 0; srv.shards && i < srv.n; i++)
 		if (srv.shards[i].lfd >= 0)
 			close(srv.shards[i].lfd);
-		free(srv.shards[i].lag);
-	}
 	free(srv.shards);
 	close(srv.sigfd);
 	return ret ? 1 : 0;

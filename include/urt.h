@@ -278,6 +278,11 @@ struct urt_loop_metrics {
 	uint64_t job_wait_ns;  /* (M) their time queued, summed: a pool too
 				* small shows here */
 	uint64_t job_run_ns;   /* (M) their time running, summed */
+	uint64_t lag_ticks;    /* the lag monitor's ticks (0: never on) */
+	uint64_t lag_p50_ns, lag_p99_ns, lag_max_ns; /* its lateness: another
+				* thread reads the loop's lag here, without
+				* urt_loop_lag (a pass over the histogram per
+				* tick, when read or published) */
 };
 
 /*

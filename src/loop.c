@@ -23,6 +23,7 @@ struct urt__lag {
 	struct urt_lag_info info;
 	struct urt_task *task;      /* NULL once it has ended */
 	bool on;
+	uint64_t p_ticks, p50, p99; /* the percentiles as of p_ticks ticks */
 	struct urt_hist late, sched;
 };
 
@@ -64,6 +65,19 @@ static void metrics_now(struct urt_loop *loop, struct urt_loop_metrics *m)
 	if (loop->metrics && loop->running)
 		m->busy_ns += urt_now_ns() - loop->mark_ns;
 	urt__offload_metrics(loop, m);
+	if (loop->lag) {
+		struct urt__lag *lag = loop->lag;
+
+		if (lag->p_ticks != lag->info.ticks) {
+			lag->p50 = urt_hist_percentile(&lag->late, 50);
+			lag->p99 = urt_hist_percentile(&lag->late, 99);
+			lag->p_ticks = lag->info.ticks;
+		}
+		m->lag_ticks = lag->info.ticks;
+		m->lag_p50_ns = lag->p50;
+		m->lag_p99_ns = lag->p99;
+		m->lag_max_ns = lag->late.max;
+	}
 }
 
 static void metrics_publish(struct urt_loop *loop)
@@ -166,6 +180,8 @@ int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns)
 	urt_hist_reset(&lag->late);
 	urt_hist_reset(&lag->sched);
 	lag->info = (struct urt_lag_info){ .interval_ns = interval_ns };
+	lag->p_ticks = 0;
+	lag->p50 = lag->p99 = 0;
 	lag->on = true;
 	ret = urt_spawn(loop, &lag->task, lag_task, loop);
 	if (ret) {

@@ -231,7 +231,7 @@ struct one_sleeper {
 	atomic_bool stop;
 	unsigned reads, bad;
 	unsigned ready_turns;       /* snapshots (by turn) with a task ready */
-	uint64_t last_turn;
+	uint64_t last_turn, last_ticks;
 };
 
 static void *watch_one(void *arg)
@@ -249,6 +249,10 @@ static void *watch_one(void *arg)
 			w->bad++;
 		if (m.tasks_ready && m.turns != w->last_turn)
 			w->ready_turns++;
+		if (m.lag_ticks < w->last_ticks || m.lag_p50_ns > m.lag_p99_ns ||
+		    m.lag_p99_ns > m.lag_max_ns)
+			w->bad++;
+		w->last_ticks = m.lag_ticks;
 		w->last_turn = m.turns;
 	}
 	return NULL;
@@ -285,6 +289,8 @@ static void test_monitor_not_counted(void **state)
 	/* Ready only when its own sleep ended, not at each of the monitor's
 	 * 100 or so wake-ups. */
 	assert_true(w.ready_turns <= 2);
+	/* The monitor's ticks reached the other thread. */
+	assert_true(w.last_ticks > 0);
 	urt_loop_destroy(w.loop);
 }
 
@@ -401,6 +407,7 @@ static void test_lag_monitor(void **state)
 	urt_loop *loop = loop_new(&o);
 	struct urt_hist *late = malloc(sizeof(*late)), *sched = malloc(sizeof(*sched));
 	struct urt_lag_info info;
+	struct urt_loop_metrics m;
 	struct lag_case c = { 0 };
 
 	(void)state;
@@ -429,6 +436,12 @@ static void test_lag_monitor(void **state)
 	assert_true(info.worst_culprit_ran_ns >= 15 * MS);
 	/* Each tick's wake-up waited to run; recorded once per tick at least. */
 	assert_true(sched->count >= info.ticks);
+	/* The same lag through urt_loop_metrics, which other threads read. */
+	assert_int_equal(urt_loop_metrics(loop, &m), 0);
+	assert_int_equal(m.lag_ticks, info.ticks);
+	assert_int_equal(m.lag_p50_ns, urt_hist_percentile(late, 50));
+	assert_int_equal(m.lag_p99_ns, urt_hist_percentile(late, 99));
+	assert_int_equal(m.lag_max_ns, late->max);
 	assert_int_equal(urt_lag_monitor_stop(loop), 0);
 	assert_int_equal(urt_lag_monitor_stop(loop), -ENOENT);
 	/* Its task ends at the next run; the figures stay. */
