@@ -41,16 +41,38 @@ static struct urt__offload *off_of_done(struct urt__done *d)
 	return (struct urt__offload *)((char *)d - offsetof(struct urt__offload, done));
 }
 
+/* A job goes out (to be handed to the pool): the loop expects its
+ * completion, which done() gets, and destroy can drop it. */
+static void job_out(struct urt__offload *off, struct urt__job *job,
+		    void (*done)(struct urt__op *op, int32_t res, uint32_t flags))
+{
+	job->op = (struct urt__op){ .done = done };
+	job->done = &off->done;
+	job->next = NULL;
+	job->res = 0;
+	atomic_init(&job->state, URT__JOB_QUEUED);
+	LIST_INSERT_HEAD(&off->jobs_out, job, out_link);
+	off->inflight++;
+	urt__ring_expect(&off->loop->ring);
+}
+
+/* A job is back (its done() runs): no longer out. Returns its loop's side. */
+static struct urt__offload *job_back(struct urt__job *job)
+{
+	struct urt__offload *off = off_of_done(job->done);
+
+	off->inflight--;
+	LIST_REMOVE(job, out_link);
+	return off;
+}
+
 static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct urt__job *job = (struct urt__job *)((char *)op - offsetof(struct urt__job, op));
 	struct urt_task *t = job->waiter;
-
-	struct urt__offload *off = off_of_done(job->done);
+	struct urt__offload *off = job_back(job);
 
 	(void)flags;
-	off->inflight--;
-	LIST_REMOVE(job, out_link);
 	if (job->timed && res >= 0) {
 		off->jobs_done++;
 		off->job_wait_ns += job->t_start - job->t_queued;
@@ -109,16 +131,11 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 		return -ESHUTDOWN;
 	if (!urt_loop_pool(loop))
 		return off->pool_err;
-	job->op = (struct urt__op){ .done = job_done };
 	job->waiter = t;
-	job->done = &off->done;
-	job->next = NULL;
-	job->res = 0;
 	job->timed = off->timed;
 	if (job->timed)
 		job->t_queued = urt_now_ns();
-	atomic_init(&job->state, URT__JOB_QUEUED);
-	LIST_INSERT_HEAD(&off->jobs_out, job, out_link);
+	job_out(off, job, job_done);
 	if (off->handoff_tail)
 		off->handoff_tail->next = job;
 	else
@@ -126,8 +143,6 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	off->handoff_tail = job;
 	if (!off->handoff_n++)
 		loop->turn_due++;
-	off->inflight++;
-	urt__ring_expect(&loop->ring);
 	return 0;
 }
 
@@ -271,11 +286,9 @@ static void sqe_job_run(void *arg)
 static void sqe_job_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct sqe_job *sj = (struct sqe_job *)((char *)op - offsetof(struct sqe_job, job.op));
-	struct urt__offload *off = off_of_done(sj->job.done);
+	struct urt__offload *off = job_back(&sj->job);
 
 	(void)flags;
-	off->inflight--;
-	LIST_REMOVE(&sj->job, out_link);
 	/* Dropped before it ran (the loop is being destroyed): -ECANCELED. */
 	urt__ring_exec_done(&off->loop->ring, sj->x, res < 0 ? res : sj->res);
 	free(sj);
@@ -302,12 +315,7 @@ static int sqe_job_submit(void *ctx, struct urt__ring_exec *x)
 	sj->x = x;
 	sj->job.fn = sqe_job_run;
 	sj->job.arg = sj;
-	sj->job.op = (struct urt__op){ .done = sqe_job_done };
-	sj->job.done = &off->done;
-	atomic_init(&sj->job.state, URT__JOB_QUEUED);
-	LIST_INSERT_HEAD(&off->jobs_out, &sj->job, out_link);
-	off->inflight++;
-	urt__ring_expect(&off->loop->ring);
+	job_out(off, &sj->job, sqe_job_done);
 	if (off->sqe_tail)
 		off->sqe_tail->next = &sj->job;
 	else
