@@ -191,8 +191,7 @@ int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns)
 	}
 	(void)urt_task_set_name(lag->task, "urt-lag-monitor");
 	/* A daemon: the loop's run ends when the others have. */
-	lag->task->daemon = true;
-	loop->live--;
+	urt__task_daemon(lag->task);
 	(void)urt_detach(lag->task);
 	loop->sched_hist = &lag->sched;
 	return 0;

@@ -129,6 +129,14 @@ void urt__task_link(struct urt_loop *loop, struct urt_task *t)
 	loop->spawned++;
 }
 
+void urt__task_daemon(struct urt_task *t)
+{
+	if (!t->daemon) {
+		t->daemon = true;
+		t->loop->live--;
+	}
+}
+
 void urt__task_release(struct urt_task *t)
 {
 	LIST_REMOVE(t, all_link);

@@ -119,6 +119,9 @@ void urt__sched_splice_yielded(struct urt_loop *loop);
 
 /* Put a new task on its loop's list of tasks, counted as live. */
 void urt__task_link(struct urt_loop *loop, struct urt_task *t);
+/* t no longer counts live: the loop's run ends without it (the lag
+ * monitor's task). Its end is not counted either. */
+void urt__task_daemon(struct urt_task *t);
 /* Take an ended (or, at destroy, any) task off the list and free it. */
 void urt__task_release(struct urt_task *t);
 
