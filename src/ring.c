@@ -409,10 +409,16 @@ int urt__ring_turn(struct urt__ring *r, bool wait)
 
 #define SEND_RETRY_MAX_US 10000u
 
-static int send_ringless(struct io_uring_sqe *sqe)
+/* Post a CQE (res len, user_data ud) into the ring whose fd is fd, with no
+ * ring of our own. The send's result, or -errno. */
+static int send_ringless(int fd, unsigned len, uint64_t ud)
 {
-	long ret = syscall(__NR_io_uring_register, -1, IORING_REGISTER_SEND_MSG_RING, sqe, 1);
+	struct io_uring_sqe sqe;
+	long ret;
 
+	memset(&sqe, 0, sizeof(sqe));
+	io_uring_prep_msg_ring(&sqe, fd, len, ud, 0);
+	ret = syscall(__NR_io_uring_register, -1, IORING_REGISTER_SEND_MSG_RING, &sqe, 1);
 	return ret < 0 ? -errno : (int)ret;
 }
 
@@ -422,7 +428,6 @@ static atomic_int ringless_ok = -1, msg_ring_ok = -1;
 bool urt__msg_ringless_works(void)
 {
 	struct io_uring ring;
-	struct io_uring_sqe sqe;
 	struct io_uring_cqe *cqe;
 	int ok = atomic_load(&ringless_ok);
 
@@ -432,9 +437,7 @@ bool urt__msg_ringless_works(void)
 	ok = 0;
 	if (io_uring_queue_init(2, &ring, 0) < 0)
 		return false; /* not known: ask again */
-	memset(&sqe, 0, sizeof(sqe));
-	io_uring_prep_msg_ring(&sqe, ring.ring_fd, 7, 0x75727421, 0);
-	if (send_ringless(&sqe) == 0 && io_uring_peek_cqe(&ring, &cqe) == 0)
+	if (send_ringless(ring.ring_fd, 7, 0x75727421) == 0 && io_uring_peek_cqe(&ring, &cqe) == 0)
 		ok = cqe->user_data == 0x75727421 && cqe->res == 7;
 	io_uring_queue_exit(&ring);
 	atomic_store(&ringless_ok, ok);
@@ -555,11 +558,7 @@ int urt__ring_msg(struct urt__ring *r, struct urt__op *op, const struct urt__rin
 	}
 	if (r->ep) {
 		/* An epoll loop has no ring to send from. */
-		struct io_uring_sqe one;
-
-		memset(&one, 0, sizeof(one));
-		io_uring_prep_msg_ring(&one, to->ring.ring_fd, 0, ud, 0);
-		ret = send_ringless(&one);
+		ret = send_ringless(to->ring.ring_fd, 0, ud);
 		return ret < 0 ? ret : 0;
 	}
 	sqe = urt__ring_sqe(r, op);
@@ -590,11 +589,7 @@ void urt__msg_send(struct urt__msg_sender *s, struct urt__ring_addr to, uint64_t
 		if (s->has_ring) {
 			ret = send_from_ring(s, fd, ud);
 		} else {
-			struct io_uring_sqe sqe;
-
-			memset(&sqe, 0, sizeof(sqe));
-			io_uring_prep_msg_ring(&sqe, fd, 0, ud, 0);
-			ret = send_ringless(&sqe);
+			ret = send_ringless(fd, 0, ud);
 		}
 		if (ret >= 0 || !urt__msg_transient(ret))
 			return;
