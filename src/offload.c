@@ -50,19 +50,28 @@ static void job_out(struct urt__offload *off, struct urt__job *job,
 	job->done = &off->done;
 	job->next = NULL;
 	job->res = 0;
+	job->timed = off->timed;
+	if (job->timed)
+		job->t_queued = urt_now_ns();
 	atomic_init(&job->state, URT__JOB_QUEUED);
 	LIST_INSERT_HEAD(&off->jobs_out, job, out_link);
 	off->inflight++;
 	urt__ring_expect(&off->loop->ring);
 }
 
-/* A job is back (its done() runs): no longer out. Returns its loop's side. */
-static struct urt__offload *job_back(struct urt__job *job)
+/* A job is back (its done() runs with res): no longer out, and counted
+ * when it ran. Returns its loop's side. */
+static struct urt__offload *job_back(struct urt__job *job, int32_t res)
 {
 	struct urt__offload *off = off_of_done(job->done);
 
 	off->inflight--;
 	LIST_REMOVE(job, out_link);
+	if (job->timed && res >= 0) {
+		off->jobs_done++;
+		off->job_wait_ns += job->t_start - job->t_queued;
+		off->job_run_ns += job->t_end - job->t_start;
+	}
 	return off;
 }
 
@@ -70,14 +79,8 @@ static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct urt__job *job = (struct urt__job *)((char *)op - offsetof(struct urt__job, op));
 	struct urt_task *t = job->waiter;
-	struct urt__offload *off = job_back(job);
-
 	(void)flags;
-	if (job->timed && res >= 0) {
-		off->jobs_done++;
-		off->job_wait_ns += job->t_start - job->t_queued;
-		off->job_run_ns += job->t_end - job->t_start;
-	}
+	(void)job_back(job, res);
 	if (!job->owned) {
 		job->res = res;
 		urt__wake(t, res);
@@ -132,9 +135,6 @@ static int job_submit(struct urt_task *t, struct urt__job *job)
 	if (!urt_loop_pool(loop))
 		return off->pool_err;
 	job->waiter = t;
-	job->timed = off->timed;
-	if (job->timed)
-		job->t_queued = urt_now_ns();
 	job_out(off, job, job_done);
 	if (off->handoff_tail)
 		off->handoff_tail->next = job;
@@ -286,7 +286,7 @@ static void sqe_job_run(void *arg)
 static void sqe_job_done(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct sqe_job *sj = (struct sqe_job *)((char *)op - offsetof(struct sqe_job, job.op));
-	struct urt__offload *off = job_back(&sj->job);
+	struct urt__offload *off = job_back(&sj->job, res);
 
 	(void)flags;
 	/* Dropped before it ran (the loop is being destroyed): -ECANCELED. */
