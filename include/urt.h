@@ -162,6 +162,13 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
  * threads may read, published after each turn that waited and every 64
  * turns (a clock read and twenty stores). */
 #define URT_LOOP_METRICS (1u << 4)
+/* On the epoll backend, reads and writes of regular files and block
+ * devices always run on the pool, never tried on the loop's thread first
+ * (by default what the page cache answers at once is copied on the loop,
+ * as io_uring does in the kernel): for a loop that must not spend its time
+ * copying large reads. A pipe or socket read with this flag waits for
+ * readiness before its call. On io_uring, the kernel decides: no effect. */
+#define URT_LOOP_FILES_ON_POOL (1u << 5)
 
 /*
  * Create a loop. *out receives it; opts NULL means all defaults.
@@ -272,7 +279,9 @@ struct urt_loop_metrics {
 	uint64_t cq_overflows; /* turns that found the kernel's CQ overflowed
 				* (IORING_SQ_CQ_OVERFLOW; nothing is lost, the
 				* kernel holds them): a CQ too small */
-	uint64_t jobs_inflight; /* the loop's offloaded jobs not back yet */
+	uint64_t jobs_inflight; /* the loop's offloaded jobs not back yet
+				* (urt_to_thread's and, on epoll, the file
+				* operations the pool runs for the loop) */
 	uint64_t pool_queued;  /* jobs in its pool's queue, all loops' */
 	uint64_t jobs_done;    /* (M) jobs back from the pool that ran */
 	uint64_t job_wait_ns;  /* (M) their time queued, summed: a pool too

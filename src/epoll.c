@@ -89,6 +89,7 @@ struct urt__ep {
 	struct urt__ring_exec *free_list;
 	urt__ring_exec_fn exec;
 	void *exec_ctx;
+	bool files_on_pool;          /* no file I/O on the loop's thread */
 };
 
 /* ---- the mailbox ---- */
@@ -313,8 +314,10 @@ static int fd_arm(struct urt__ep *ep, int fd, struct ep_fd *f)
 	if (!want || (want & ~f->armed) == 0)
 		return 0;
 	ev.events = want | EPOLLONESHOT;
-	if (epoll_ctl(ep->epfd, EPOLL_CTL_MOD, fd, &ev) && errno == ENOENT &&
-	    epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev))
+	/* MOD first: the fd is usually known. Its other errors (EPERM for a
+	 * file epoll refuses, EBADF) are the answer, as ADD's are. */
+	if (epoll_ctl(ep->epfd, EPOLL_CTL_MOD, fd, &ev) &&
+	    (errno != ENOENT || epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev)))
 		return -errno;
 	f->armed = want;
 	return 0;
@@ -396,6 +399,12 @@ static int rw_iov(const struct io_uring_sqe *s, size_t skip, struct iovec *iov)
 	return n;
 }
 
+static bool is_rw(const struct io_uring_sqe *s)
+{
+	return s->opcode == IORING_OP_READ || s->opcode == IORING_OP_READV ||
+	       s->opcode == IORING_OP_WRITE || s->opcode == IORING_OP_WRITEV;
+}
+
 static bool rw_reads(const struct io_uring_sqe *s)
 {
 	return s->opcode == IORING_OP_READ || s->opcode == IORING_OP_READV;
@@ -443,7 +452,7 @@ static ssize_t rw_call(struct urt__ring_exec *x, int flags)
  * regular file's cached pages are read here and now; what would wait for
  * the disk (or a partial count, for the rest) goes to a thread; a pipe,
  * socket or terminal that is not ready waits for readiness. */
-static enum tried try_rw(struct urt__ring_exec *x, int32_t *res)
+static enum tried try_rw(struct urt__ring_exec *x, bool files_on_pool, int32_t *res)
 {
 	struct io_uring_sqe *s = &x->sqe;
 	const struct iovec *src = (const struct iovec *)(uintptr_t)s->addr;
@@ -460,12 +469,23 @@ static enum tried try_rw(struct urt__ring_exec *x, int32_t *res)
 		for (unsigned i = 0; i < s->len; i++)
 			want += src[i].iov_len;
 	}
+	if (files_on_pool) {
+		/* Readiness or, for a file (which epoll refuses), a thread. */
+		x->events = rd ? EPOLLIN : EPOLLOUT;
+		return WAIT;
+	}
 	n = rw_call(x, RWF_NOWAIT);
 	if (n >= 0 && (size_t)n == want) {
 		*res = (int32_t)n;
 		return DONE;
 	}
-	if (n > 0 || (n < 0 && (would_block(errno) || errno == EOPNOTSUPP))) {
+	if (n < 0 && would_block(errno)) {
+		/* Arming the fd tells a file from the rest: epoll refuses a
+		 * file, which then goes to a thread (no fstat per read). */
+		x->events = rd ? EPOLLIN : EPOLLOUT;
+		return WAIT;
+	}
+	if (n > 0 || (n < 0 && errno == EOPNOTSUPP)) {
 		int err = n < 0 ? errno : 0;
 
 		if (blocks_anyway(s->fd)) {
@@ -598,7 +618,8 @@ static enum tried try_sqe(struct urt__ep *ep, struct urt__ring_exec *x, int32_t 
 	case IORING_OP_WRITE:
 	case IORING_OP_READV:
 	case IORING_OP_WRITEV:
-		return try_rw(x, res);
+		/* Files on the pool: a first try finds out whether it is one. */
+		return try_rw(x, ep->files_on_pool && !x->on, res);
 	case IORING_OP_RECV:
 	case IORING_OP_SEND:
 		return try_sock(x, res);
@@ -684,6 +705,17 @@ void urt__ring_exec_done(struct urt__ring *r, struct urt__ring_exec *x, int32_t 
 	finish(r->ep, x, res);
 }
 
+/* x to a thread (the layer above's pool), or, without one, here. */
+static void run_elsewhere(struct urt__ep *ep, struct urt__ring_exec *x)
+{
+	x->running = true;
+	if (!ep->exec || ep->exec(ep->exec_ctx, x)) {
+		/* No thread to run it on: here, blocking. */
+		x->running = false;
+		finish(ep, x, urt__ring_exec_run(x));
+	}
+}
+
 /* Try x until it is done, waits, or goes to a thread. A multishot accept
  * posts each socket (IORING_CQE_F_MORE) and goes on; after a batch it
  * waits for the next readiness, which lets the loop's other work in. */
@@ -698,12 +730,7 @@ static void attempt(struct urt__ring *r, struct urt__ring_exec *x)
 		enum tried t = try_sqe(ep, x, &res);
 
 		if (t == RUN_ELSEWHERE) {
-			x->running = true;
-			if (!ep->exec || ep->exec(ep->exec_ctx, x)) {
-				/* No thread to run it on: here, blocking. */
-				x->running = false;
-				finish(ep, x, urt__ring_exec_run(x));
-			}
+			run_elsewhere(ep, x);
 			return;
 		}
 		if (t == WAIT)
@@ -734,8 +761,15 @@ static void attempt(struct urt__ring *r, struct urt__ring_exec *x)
 		ep->waiting++;
 	}
 	res = fd_arm(ep, x->sqe.fd, x->on);
-	if (res)
+	if (res == -EPERM && is_rw(&x->sqe)) {
+		/* A regular file or a block device: a thread's call. */
+		TAILQ_REMOVE(&x->on->waiters, x, fd_link);
+		ep->waiting--;
+		x->on = NULL;
+		run_elsewhere(ep, x);
+	} else if (res) {
 		finish(ep, x, res); /* -EPERM: epoll refuses the fd; -EBADF */
+	}
 }
 
 static int32_t cancel(struct urt__ep *ep, uint64_t ud)
@@ -963,6 +997,11 @@ bool urt__ep_pending(struct urt__ring *r)
 struct urt__box *urt__ep_box(const struct urt__ring *r)
 {
 	return r->ep->box;
+}
+
+void urt__ep_files_on_pool(struct urt__ring *r)
+{
+	r->ep->files_on_pool = true;
 }
 
 void urt__ep_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx)

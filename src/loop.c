@@ -430,7 +430,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	if (opts)
 		o = *opts;
 	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN | URT_LOOP_IO_URING | URT_LOOP_EPOLL |
-			URT_LOOP_METRICS))
+			URT_LOOP_METRICS | URT_LOOP_FILES_ON_POOL))
 		return -EINVAL;
 	ret = backend_wanted(o.flags, &want, &by);
 	if (ret)
@@ -464,6 +464,8 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	}
 	if (ret)
 		goto out_free;
+	if (o.flags & URT_LOOP_FILES_ON_POOL)
+		urt__ring_files_on_pool(&loop->ring);
 	ret = urt__overflow_report_install();
 	if (ret)
 		goto out_ring;

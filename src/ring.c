@@ -196,6 +196,12 @@ void urt__ring_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx)
 		urt__ep_set_exec(r, fn, ctx);
 }
 
+void urt__ring_files_on_pool(struct urt__ring *r)
+{
+	if (r->ep)
+		urt__ep_files_on_pool(r);
+}
+
 static void dispatch(struct urt__ring *r, const struct io_uring_cqe *cqe)
 {
 	struct urt__op *op = io_uring_cqe_get_data(cqe);

@@ -104,6 +104,10 @@ typedef int (*urt__ring_exec_fn)(void *ctx, struct urt__ring_exec *x);
 void urt__ring_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx);
 int32_t urt__ring_exec_run(struct urt__ring_exec *x);
 void urt__ring_exec_done(struct urt__ring *r, struct urt__ring_exec *x, int32_t res);
+/* Reads and writes of regular files and block devices always go to fn's
+ * threads, never tried on the loop's thread (URT_LOOP_FILES_ON_POOL). On
+ * io_uring, the kernel decides: no-op. */
+void urt__ring_files_on_pool(struct urt__ring *r);
 
 /* True when an armed timeout that fires makes urt__ring_pending true
  * without a turn (io_uring: its CQE, or IORING_SQ_TASKRUN); false on epoll,
@@ -183,6 +187,7 @@ int urt__ep_turn(struct urt__ring *r, bool wait);
 /* The next result to dispatch, in order; false when there is none. */
 bool urt__ep_next_cqe(struct urt__ring *r, struct io_uring_cqe *out);
 void urt__ep_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx);
+void urt__ep_files_on_pool(struct urt__ring *r);
 /* The mailbox: messages from any thread into an epoll ring. */
 struct urt__box;
 struct urt__box *urt__ep_box(const struct urt__ring *r);

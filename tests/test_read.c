@@ -220,6 +220,89 @@ static void test_file_direct(void **state)
 	close(fd);
 }
 
+/* What a task does on a loop made with URT_LOOP_FILES_ON_POOL. */
+struct on_pool {
+	int file, out, dev_null, dir, closed, pipe[2];
+	ssize_t at6, at_pos, at_eof, wrote, null, isdir, badf, piped;
+	char buf6[8], buf_pos[8], pipe_buf[8];
+};
+
+static int on_pool_task(void *arg)
+{
+	struct on_pool *p = arg;
+
+	p->at6 = urt_read(p->file, p->buf6, 4, 6);
+	p->at_pos = urt_read(p->file, p->buf_pos, 3, -1);
+	p->at_eof = urt_read(p->file, p->buf6 + 4, 4, 16);
+	p->wrote = urt_write(p->out, "abc", 3, 5);
+	p->null = urt_read(p->dev_null, p->buf6 + 4, 4, -1);
+	p->isdir = urt_read(p->dir, p->buf6 + 4, 4, 0);
+	p->badf = urt_read(p->closed, p->buf6 + 4, 4, 0);
+	p->piped = urt_read(p->pipe[0], p->pipe_buf, sizeof(p->pipe_buf), -1);
+	return 0;
+}
+
+static int on_pool_writer(void *arg)
+{
+	struct on_pool *p = arg;
+
+	TASK_CHECK(urt_sleep_ns(5 * MS) == 0);
+	TASK_CHECK(write(p->pipe[1], "pipe", 4) == 4);
+	return 0;
+}
+
+/* URT_LOOP_FILES_ON_POOL: file reads and writes return what they return
+ * without it, a pipe still waits for its data, and a bad fd is still
+ * -EBADF; on epoll each file call (a regular file, /dev/null, a directory)
+ * ran on the pool: jobs_done counts exactly them. On io_uring the flag
+ * changes nothing, and nothing goes to the pool. */
+static void test_files_on_pool(void **state)
+{
+	struct urt_loop_opts o = { .flags = URT_LOOP_FILES_ON_POOL | URT_LOOP_METRICS };
+	struct on_pool p = { .file = temp_file(data16, 16), .out = temp_file("", 0) };
+	struct urt_loop_metrics m;
+	urt_loop *loop = loop_new(&o);
+	char back[8] = { 0 };
+
+	(void)state;
+	p.dev_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	p.dir = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	p.closed = fcntl(p.file, F_DUPFD_CLOEXEC, 1000);
+	assert_true(p.dev_null >= 0 && p.dir >= 0 && p.closed >= 1000);
+	assert_int_equal(close(p.closed), 0);
+	make_pipe(p.pipe);
+	spawn_ok(loop, NULL, on_pool_task, &p);
+	spawn_ok(loop, NULL, on_pool_writer, &p);
+	assert_int_equal(urt_loop_run(loop), 0);
+	check_tasks();
+	assert_int_equal(p.at6, 4);
+	assert_memory_equal(p.buf6, "6789", 4);
+	assert_int_equal(p.at_pos, 3);
+	assert_memory_equal(p.buf_pos, "012", 3);
+	assert_int_equal(lseek(p.file, 0, SEEK_CUR), 3);
+	assert_int_equal(p.at_eof, 0);
+	assert_int_equal(p.wrote, 3);
+	assert_int_equal(pread(p.out, back, sizeof(back), 0), 8);
+	assert_memory_equal(back, "\0\0\0\0\0abc", 8);
+	assert_int_equal(p.null, 0);
+	assert_int_equal(p.isdir, -EISDIR);
+	assert_int_equal(p.badf, -EBADF);
+	assert_int_equal(p.piped, 4);
+	assert_memory_equal(p.pipe_buf, "pipe", 4);
+	assert_int_equal(urt_loop_metrics(loop, &m), 0);
+	if (urt_loop_backend(loop, NULL) == URT_BACKEND_EPOLL)
+		assert_int_equal(m.jobs_done, 6);
+	else
+		assert_int_equal(m.jobs_done, 0);
+	assert_int_equal(m.jobs_inflight, 0);
+	urt_loop_destroy(loop);
+	close_pipe(p.pipe);
+	assert_int_equal(close(p.file), 0);
+	assert_int_equal(close(p.out), 0);
+	assert_int_equal(close(p.dev_null), 0);
+	assert_int_equal(close(p.dir), 0);
+}
+
 /* Bad descriptors: -EBADF for -1 and for a closed fd, -EISDIR for a
  * directory. */
 static void test_bad_fds(void **state)
@@ -344,6 +427,7 @@ int main(void)
 		cmocka_unit_test(test_file_eof),
 		cmocka_unit_test(test_file_direct),
 		cmocka_unit_test(test_bad_fds),
+		cmocka_unit_test(test_files_on_pool),
 		cmocka_unit_test(test_lengths),
 		cmocka_unit_test(test_concurrent_readers),
 	};
