@@ -10,14 +10,14 @@
 
 #include "bench_util.h"
 
-/* With URT_BENCH_METRICS=1 in the environment, a loop made with
+/* A loop with flags and, with URT_BENCH_METRICS=1 in the environment,
  * URT_LOOP_METRICS and a 10 ms lag monitor, to measure what watching a loop
- * costs; else a plain one. Exits on failure. */
-static inline urt_loop *bench_loop_new(void)
+ * costs. Exits on failure. */
+static inline urt_loop *bench_loop_new_flags(unsigned flags)
 {
 	const char *env = getenv("URT_BENCH_METRICS");
 	int watch = env && !strcmp(env, "1");
-	struct urt_loop_opts o = { .flags = watch ? URT_LOOP_METRICS : 0 };
+	struct urt_loop_opts o = { .flags = flags | (watch ? URT_LOOP_METRICS : 0) };
 	urt_loop *loop;
 	int ret = urt_loop_create(&loop, &o);
 
@@ -29,6 +29,11 @@ static inline urt_loop *bench_loop_new(void)
 			bench_die("urt_lag_monitor_start: %s", strerror(-ret));
 	}
 	return loop;
+}
+
+static inline urt_loop *bench_loop_new(void)
+{
+	return bench_loop_new_flags(0);
 }
 
 #endif

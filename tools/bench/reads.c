@@ -101,8 +101,8 @@ static int shard_first(void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: urt-bench-reads [--fixed] [--loops L] [--file PATH] [--file-mib M]\n"
-		"                       [--reads N] [--inflight Q]\n"
+		"usage: urt-bench-reads [--fixed | --pool] [--loops L] [--file PATH]\n"
+		"                       [--file-mib M] [--reads N] [--inflight Q]\n"
 		"\n"
 		"W4 on urt: Q tasks (default 32) each urt_read 4 KiB at random aligned\n"
 		"offsets of a page-cached file until N reads (default 1000000) are done.\n"
@@ -110,12 +110,14 @@ static void usage(FILE *f)
 		"says 1024) is created when missing or of another size, then read once\n"
 		"to fill the page cache. --fixed registers the file and the buffers with\n"
 		"the ring and reads with urt_read_fixed. --loops L runs Q readers on each\n"
-		"of L loops (a set, one per CPU, pinned).\n");
+		"of L loops (a set, one per CPU, pinned). --pool makes the loop with\n"
+		"URT_LOOP_FILES_ON_POOL: on the epoll backend every read runs on the\n"
+		"pool, as libuv's uv_fs_read does.\n");
 }
 
 /* Check every reader's result and print the figures. */
 static void report(struct reader *r, unsigned n, const struct bench_w4_opts *o, bool fixed,
-		   unsigned loops, uint64_t ns)
+		   bool pool, unsigned loops, uint64_t ns)
 {
 	uint64_t total = 0;
 	char impl[32];
@@ -132,7 +134,7 @@ static void report(struct reader *r, unsigned n, const struct bench_w4_opts *o, 
 	if (total != o->reads)
 		bench_die("%llu reads checked, expected %llu", (unsigned long long)total,
 			  (unsigned long long)o->reads);
-	snprintf(impl, sizeof(impl), "%s%s", fixed ? "urt-fixed" : "urt",
+	snprintf(impl, sizeof(impl), "%s%s", fixed ? "urt-fixed" : pool ? "urt-pool" : "urt",
 		 loops > 1 ? (loops == 2 ? "-2loops" : "-loops") : "");
 	printf("%s: %llu reads of 4 KiB, %u in flight per loop, %u loop%s, %llu MiB file: "
 	       "%.3f s, %.0f IOPS\n",
@@ -180,7 +182,7 @@ static int run_loops(const struct bench_w4_opts *o, unsigned loops, bool fixed, 
 			bench_die("loop %u: %s", l, strerror(-shards[l].err));
 	urt_loops_destroy(set);
 	close(fd);
-	report(r, n, o, fixed, loops, ns);
+	report(r, n, o, fixed, false, loops, ns);
 	free(r);
 	free(bufs);
 	free(shards);
@@ -192,17 +194,18 @@ int main(int argc, char **argv)
 	static struct reader r[MAX_INFLIGHT];
 	static char bufs[MAX_INFLIGHT][BENCH_BLOCK] __attribute__((aligned(4096)));
 	struct bench_w4_opts o;
-	bool fixed = false;
+	bool fixed = false, pool = false;
 	unsigned loops = 1;
 	uint64_t blocks, t0, ns;
 	urt_loop *loop;
 	int fd, ret;
 
 	bench_prog = "urt-bench-reads";
-	/* --fixed and --loops are ours; the rest are W4's common options. */
+	/* --fixed, --pool and --loops are ours; the rest are W4's common
+	 * options. */
 	for (;;) {
-		if (argc > 1 && !strcmp(argv[1], "--fixed")) {
-			fixed = true;
+		if (argc > 1 && (!strcmp(argv[1], "--fixed") || !strcmp(argv[1], "--pool"))) {
+			*(argv[1][2] == 'f' ? &fixed : &pool) = true;
 			argv[1] = argv[0];
 			argv++;
 			argc--;
@@ -216,11 +219,13 @@ int main(int argc, char **argv)
 		}
 	}
 	bench_w4_parse(argc, argv, &o, usage);
+	if (pool && (fixed || loops > 1))
+		bench_die("--pool goes with neither --fixed nor --loops");
 	blocks = o.mib * (1 << 20) / BENCH_BLOCK;
 	fd = bench_open_blocks(o.file, blocks);
 	if (loops > 1)
 		return run_loops(&o, loops, fixed, fd, blocks);
-	loop = bench_loop_new();
+	loop = bench_loop_new_flags(pool ? URT_LOOP_FILES_ON_POOL : 0);
 	if (fixed) {
 		struct iovec iov = { bufs, sizeof(bufs) };
 
@@ -250,6 +255,6 @@ int main(int argc, char **argv)
 		bench_die("urt_loop_run: %s", strerror(-ret));
 	urt_loop_destroy(loop);
 	close(fd);
-	report(r, o.inflight, &o, fixed, 1, ns);
+	report(r, o.inflight, &o, fixed, pool, 1, ns);
 	return 0;
 }

@@ -344,6 +344,12 @@ def epoll_rows():
         "(RWF_NOWAIT), the rest on the pool (higher is better)", rate(u),
         f"{rate(io)} (urt on io_uring)", rate(uv), "—", "", ratio(u, io), r,
         target("≥ 1.0× libuv uv_fs_read", [("", r, None if r is None else r >= 1.0)]))
+    u, up = (med("W4", i, "iops") for i in ("urt-pool-epoll", "urt-epoll"))
+    r = ratio(u, uv)
+    row("W4 epoll pool", "IOPS, W4 on the epoll backend with URT_LOOP_FILES_ON_POOL: every "
+        "read on the pool, as uv_fs_read (higher is better)", rate(u),
+        f"{rate(up)} (cached reads on the loop)", rate(uv), "—", "", ratio(u, up), r,
+        target("≥ 1.0× libuv uv_fs_read", [("", r, None if r is None else r >= 1.0)]))
     for load in ("idle", "offload"):
         wl = f"W5.{load}"
         u, uv, io = (med(wl, i, "p99_us") for i in ("urt-epoll", "libuv", "urt"))

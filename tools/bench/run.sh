@@ -233,6 +233,10 @@ w4_urt_watched() {
 	URT_BENCH_METRICS=1 bench urt-reads-watched "$bin/urt-bench-reads" "${w4_opts[@]}"
 }
 w4_urt_epoll() { URT_BACKEND=epoll bench urt-reads-epoll "$bin/urt-bench-reads" "${w4_opts[@]}"; }
+# ... and with every read on the pool (URT_LOOP_FILES_ON_POOL), as uv_fs_read.
+w4_urt_epoll_pool() {
+	URT_BACKEND=epoll bench urt-reads-epoll-pool "$bin/urt-bench-reads" --pool "${w4_opts[@]}"
+}
 # W4 on a set of two loops (QD 32 each), to set against one loop.
 w4_urt2() { bench urt-reads-2loops "$bin/urt-bench-reads" --loops 2 "${w4_opts[@]}"; }
 # Between two loops: urt_call's round trip against MSG_RING and eventfd
@@ -340,7 +344,8 @@ for ((round = 1; round <= runs; round++)); do
 		rotate w1_urt w1_raw w1_uv w1_py
 	done
 	rotate w23_urt w2_uv w2_uv1 w3_uv w2_py w2_py1 w3_py
-	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2 w4_go w4_urt_epoll w4_urt_watched
+	rotate w4_urt w4_urt_fixed w4_raw w4_uv w4_urt2 w4_go w4_urt_epoll w4_urt_epoll_pool \
+		w4_urt_watched
 	xloop_urt
 	for load in idle offload inline; do
 		if [ "$load" = inline ]; then
