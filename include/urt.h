@@ -123,7 +123,9 @@ struct urt_loop_opts {
 	uint64_t stall_ns;
 	/* The stall reporter (NULL: one line on stderr, see urt_stall_print).
 	 * Called on the loop's thread, outside any task; name is the task's
-	 * (urt_task_set_name) or "task@<address>", valid during the call. */
+	 * (urt_task_set_name) or "task@<address>", valid during the call.
+	 * With URT_LOOP_STALL_BACKTRACE, urt_stall_backtrace gives the task's
+	 * stack while it stalled. */
 	void (*on_stall)(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
 	void *stall_ctx;
 	/* Idle poll: before sleeping in the kernel, spin up to idle_poll_ns
@@ -135,9 +137,26 @@ struct urt_loop_opts {
 };
 
 /* The default stall reporter: one line on stderr, such as
- * "urt: task "crunch" ran 12.3 ms without yielding (stall threshold 10.0 ms)".
- * ctx is unused; callable from a reporter of one's own. */
+ * "urt: task "crunch" ran 12.3 ms without yielding (stall threshold 10.0 ms)",
+ * and with URT_LOOP_STALL_BACKTRACE the task's stack while it stalled, a
+ * frame per line (backtrace_symbols_fd(3): names of exported functions;
+ * addr2line or gdb name the rest). ctx is unused; callable from a reporter
+ * of one's own. */
 URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
+
+/* The most frames urt_stall_backtrace gives. */
+#define URT_STALL_FRAMES 32
+
+/*
+ * Inside a stall reporter (on_stall): the stalling task's stack as it was
+ * while it ran past the threshold, innermost first (return addresses, as
+ * backtrace(3) gives them), at most max frames into frames. Returns their
+ * count; 0 when the loop has no URT_LOOP_STALL_BACKTRACE, outside a report,
+ * or when the task ended its run before the watchdog's signal reached it;
+ * -EINVAL (NULL loop, NULL frames with max > 0, max < 0), -EPERM (not the
+ * loop's thread). Callable outside a task.
+ */
+URT_API int urt_stall_backtrace(urt_loop *loop, void **frames, int max);
 
 /* Never put a PROT_NONE guard page under task stacks (by default stacks get
  * one while the process's VMA budget allows, see the README). The canary at
@@ -169,6 +188,16 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
  * copying large reads. A pipe or socket read with this flag waits for
  * readiness before its call. On io_uring, the kernel decides: no effect. */
 #define URT_LOOP_FILES_ON_POOL (1u << 5)
+/* With stall_ns: record a stalling task's stack while it runs. A watchdog
+ * thread looks at the loop every stall_ns / 2 (at least 1 ms); once one run
+ * of a task passes stall_ns, it sends the loop's thread one SIGURG, whose
+ * handler (on the thread's alternate stack) calls backtrace(3); the report
+ * at the end of the run gets the frames (urt_stall_backtrace). Costs a
+ * thread per loop and two stores per switch; the signal interrupts the
+ * stalling task, which sees EINTR from a call SA_RESTART does not restart
+ * (nanosleep, poll). urt_loop_create returns -EINVAL without stall_ns, and
+ * -EBUSY when the application has a SIGURG handler of its own. */
+#define URT_LOOP_STALL_BACKTRACE (1u << 6)
 
 /*
  * Create a loop. *out receives it; opts NULL means all defaults.

@@ -430,7 +430,8 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	if (opts)
 		o = *opts;
 	if (o.flags & ~(URT_LOOP_NO_GUARD | URT_LOOP_NO_SPIN | URT_LOOP_IO_URING | URT_LOOP_EPOLL |
-			URT_LOOP_METRICS | URT_LOOP_FILES_ON_POOL))
+			URT_LOOP_METRICS | URT_LOOP_FILES_ON_POOL | URT_LOOP_STALL_BACKTRACE) ||
+	    ((o.flags & URT_LOOP_STALL_BACKTRACE) && !o.stall_ns))
 		return -EINVAL;
 	ret = backend_wanted(o.flags, &want, &by);
 	if (ret)
@@ -494,9 +495,16 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	ret = urt__xloop_init(loop);
 	if (ret)
 		goto out_offload;
+	if (o.flags & URT_LOOP_STALL_BACKTRACE) {
+		ret = urt__stall_watch_start(loop);
+		if (ret)
+			goto out_xloop;
+	}
 	*out = loop;
 	return 0;
 
+out_xloop:
+	urt__xloop_fini(loop);
 out_offload:
 	(void)urt__offload_fini(loop, true);
 
@@ -555,6 +563,8 @@ void urt_loop_destroy(urt_loop *loop)
 		urt__cur_task = outer_task;
 		return;
 	}
+	/* Its signal would find only tasks being cancelled. */
+	urt__stall_watch_stop(loop);
 	loop->destroying = true;
 	loop->closing = true;
 	loop->stop = false;

@@ -163,13 +163,6 @@ static void task_ended(struct urt_task *t)
 
 /* ---- the scheduler ---- */
 
-void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64_t ran_ns)
-{
-	(void)ctx;
-	fprintf(stderr, "urt: task \"%s\" ran %.1f ms without yielding (stall threshold %.1f ms)\n",
-		name, (double)ran_ns / 1e6, (double)task->loop->stall_ns / 1e6);
-}
-
 /* t's name, or "task@<address>" when it has none. */
 static void task_name(const struct urt_task *t, char *buf, size_t len)
 {
@@ -184,10 +177,7 @@ static void report_stall(struct urt_loop *loop, struct urt_task *t, uint64_t ran
 	char name[sizeof(t->name)];
 
 	task_name(t, name, sizeof(name));
-	if (loop->on_stall)
-		loop->on_stall(loop->stall_ctx, t, name, ran_ns);
-	else
-		urt_stall_print(NULL, t, name, ran_ns);
+	urt__stall_report(loop, t, name, ran_ns);
 }
 
 int urt_task_set_name(urt_task *t, const char *name)
@@ -215,6 +205,8 @@ void urt__sched_run_ready(struct urt_loop *loop)
 		struct urt_task *t;
 
 		loop->batch_left--;
+		if (loop->stall_watch)
+			urt__stall_run_begin(loop->stall_watch, t0);
 		t = urt__task_resume(next_ready(loop));
 		/* One clock read per switch: each task's end is the next
 		 * one's start. */
@@ -229,6 +221,8 @@ void urt__sched_run_ready(struct urt_loop *loop)
 			}
 			t0 = t1;
 		}
+		if (loop->stall_watch)
+			urt__stall_run_end(loop->stall_watch);
 		if (t->state == URT__DONE)
 			task_ended(t);
 	}

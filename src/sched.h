@@ -12,6 +12,7 @@ struct urt__offload;
 struct urt__xloop;
 struct urt__metrics_pub;
 struct urt__lag;
+struct urt__stall_watch;
 
 /*
  * What lives on a loop and closes with it (an acceptor, a task group, the
@@ -53,6 +54,7 @@ struct urt_loop {
 	 * turn. */
 	unsigned turn_due;
 	uint64_t stall_ns;          /* 0: stall detection off */
+	struct urt__stall_watch *stall_watch; /* URT_LOOP_STALL_BACKTRACE's */
 	void (*on_stall)(void *ctx, urt_task *task, const char *name, uint64_t ran_ns);
 	void *stall_ctx;
 	/* Metrics (loop.c): turns always; the rest with URT_LOOP_METRICS. */
@@ -96,6 +98,18 @@ static inline void urt__closable_del(struct urt_loop *loop, struct urt__closable
 	(void)loop;
 	LIST_REMOVE(c, link);
 }
+
+/* Stall detection (stall.c). The watchdog of URT_LOOP_STALL_BACKTRACE:
+ * started on the loop's thread (0, -ENOMEM, -EBUSY: the application's
+ * SIGURG handler, -EAGAIN: no thread), stopped (joined) at its destroy.
+ * The scheduler marks each task run's beginning (at now) and end; the
+ * report of a run comes between them. */
+int urt__stall_watch_start(struct urt_loop *loop);
+void urt__stall_watch_stop(struct urt_loop *loop);
+void urt__stall_run_begin(struct urt__stall_watch *w, uint64_t now);
+void urt__stall_run_end(struct urt__stall_watch *w);
+void urt__stall_report(struct urt_loop *loop, struct urt_task *t, const char *name,
+		       uint64_t ran_ns);
 
 extern URT__TLS struct urt_loop *urt__cur_loop;
 

@@ -24,7 +24,7 @@ ring:  ring.h epoll ring
 pool:  pool.h pool
 task:  task.h switch_x86_64 switch_aarch64 ctx task
 timer: timer.h timer
-sched: sched.h sched
+sched: sched.h stall sched
 wait:  wait.h wait spawn sync
 ops:   op.h op file net acceptor offload xloop xchan
 loop:  loop loops
