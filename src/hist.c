@@ -85,9 +85,14 @@ uint64_t urt_hist_percentile(const struct urt_hist *h, double p)
 
 uint64_t urt_hist_bucket(const struct urt_hist *h, size_t i, uint64_t *lo, uint64_t *hi)
 {
+	uint64_t l, u;
+
 	if (!h || i >= URT_HIST_BUCKETS)
 		return 0;
-	if (lo && hi)
-		bounds(i, lo, hi);
+	bounds(i, &l, &u);
+	if (lo)
+		*lo = l;
+	if (hi)
+		*hi = u;
 	return h->counts[i];
 }

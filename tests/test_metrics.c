@@ -352,10 +352,17 @@ static void test_hist_known_samples(void **state)
 	assert_int_equal(urt_hist_percentile(h, 100), 100000000);
 	assert_int_equal(urt_hist_percentile(h, 0), 1000);
 	for (size_t i = 0; i < URT_HIST_BUCKETS; i++) {
+		uint64_t lo_only = 0, hi_only = 0;
+
 		total += urt_hist_bucket(h, i, &lo, &hi);
 		assert_int_equal(lo, prev_hi);
 		assert_true(hi > lo);
 		prev_hi = hi;
+		/* Either bound alone. */
+		assert_int_equal(urt_hist_bucket(h, i, &lo_only, NULL), h->counts[i]);
+		assert_int_equal(urt_hist_bucket(h, i, NULL, &hi_only), h->counts[i]);
+		assert_int_equal(lo_only, lo);
+		assert_int_equal(hi_only, hi);
 	}
 	assert_int_equal(total, 100000);
 	assert_int_equal(urt_hist_bucket(h, URT_HIST_BUCKETS, &lo, &hi), 0);
