@@ -1,6 +1,6 @@
-/* urt-latency-probe's loads: ticker tasks that sleep one interval at a time
- * and record how late they wake, beside offloaded jobs, inline CPU work or
- * reading tasks; and plain threads for the kernel's own floor. */
+/* urt-latency-probe's loads: on a loop whose lag monitor sleeps one
+ * interval at a time and records how late it wakes, offloaded jobs, inline
+ * CPU work or reading tasks; and plain threads for the kernel's own floor. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -62,33 +62,45 @@ static uint64_t crunch(uint64_t ns)
 	return x;
 }
 
-/* ---- the tickers ---- */
+/* ---- the clock of a urt load ---- */
 
-struct ticker {
+/* Ends the load's slice: sets stop, which the load's tasks look at, and
+ * stops the lag monitor, so that the loop's run returns. */
+struct keeper {
 	enum load_id load;
-	struct samples *out;
 	uint64_t start, end;
-	bool *stop;          /* set when the run is over: loads stop too */
-	unsigned *running;
+	bool *stop;
 };
 
-static int ticker_task(void *arg)
+static int keeper_task(void *arg)
 {
-	struct ticker *tk = arg;
-	uint64_t now = urt_now_ns();
+	struct keeper *k = arg;
+	uint64_t now;
 
-	while (now < tk->end) {
-		uint64_t t0 = now;
+	urt_task_set_name(NULL, "probe-clock");
+	while ((now = urt_now_ns()) < k->end) {
+		uint64_t left = k->end - now;
+		int ret = urt_sleep_ns(left < 100 * MS ? left : 100 * MS);
+
+		if (ret < 0)
+			return ret;
+		progress(k->load, k->start, urt_now_ns());
+	}
+	*k->stop = true;
+	return urt_lag_monitor_stop(urt_current_loop());
+}
+
+/* --tickers N: N - 1 more sleepers beside the monitor. */
+static int sleeper_task(void *arg)
+{
+	bool *stop = arg;
+
+	while (!*stop) {
 		int ret = urt_sleep_ns(opt.interval_ns);
 
 		if (ret < 0)
 			return ret;
-		now = urt_now_ns();
-		push(tk->out, now - t0 - opt.interval_ns);
-		progress(tk->load, tk->start, now);
 	}
-	if (--*tk->running == 0)
-		*tk->stop = true;
 	return 0;
 }
 
@@ -235,42 +247,31 @@ static void spawn_or_die(urt_loop *loop, urt_task_fn fn, void *arg)
 		die("urt_spawn", -ret);
 }
 
-/* Merge b into a. */
-static void hist_add(struct urt_hist *a, const struct urt_hist *b)
-{
-	if (!b->count)
-		return;
-	if (!a->count || b->min < a->min)
-		a->min = b->min;
-	if (b->max > a->max)
-		a->max = b->max;
-	a->count += b->count;
-	a->sum += b->sum;
-	for (size_t i = 0; i < URT_HIST_BUCKETS; i++)
-		a->counts[i] += b->counts[i];
-}
-
-/* Add what loop saw of itself to v. */
-static void view_add(struct loop_view *v, urt_loop *loop)
+/* Add what loop saw of itself to r: lateness, schedule delay, utilization,
+ * the worst tick and its culprit. */
+static void view_add(struct load_result *r, urt_loop *loop)
 {
 	struct urt_loop_metrics m;
-	struct urt_hist *lag = malloc(sizeof(*lag)), *sched = malloc(sizeof(*sched));
+	struct urt_hist *lag = hist_new(), *sched = hist_new();
+	struct urt_lag_info info;
+	int ret;
 
-	if (!lag || !sched)
-		die("out of memory", ENOMEM);
-	if (!v->lag) {
-		v->lag = calloc(1, sizeof(*v->lag));
-		v->sched = calloc(1, sizeof(*v->sched));
-		if (!v->lag || !v->sched)
-			die("out of memory", ENOMEM);
-	}
+	if (!r->view.sched)
+		r->view.sched = hist_new();
 	if (urt_loop_metrics(loop, &m) == 0) {
-		v->busy_ns += m.busy_ns;
-		v->idle_ns += m.idle_ns;
+		r->view.busy_ns += m.busy_ns;
+		r->view.idle_ns += m.idle_ns;
 	}
-	if (urt_loop_lag(loop, lag, sched, NULL) == 0) {
-		hist_add(v->lag, lag);
-		hist_add(v->sched, sched);
+	ret = urt_loop_lag(loop, lag, sched, &info);
+	if (ret < 0)
+		die("urt_loop_lag", -ret);
+	hist_add(r->late, lag);
+	hist_add(r->view.sched, sched);
+	if (info.ticks && info.worst_late_ns >= r->worst_late_ns) {
+		r->worst_late_ns = info.worst_late_ns;
+		r->worst_ran_ns = info.worst_culprit_ran_ns;
+		r->worst_round = round_no;
+		snprintf(r->worst_culprit, sizeof(r->worst_culprit), "%s", info.worst_culprit);
 	}
 	free(lag);
 	free(sched);
@@ -289,15 +290,11 @@ void run_urt_load(enum load_id l)
 		.stall_ctx = r,
 	};
 	struct load_ctx ctx[64];
-	struct ticker *tk = calloc(opt.tickers, sizeof(*tk));
+	struct keeper k = { .load = l };
 	bool stop = false;
-	unsigned running = opt.tickers;
 	urt_loop *loop;
-	uint64_t start;
 	int ret, fd = -1, pfd[2] = { -1, -1 };
 
-	if (!tk)
-		die("out of memory", ENOMEM);
 	ret = urt_loop_create(&loop, &o);
 	if (ret < 0)
 		die("urt_loop_create", -ret);
@@ -307,8 +304,7 @@ void run_urt_load(enum load_id l)
 		backend_name = urt_loop_backend(loop, &why) == URT_BACKEND_EPOLL ? "epoll" : "io_uring";
 		snprintf(backend_why, sizeof(backend_why), "%s", why);
 	}
-	/* The runtime's own view beside the tickers': the lag monitor at the
-	 * tickers' interval. */
+	/* The ticker: the loop's own lag monitor, as a service would run it. */
 	ret = urt_lag_monitor_start(loop, opt.interval_ns);
 	if (ret < 0)
 		die("urt_lag_monitor_start", -ret);
@@ -320,13 +316,12 @@ void run_urt_load(enum load_id l)
 	for (unsigned i = 0; i < 64; i++)
 		ctx[i] = (struct load_ctx){ .stop = &stop, .fd = fd, .pipe_r = pfd[0],
 					    .pipe_w = pfd[1], .seed = i };
-	start = urt_now_ns();
-	for (unsigned i = 0; i < opt.tickers; i++) {
-		tk[i] = (struct ticker){ .load = l, .out = &r->per_ticker[i], .start = start,
-					 .end = start + slice_ns(),
-					 .stop = &stop, .running = &running };
-		spawn_or_die(loop, ticker_task, &tk[i]);
-	}
+	k.start = urt_now_ns();
+	k.end = k.start + slice_ns();
+	k.stop = &stop;
+	spawn_or_die(loop, keeper_task, &k);
+	for (unsigned i = 1; i < opt.tickers; i++)
+		spawn_or_die(loop, sleeper_task, &stop);
 	switch (l) {
 	case L_OFFLOAD:
 		/* Two jobs in flight: one sleeping, one crunching. */
@@ -349,17 +344,16 @@ void run_urt_load(enum load_id l)
 	ret = urt_loop_run(loop);
 	if (ret < 0)
 		die("urt_loop_run", -ret);
-	view_add(&r->view, loop);
+	view_add(r, loop);
 	urt_loop_destroy(loop);
 	if (fd >= 0)
 		close(fd);
 	if (pfd[0] >= 0)
 		close(pfd[0]);
-	free(tk);
 }
 
 struct baseline_arg {
-	struct samples *out;
+	struct urt_hist *out;
 	uint64_t start, end;
 	bool lead;           /* the one that draws the progress bar */
 };
@@ -381,7 +375,7 @@ static void *baseline_thread(void *arg)
 		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 			;
 		now = urt_now_ns();
-		push(b->out, now - t0 - opt.interval_ns);
+		urt_hist_record(b->out, now - t0 - opt.interval_ns);
 		if (b->lead)
 			progress(L_BASELINE, b->start, now);
 	}
@@ -398,14 +392,17 @@ void run_baseline(void)
 	if (!b || !th)
 		die("out of memory", ENOMEM);
 	for (unsigned i = 0; i < opt.tickers; i++) {
-		b[i] = (struct baseline_arg){ .out = &res[L_BASELINE].per_ticker[i], .start = start,
+		b[i] = (struct baseline_arg){ .out = hist_new(), .start = start,
 					      .end = start + slice_ns(),
 					      .lead = i == 0 };
 		if ((errno = pthread_create(&th[i], NULL, baseline_thread, &b[i])))
 			die("pthread_create", errno);
 	}
-	for (unsigned i = 0; i < opt.tickers; i++)
+	for (unsigned i = 0; i < opt.tickers; i++) {
 		pthread_join(th[i], NULL);
+		hist_add(res[L_BASELINE].late, b[i].out);
+		free(b[i].out);
+	}
 	free(b);
 	free(th);
 }

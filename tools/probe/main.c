@@ -4,9 +4,11 @@
  * wrongly runs inline, while many tasks read? And how late does a plain
  * thread wake, with no runtime at all (the kernel's own floor)?
  *
- * Each load runs in turn on a fresh loop; ticker tasks sleep one interval at
- * a time and record lateness = (woke - slept_at) - interval. The runtime's
- * stall detector is on, and its reports are counted.
+ * Each load runs in turn on a fresh loop, whose own lag monitor sleeps one
+ * interval at a time and records lateness = (woke - slept_at) - interval:
+ * the probe reads the runtime's metrics (urt_loop_lag, urt_loop_metrics),
+ * as a service would. The runtime's stall detector is on: its reports are
+ * counted, and the worst tick names the task that ran instead.
  *
  * This file: the options, the shared results and helpers, main. The loads
  * are in loads.c, the report's forms in report.c.
@@ -28,7 +30,7 @@
 const char *const load_names[L_COUNT] = { "baseline", "idle", "offload", "inline", "read" };
 const char *const load_desc[L_COUNT] = {
 	"plain thread, clock_nanosleep, no runtime, no timer slack",
-	"the loop with only the tickers",
+	"the loop with only the lag monitor",
 	"sleeping and CPU jobs in flight via urt_to_thread",
 	"the same CPU work on the loop, yielding every 5 ms",
 	"64 tasks reading a file and a pipe",
@@ -68,6 +70,29 @@ void die(const char *what, int err)
 {
 	fprintf(stderr, "urt-latency-probe: %s: %s\n", what, strerror(err));
 	exit(1);
+}
+
+struct urt_hist *hist_new(void)
+{
+	struct urt_hist *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		die("out of memory", ENOMEM);
+	return h;
+}
+
+void hist_add(struct urt_hist *a, const struct urt_hist *b)
+{
+	if (!b->count)
+		return;
+	if (!a->count || b->min < a->min)
+		a->min = b->min;
+	if (b->max > a->max)
+		a->max = b->max;
+	a->count += b->count;
+	a->sum += b->sum;
+	for (size_t i = 0; i < URT_HIST_BUCKETS; i++)
+		a->counts[i] += b->counts[i];
 }
 
 void push(struct samples *s, uint64_t v)
@@ -118,14 +143,17 @@ static void usage(void)
 {
 	printf("usage: urt-latency-probe [options]\n\n"
 	       "Measures how late a task that sleeps one interval wakes up, under each load\n"
-	       "in turn, and prints a table, a histogram per load and a verdict.\n\n"
+	       "in turn, with the loop's own lag monitor (urt_lag_monitor_start), and prints\n"
+	       "a table, a histogram per load, the worst tick and its culprit, and a verdict.\n\n"
 	       "  --load LIST      loads to run, comma separated (default: all):\n"
 	       "                   baseline, idle, offload, inline, read\n"
 	       "  --duration SEC   seconds per load (default 2)\n"
 	       "  --rounds N       split each load's time into N rounds, the loads taking\n"
 	       "                   turns, so that noise falls on all alike (default 4)\n"
 	       "  --interval US    sleep length in microseconds (default 1000)\n"
-	       "  --tickers N      ticker tasks (baseline: threads) per load (default 1)\n"
+	       "  --tickers N      baseline: N threads, all measured; urt loads: N-1 more\n"
+	       "                   tasks sleeping the interval beside the lag monitor,\n"
+	       "                   which is measured (default 1)\n"
 	       "  --workers N      pool threads for offload (default: online CPUs)\n"
 	       "  --stall-ms MS    the runtime's stall threshold (default 2)\n"
 	       "  --idle-poll US   the loops spin up to US before sleeping in the kernel\n"
@@ -133,7 +161,8 @@ static void usage(void)
 	       "  --cpu-dma-latency  hold /dev/cpu_dma_latency at 0 while running: no deep\n"
 	       "                   CPU sleep states (needs root)\n"
 	       "  --json           print one JSON document instead of the table\n"
-	       "  --csv FILE       write every sample (load,ticker,tick,lateness_ns)\n"
+	       "  --csv FILE       write each load's lateness histogram, its buckets that\n"
+	       "                   hold ticks (load,lo_ns,hi_ns,count)\n"
 	       "  --svg FILE       write charts of all loads: a CDF (log-scaled x axis) and\n"
 	       "                   the percentile plot (log 1/(1-q) axis, 50%% to 99.99%%)\n"
 	       "  --help           this text\n\n"
@@ -245,9 +274,7 @@ int main(int argc, char **argv)
 	for (int l = 0; l < L_COUNT; l++) {
 		if (!opt.want[l])
 			continue;
-		res[l].per_ticker = calloc(opt.tickers, sizeof(struct samples));
-		if (!res[l].per_ticker)
-			die("out of memory", ENOMEM);
+		res[l].late = hist_new();
 		res[l].ran = true;
 	}
 	for (round_no = 0; round_no < opt.rounds; round_no++)
@@ -260,12 +287,6 @@ int main(int argc, char **argv)
 				run_urt_load((enum load_id)l);
 		}
 	progress_done();
-	for (int l = 0; l < L_COUNT; l++) {
-		for (unsigned t = 0; res[l].ran && t < opt.tickers; t++)
-			for (size_t i = 0; i < res[l].per_ticker[t].n; i++)
-				push(&res[l].late, res[l].per_ticker[t].v[i]);
-		samples_sort(&res[l].late);
-	}
 	samples_sort(&round_trips);
 	verdict(verdict_text, sizeof(verdict_text));
 	if (opt.json) {

@@ -26,21 +26,26 @@ struct samples {
 };
 
 /* What the runtime itself saw during a urt load (urt_loop_metrics and the
- * lag monitor), summed over the load's rounds. */
+ * lag monitor's schedule delay), summed over the load's rounds. */
 struct loop_view {
 	uint64_t busy_ns, idle_ns;
-	struct urt_hist *lag;     /* the lag monitor's lateness */
-	struct urt_hist *sched;   /* woken task to running */
+	struct urt_hist *sched;   /* woken task to running; NULL: none */
 };
 
 struct load_result {
 	bool ran;
+	/* How late each tick woke, over all rounds: for urt loads the lag
+	 * monitor's histogram (urt_loop_lag), for the baseline its threads'. */
+	struct urt_hist *late;
 	struct loop_view view;
-	struct samples late;      /* every tick's lateness */
-	struct samples *per_ticker;
 	unsigned stalls;
 	uint64_t stall_max_ns;
 	char stall_example[128];
+	/* The worst tick of a urt load (urt_lag_info): how late, in which
+	 * round, and what ran instead (the stall detector's longest run). */
+	uint64_t worst_late_ns, worst_ran_ns;
+	unsigned worst_round;
+	char worst_culprit[32];
 };
 
 struct opts {
@@ -70,6 +75,10 @@ extern char backend_why[160];
 void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* main.c: exit 1 with "what: strerror(err)". */
 void die(const char *what, int err) __attribute__((noreturn));
+/* main.c: a zeroed histogram (exits when out of memory). */
+struct urt_hist *hist_new(void);
+/* main.c: add b's counts to a. */
+void hist_add(struct urt_hist *a, const struct urt_hist *b);
 /* main.c: append v to s (exits when out of memory). */
 void push(struct samples *s, uint64_t v);
 /* main.c: sort s's samples, which pct() needs. */
@@ -80,7 +89,8 @@ uint64_t pct(const struct samples *s, double p);
 double us(uint64_t ns);
 
 /* loads.c: one round's slice of a plain thread per ticker (the kernel's
- * own wake-up latency), or of a urt load; samples go to res[l]. */
+ * own wake-up latency), or of a urt load, whose lateness the loop's lag
+ * monitor measures; both add to res[l]. */
 void run_baseline(void);
 void run_urt_load(enum load_id l);
 /* loads.c: clear the progress bar's line. */

@@ -20,15 +20,21 @@ static const struct bucket buckets[] = {
 };
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
-static void histogram(const struct samples *s, size_t counts[NBUCKETS])
+/* h's counts in the report's coarse buckets (each of h's fine buckets, a
+ * hundredth of its value wide, falls where its lower bound does). */
+static void histogram(const struct urt_hist *h, uint64_t counts[NBUCKETS])
 {
 	size_t b = 0;
 
 	memset(counts, 0, NBUCKETS * sizeof(counts[0]));
-	for (size_t i = 0; i < s->n; i++) { /* sorted: walk the buckets along */
-		while (s->v[i] >= buckets[b].below)
+	for (size_t i = 0; i < URT_HIST_BUCKETS; i++) {
+		uint64_t lo, c = urt_hist_bucket(h, i, &lo, NULL);
+
+		if (!c)
+			continue;
+		while (lo >= buckets[b].below) /* in order: walk the buckets along */
 			b++;
-		counts[b]++;
+		counts[b] += c;
 	}
 }
 
@@ -37,6 +43,12 @@ static double utilization(const struct loop_view *v)
 	uint64_t all = v->busy_ns + v->idle_ns;
 
 	return all ? (double)v->busy_ns / (double)all : 0;
+}
+
+/* Percentile p of a load's lateness, in us. */
+static double late_us(enum load_id l, double p)
+{
+	return us(urt_hist_percentile(res[l].late, p));
 }
 
 void print_table(void)
@@ -49,34 +61,40 @@ void print_table(void)
 		printf("idle poll: off (--idle-poll US)");
 	printf("; /dev/cpu_dma_latency: %s\n",
 	       opt.dma_latency ? "held at 0" : "not held (--cpu-dma-latency)");
-	printf("\nwake-up lateness of a %.0f us sleep, %u ticker%s, %.1f s per load in %u "
-	       "interleaved rounds (us)\n\n",
-	       us(opt.interval_ns), opt.tickers, opt.tickers == 1 ? "" : "s", opt.duration_s,
-	       opt.rounds);
-	printf("%-9s %9s %9s %9s %9s %9s %8s  %s\n", "load", "p50", "p90", "p99", "p99.9",
-	       "max", "ticks", "what runs");
+	printf("\nwake-up lateness of a %.0f us sleep, %.1f s per load in %u interleaved rounds "
+	       "(us): urt loads as the loop's own lag monitor measures it (urt_loop_lag), with its "
+	       "utilization and schedule delay (urt_loop_metrics)\n\n",
+	       us(opt.interval_ns), opt.duration_s, opt.rounds);
+	printf("%-9s %9s %9s %9s %9s %9s %8s %6s %9s  %s\n", "load", "p50", "p90", "p99", "p99.9",
+	       "max", "ticks", "util", "sched p99", "what runs");
 	for (int l = 0; l < L_COUNT; l++) {
-		const struct samples *s = &res[l].late;
+		const struct loop_view *v = &res[l].view;
+		char util[16] = "-", sched[16] = "-";
 
 		if (!res[l].ran)
 			continue;
-		printf("%-9s %9.1f %9.1f %9.1f %9.1f %9.1f %8zu  %s\n", load_names[l],
-		       us(pct(s, 50)), us(pct(s, 90)), us(pct(s, 99)), us(pct(s, 99.9)),
-		       us(s->n ? s->v[s->n - 1] : 0), s->n, load_desc[l]);
+		if (v->sched) {
+			snprintf(util, sizeof(util), "%.0f%%", 100 * utilization(v));
+			snprintf(sched, sizeof(sched), "%.1f", us(urt_hist_percentile(v->sched, 99)));
+		}
+		printf("%-9s %9.1f %9.1f %9.1f %9.1f %9.1f %8llu %6s %9s  %s\n", load_names[l],
+		       late_us(l, 50), late_us(l, 90), late_us(l, 99), late_us(l, 99.9),
+		       us(res[l].late->max), (unsigned long long)res[l].late->count, util, sched,
+		       load_desc[l]);
 	}
-	printf("\nthe loop's own view (urt_loop_metrics, and the lag monitor at the same "
-	       "interval; us)\n\n%-9s %11s %9s %9s %9s %9s %9s %9s\n", "load", "utilization",
-	       "lag p50", "lag p99", "lag max", "sched p50", "sched p99", "sched max");
+	printf("\nthe worst tick of each urt load (urt_lag_info), and what ran instead\n\n");
 	for (int l = 0; l < L_COUNT; l++) {
-		const struct loop_view *v = &res[l].view;
-
-		if (!res[l].ran || !v->lag)
+		if (!res[l].ran || !res[l].view.sched)
 			continue;
-		printf("%-9s %10.1f%% %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n", load_names[l],
-		       100 * utilization(v), us(urt_hist_percentile(v->lag, 50)),
-		       us(urt_hist_percentile(v->lag, 99)), us(v->lag->max),
-		       us(urt_hist_percentile(v->sched, 50)), us(urt_hist_percentile(v->sched, 99)),
-		       us(v->sched->max));
+		printf("%-9s %9.1f us late (round %u)", load_names[l], us(res[l].worst_late_ns),
+		       res[l].worst_round + 1);
+		/* A culprit is one whose run makes up most of the lateness. */
+		if (res[l].worst_culprit[0] && 2 * res[l].worst_ran_ns >= res[l].worst_late_ns)
+			printf(": task \"%s\" ran %.1f ms without yielding before it\n",
+			       res[l].worst_culprit, (double)res[l].worst_ran_ns / 1e6);
+		else
+			printf(": no task ran long before it (longest %.3f ms): the loop "
+			       "itself woke late\n", (double)res[l].worst_ran_ns / 1e6);
 	}
 	if (round_trips.n)
 		printf("\nurt_to_thread round trip during offload (hand-off + completion, fn's own "
@@ -90,14 +108,14 @@ void print_histograms(void)
 {
 	printf("\nlateness histogram (share of ticks per bucket)\n");
 	for (int l = 0; l < L_COUNT; l++) {
-		size_t counts[NBUCKETS];
+		uint64_t counts[NBUCKETS];
 
-		if (!res[l].ran || !res[l].late.n)
+		if (!res[l].ran || !res[l].late->count)
 			continue;
-		histogram(&res[l].late, counts);
+		histogram(res[l].late, counts);
 		printf("\n%s\n", load_names[l]);
 		for (size_t b = 0; b < NBUCKETS; b++) {
-			double f = (double)counts[b] / (double)res[l].late.n;
+			double f = (double)counts[b] / (double)res[l].late->count;
 			int bar = (int)lround(f * 40);
 
 			if (!counts[b])
@@ -115,24 +133,23 @@ void verdict(char *out, size_t len)
 
 #define SAY(...) (n += (size_t)snprintf(out + n, n < len ? len - n : 0, __VA_ARGS__))
 	if (res[L_IDLE].ran && res[L_BASELINE].ran) {
-		double ratio = (double)pct(&res[L_IDLE].late, 99) /
-			       (double)(pct(&res[L_BASELINE].late, 99) ? pct(&res[L_BASELINE].late, 99) : 1);
+		double base = late_us(L_BASELINE, 99);
 
 		SAY("Idle, the loop woke %.0f us late at p99, %.2fx a plain thread's %.0f us "
 		    "(the kernel's own wake-up latency on this machine). ",
-		    us(pct(&res[L_IDLE].late, 99)), ratio, us(pct(&res[L_BASELINE].late, 99)));
+		    late_us(L_IDLE, 99), late_us(L_IDLE, 99) / (base > 0 ? base : 1), base);
 	}
 	if (res[L_INLINE].ran && res[L_OFFLOAD].ran)
 		SAY("Inline CPU work delayed wake-ups by %.1f ms at p50 (%.1f ms at p99); "
 		    "offloaded with urt_to_thread, the same work cost %.0f us at p50 (%.0f us at p99). ",
-		    us(pct(&res[L_INLINE].late, 50)) / 1e3, us(pct(&res[L_INLINE].late, 99)) / 1e3,
-		    us(pct(&res[L_OFFLOAD].late, 50)), us(pct(&res[L_OFFLOAD].late, 99)));
+		    late_us(L_INLINE, 50) / 1e3, late_us(L_INLINE, 99) / 1e3, late_us(L_OFFLOAD, 50),
+		    late_us(L_OFFLOAD, 99));
 	else if (res[L_INLINE].ran)
 		SAY("Inline CPU work delayed wake-ups by %.1f ms at p50. ",
-		    us(pct(&res[L_INLINE].late, 50)) / 1e3);
+		    late_us(L_INLINE, 50) / 1e3);
 	if (res[L_READ].ran && res[L_IDLE].ran)
 		SAY("Under 64 reading tasks, p99 was %.0f us against %.0f us idle. ",
-		    us(pct(&res[L_READ].late, 99)), us(pct(&res[L_IDLE].late, 99)));
+		    late_us(L_READ, 99), late_us(L_IDLE, 99));
 	if (res[L_INLINE].ran)
 		SAY("The stall detector (threshold %.1f ms) reported %u stall%s under inline%s%s%s.",
 		    opt.stall_ms, res[L_INLINE].stalls, res[L_INLINE].stalls == 1 ? "" : "s",
@@ -155,32 +172,36 @@ void print_json(const char *verdict_text)
 		       backend_why);
 	printf("  \"loads\": [");
 	for (int l = 0, first = 1; l < L_COUNT; l++) {
-		const struct samples *s = &res[l].late;
-		size_t counts[NBUCKETS];
+		const struct urt_hist *h = res[l].late;
+		uint64_t counts[NBUCKETS];
 
 		if (!res[l].ran)
 			continue;
-		histogram(s, counts);
-		printf("%s\n    {\"name\": \"%s\", \"ticks\": %zu, \"lateness_us\": {\"p50\": %.3f, "
-		       "\"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, \"max\": %.3f}, "
-		       "\"stalls\": %u, \"histogram\": {",
-		       first ? "" : ",", load_names[l], s->n, us(pct(s, 50)), us(pct(s, 90)),
-		       us(pct(s, 99)), us(pct(s, 99.9)), us(s->n ? s->v[s->n - 1] : 0),
-		       res[l].stalls);
+		histogram(h, counts);
+		printf("%s\n    {\"name\": \"%s\", \"source\": \"%s\", \"ticks\": %llu, "
+		       "\"lateness_us\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
+		       "\"p999\": %.3f, \"max\": %.3f}, \"stalls\": %u, \"histogram\": {",
+		       first ? "" : ",", load_names[l],
+		       res[l].view.sched ? "urt_loop_lag" : "threads", (unsigned long long)h->count,
+		       late_us(l, 50), late_us(l, 90), late_us(l, 99), late_us(l, 99.9),
+		       us(h->max), res[l].stalls);
 		for (size_t b = 0; b < NBUCKETS; b++)
-			printf("%s\"%s\": %zu", b ? ", " : "", buckets[b].label, counts[b]);
+			printf("%s\"%s\": %llu", b ? ", " : "", buckets[b].label,
+			       (unsigned long long)counts[b]);
 		printf("}");
-		if (res[l].view.lag) {
+		if (res[l].view.sched) {
 			const struct loop_view *v = &res[l].view;
 
-			printf(", \"utilization\": %.4f, \"lag_monitor_us\": {\"ticks\": %llu, "
-			       "\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"sched_delay_us\": "
-			       "{\"wakeups\": %llu, \"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f}",
-			       utilization(v), (unsigned long long)v->lag->count,
-			       us(urt_hist_percentile(v->lag, 50)), us(urt_hist_percentile(v->lag, 99)),
-			       us(v->lag->max), (unsigned long long)v->sched->count,
+			/* Task names are the probe's own: no quotes in them. */
+			printf(", \"utilization\": %.4f, \"sched_delay_us\": {\"wakeups\": %llu, "
+			       "\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"worst\": "
+			       "{\"late_us\": %.3f, \"round\": %u, \"culprit\": \"%s\", "
+			       "\"culprit_ran_us\": %.3f}",
+			       utilization(v), (unsigned long long)v->sched->count,
 			       us(urt_hist_percentile(v->sched, 50)),
-			       us(urt_hist_percentile(v->sched, 99)), us(v->sched->max));
+			       us(urt_hist_percentile(v->sched, 99)), us(v->sched->max),
+			       us(res[l].worst_late_ns), res[l].worst_round + 1, res[l].worst_culprit,
+			       us(res[l].worst_ran_ns));
 		}
 		printf("}");
 		first = 0;
@@ -204,12 +225,15 @@ void write_csv(const char *path)
 
 	if (!f)
 		die(path, errno);
-	fprintf(f, "load,ticker,tick,lateness_ns\n");
+	fprintf(f, "load,lo_ns,hi_ns,count\n");
 	for (int l = 0; l < L_COUNT; l++)
-		for (unsigned t = 0; res[l].ran && t < opt.tickers; t++)
-			for (size_t i = 0; i < res[l].per_ticker[t].n; i++)
-				fprintf(f, "%s,%u,%zu,%llu\n", load_names[l], t, i,
-					(unsigned long long)res[l].per_ticker[t].v[i]);
+		for (size_t i = 0; res[l].ran && i < URT_HIST_BUCKETS; i++) {
+			uint64_t lo, hi, c = urt_hist_bucket(res[l].late, i, &lo, &hi);
+
+			if (c)
+				fprintf(f, "%s,%llu,%llu,%llu\n", load_names[l], (unsigned long long)lo,
+					(unsigned long long)hi, (unsigned long long)c);
+		}
 	if (fclose(f))
 		die(path, errno);
 }
@@ -258,15 +282,13 @@ static void percentile_panel(FILE *f, double y0, double W, double H, double lo, 
 		   "lateness</text>\n",
 		left + pw / 2, y0 + H - 18, top + ph / 2);
 	for (int l = 0; l < L_COUNT; l++) {
-		const struct samples *s = &res[l].late;
-
-		if (!res[l].ran || !s->n)
+		if (!res[l].ran || !res[l].late->count)
 			continue;
 		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
 			colors[l]);
 		for (int i = 0; i <= 300; i++) {
 			double x = x_lo + (x_hi - x_lo) * i / 300.0, q = 100 * (1 - pow(10, -x));
-			double v = us(pct(s, q));
+			double v = late_us((enum load_id)l, q);
 
 			if (v < lo)
 				v = lo;
@@ -291,8 +313,8 @@ void write_svg(const char *path)
 	if (!f)
 		die(path, errno);
 	for (int l = 0; l < L_COUNT; l++)
-		if (res[l].ran && res[l].late.n)
-			while (hi < us(res[l].late.v[res[l].late.n - 1]))
+		if (res[l].ran && res[l].late->count)
+			while (hi < us(res[l].late->max))
 				hi *= 10;
 	fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
 		   "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
@@ -318,24 +340,28 @@ void write_svg(const char *path)
 		   "share of ticks at or below</text>\n",
 		left + pw / 2, H - 18, top + ph / 2);
 	for (int l = 0, k = 0; l < L_COUNT; l++) {
-		const struct samples *s = &res[l].late;
-		size_t step;
+		const struct urt_hist *h = res[l].late;
+		uint64_t seen = 0;
 
-		if (!res[l].ran || !s->n)
+		if (!res[l].ran || !h->count)
 			continue;
-		step = s->n / 600 + 1;
+		/* A point at the top of each bucket that holds ticks. */
 		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
 			colors[l]);
-		for (size_t i = 0; i < s->n; i += step) {
-			double v = us(s->v[i]) < lo ? lo : us(s->v[i]);
+		for (size_t i = 0; i < URT_HIST_BUCKETS; i++) {
+			uint64_t hi_ns, c = urt_hist_bucket(h, i, NULL, &hi_ns);
+			double v;
 
+			if (!c)
+				continue;
+			seen += c;
+			v = us(hi_ns > h->max ? h->max : hi_ns);
+			if (v < lo)
+				v = lo;
 			fprintf(f, "%.1f,%.1f ", left + pw * log10(v / lo) / log10(hi / lo),
-				top + ph - ph * (double)(i + 1) / (double)s->n);
+				top + ph - ph * (double)seen / (double)h->count);
 		}
-		fprintf(f, "%.1f,%.1f\"/>\n",
-			left + pw * log10((us(s->v[s->n - 1]) < lo ? lo : us(s->v[s->n - 1])) / lo) /
-				       log10(hi / lo),
-			top);
+		fprintf(f, "\"/>\n");
 		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
 			   "stroke-width=\"3\"/><text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
 			W - right + 15, top + 10 + 20.0 * k, W - right + 40, top + 10 + 20.0 * k,
