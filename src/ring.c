@@ -106,6 +106,13 @@ int urt__ring_init(struct urt__ring *r, unsigned entries, unsigned cq_entries,
 		ret = io_uring_init(r, entries, cq_entries);
 		if (!ret) {
 			snprintf(r->why, sizeof(r->why), "io_uring");
+			/* DEFER_TASKRUN or COOP_TASKRUN defer a timeout's
+			 * completion to the next kernel entry: TASKRUN_FLAG
+			 * makes it visible meanwhile. */
+			r->watches_timeouts =
+				!(r->setup_flags &
+				  (IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN)) ||
+				(r->setup_flags & IORING_SETUP_TASKRUN_FLAG);
 			return 0;
 		}
 		/* Denied or missing: epoll, unless io_uring alone would do. */
@@ -138,25 +145,6 @@ void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res)
 	op->done(op, res, 0);
 }
 
-bool urt__ring_pending(struct urt__ring *r)
-{
-	unsigned sq_flags;
-
-	if (r->ep)
-		return urt__ep_pending(r);
-	sq_flags = IO_URING_READ_ONCE(*r->ring.sq.kflags);
-	return r->held_n || io_uring_cq_ready(&r->ring) ||
-	       (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
-}
-
-bool urt__ring_watches_timeouts(const struct urt__ring *r)
-{
-	/* DEFER_TASKRUN or COOP_TASKRUN defer the completion to the next
-	 * kernel entry: TASKRUN_FLAG makes it visible meanwhile. */
-	return !r->ep && (!(r->setup_flags & (IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN)) ||
-			  (r->setup_flags & IORING_SETUP_TASKRUN_FLAG));
-}
-
 bool urt__ring_spin(struct urt__ring *r, uint64_t ns)
 {
 	uint64_t until = urt_now_ns() + ns;
@@ -173,11 +161,6 @@ bool urt__ring_spin(struct urt__ring *r, uint64_t ns)
 		}
 	} while (urt_now_ns() < until);
 	return false;
-}
-
-bool urt__ring_queued(struct urt__ring *r)
-{
-	return r->ep ? urt__ep_queued(r) : io_uring_sq_ready(&r->ring) != 0;
 }
 
 int urt__ring_register_files(struct urt__ring *r, const int *fds, unsigned n)

@@ -43,6 +43,7 @@ struct urt__ring {
 	size_t held_head, held_n, held_cap;
 	int error;            /* why urt__ring_sqe last returned NULL */
 	bool reaping;
+	bool watches_timeouts; /* see urt__ring_watches_timeouts */
 	struct urt__ep *ep;   /* the epoll backend; NULL: io_uring */
 	char why[160];        /* the backend and why it was chosen */
 };
@@ -85,9 +86,19 @@ static inline void urt__ring_expect(struct urt__ring *r)
 /* Deliver a result to op as if its CQE had arrived (for an expected CQE that
  * will never come, e.g. a job dropped before it was sent). */
 void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res);
+bool urt__ep_queued(struct urt__ring *r);
+bool urt__ep_pending(struct urt__ring *r);
+
 /* True when a CQE is ready or held, or the kernel holds work that would
- * post one. */
-bool urt__ring_pending(struct urt__ring *r);
+ * post one. Inline: a yield asks it (and urt__ring_queued) every time. */
+static inline bool urt__ring_pending(struct urt__ring *r)
+{
+	if (r->ep)
+		return urt__ep_pending(r);
+	return r->held_n || io_uring_cq_ready(&r->ring) ||
+	       (IO_URING_READ_ONCE(*r->ring.sq.kflags) &
+		(IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
 /*
  * What the epoll backend cannot run without blocking the loop (regular-file
  * I/O the page cache cannot answer, open, statx, fsync) goes to the layer
@@ -112,11 +123,17 @@ void urt__ring_files_on_pool(struct urt__ring *r);
 /* True when an armed timeout that fires makes urt__ring_pending true
  * without a turn (io_uring: its CQE, or IORING_SQ_TASKRUN); false on epoll,
  * whose timeouts only a turn sees. */
-bool urt__ring_watches_timeouts(const struct urt__ring *r);
+static inline bool urt__ring_watches_timeouts(const struct urt__ring *r)
+{
+	return r->watches_timeouts;
+}
 /* Spin up to ns until urt__ring_pending: true when something came. */
 bool urt__ring_spin(struct urt__ring *r, uint64_t ns);
 /* True when SQEs wait to be submitted. */
-bool urt__ring_queued(struct urt__ring *r);
+static inline bool urt__ring_queued(struct urt__ring *r)
+{
+	return r->ep ? urt__ep_queued(r) : io_uring_sq_ready(&r->ring) != 0;
+}
 /* Register files (fds[i] becomes fixed file i) and buffers with the
  * kernel: 0 or -errno (-EBUSY: registered already). */
 int urt__ring_register_files(struct urt__ring *r, const int *fds, unsigned n);
@@ -179,8 +196,6 @@ void urt__ep_fini(struct urt__ring *r);
 struct io_uring_sqe *urt__ep_sqe(struct urt__ring *r);
 unsigned urt__ep_sq_space(struct urt__ring *r);
 void urt__ep_flush(struct urt__ring *r);
-bool urt__ep_queued(struct urt__ring *r);
-bool urt__ep_pending(struct urt__ring *r);
 /* Run the SQEs, wait (when wait is set and nothing is ready), and leave
  * the results for urt__ep_next_cqe. 0 or -errno (epoll_wait's). */
 int urt__ep_turn(struct urt__ring *r, bool wait);
