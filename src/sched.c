@@ -236,8 +236,7 @@ static bool timers_watched(struct urt_loop *loop)
 {
 	const struct urt__timers *tm = &loop->timers;
 
-	return !tm->n || (tm->armed && tm->at <= urt__timer_next(tm) &&
-			  urt__ring_watches_timeouts(&loop->ring));
+	return !tm->n || (urt__timer_covered(tm) && urt__ring_watches_timeouts(&loop->ring));
 }
 
 /*

@@ -98,6 +98,7 @@ static void timer_done(struct urt__op *op, int32_t res, uint32_t flags)
 	(void)res;
 	(void)flags;
 	tm->armed = false;
+	tm->at = UINT64_MAX;
 }
 
 /* Keep one absolute timeout armed no later than the earliest deadline. An
@@ -141,7 +142,7 @@ int urt__timer_disarm(struct urt__timers *tm, struct urt__ring *r)
 
 void urt__timers_init(struct urt__timers *tm)
 {
-	*tm = (struct urt__timers){ .op.done = timer_done };
+	*tm = (struct urt__timers){ .op.done = timer_done, .at = UINT64_MAX };
 }
 
 void urt__timers_fini(struct urt__timers *tm)

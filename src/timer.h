@@ -21,7 +21,8 @@ struct urt__timers {
 	size_t n, cap;
 	struct urt__op op;          /* the armed timeout's */
 	bool armed;
-	uint64_t at;                /* when the armed timeout fires */
+	uint64_t at;                /* when the armed timeout fires;
+				     * UINT64_MAX while none is armed */
 	struct __kernel_timespec ts;
 	struct __kernel_timespec update_ts;
 };
@@ -30,6 +31,13 @@ struct urt__timers {
 static inline uint64_t urt__timer_next(const struct urt__timers *tm)
 {
 	return tm->n ? tm->heap[0].deadline : UINT64_MAX;
+}
+
+/* Whether the armed timeout comes no later than the earliest deadline
+ * (also when no deadline waits): a yield asks it each time. */
+static inline bool urt__timer_covered(const struct urt__timers *tm)
+{
+	return !tm->n || tm->at <= tm->heap[0].deadline;
 }
 
 /* An empty heap with nothing armed. */
