@@ -194,6 +194,7 @@ int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns)
 	urt__task_daemon(lag->task);
 	(void)urt_detach(lag->task);
 	loop->sched_hist = &lag->sched;
+	urt__ring_stamp_reaps(&loop->ring, true);
 	return 0;
 }
 
@@ -210,6 +211,7 @@ int urt_lag_monitor_stop(urt_loop *loop)
 		return -ENOENT;
 	lag->on = false;
 	loop->sched_hist = NULL;
+	urt__ring_stamp_reaps(&loop->ring, false);
 	if (lag->task)
 		(void)urt_cancel(lag->task);
 	return 0;

@@ -342,6 +342,8 @@ static int reap(struct urt__ring *r)
 	assert(!r->reaping);
 	r->reaping = true;
 	while (next_cqe(r, &cqe)) {
+		if (!n && r->stamp_reaps)
+			r->reap_ns = urt_now_ns();
 		dispatch(r, &cqe);
 		n++;
 	}

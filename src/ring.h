@@ -44,6 +44,8 @@ struct urt__ring {
 	int error;            /* why urt__ring_sqe last returned NULL */
 	bool reaping;
 	bool watches_timeouts; /* see urt__ring_watches_timeouts */
+	bool stamp_reaps;     /* see urt__ring_stamp_reaps */
+	uint64_t reap_ns;     /* the reap's clock, with stamp_reaps */
 	struct urt__ep *ep;   /* the epoll backend; NULL: io_uring */
 	char why[160];        /* the backend and why it was chosen */
 };
@@ -129,6 +131,20 @@ static inline bool urt__ring_watches_timeouts(const struct urt__ring *r)
 }
 /* Spin up to ns until urt__ring_pending: true when something came. */
 bool urt__ring_spin(struct urt__ring *r, uint64_t ns);
+/* With on, each reap reads the clock once, at its first CQE: the time its
+ * completions wake their tasks, for whoever measures how long they wait to
+ * run (one clock read per reap, not per CQE). */
+static inline void urt__ring_stamp_reaps(struct urt__ring *r, bool on)
+{
+	r->stamp_reaps = on;
+}
+
+/* While a completion is dispatched with stamps on: the reap's time; else 0. */
+static inline uint64_t urt__ring_reap_ns(const struct urt__ring *r)
+{
+	return r->reaping && r->stamp_reaps ? r->reap_ns : 0;
+}
+
 /* True when SQEs wait to be submitted. */
 static inline bool urt__ring_queued(struct urt__ring *r)
 {

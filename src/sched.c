@@ -99,7 +99,7 @@ int urt__park(struct urt_task *t, void (*interrupt)(struct urt_task *, int), voi
 	 * detector, which times each task from the scheduler. */
 	if (loop->batch_left && !loop->stall_ns) {
 		loop->batch_left--;
-		urt__task_switch(t, rq_pop(loop));
+		urt__task_switch(t, next_ready(loop));
 	} else {
 		urt__task_suspend(t);
 	}
@@ -114,8 +114,12 @@ void urt__wake(struct urt_task *t, int res)
 	if (t->heap_idx != SIZE_MAX)
 		urt__timer_del(&t->loop->timers, t);
 	t->wake_res = res;
-	if (t->loop->sched_hist)
-		t->woken_ns = urt_now_ns();
+	if (t->loop->sched_hist) {
+		/* A completion's wake-up: when its reap began. */
+		uint64_t at = urt__ring_reap_ns(&t->loop->ring);
+
+		t->woken_ns = at ? at : urt_now_ns();
+	}
 	urt__ready(t);
 }
 

@@ -463,6 +463,45 @@ static void test_lag_monitor(void **state)
 	free(sched);
 }
 
+struct reads20 {
+	int fd;
+};
+
+static int reads20_task(void *arg)
+{
+	struct reads20 *r = arg;
+	char b[4];
+
+	for (int i = 0; i < 20; i++)
+		TASK_CHECK(urt_read(r->fd, b, sizeof(b), 0) == sizeof(b));
+	return 0;
+}
+
+/* Every wake-up's wait to run is recorded once, whichever way its task is
+ * resumed: by the scheduler's pass, or straight from a task that parks
+ * (8 tasks x 20 reads, each read a park and a wake; the monitor's own
+ * 10 s sleep never ends in the run). */
+static void test_sched_delay_every_wake(void **state)
+{
+	urt_loop *loop = loop_new(NULL);
+	struct urt_hist *sched = malloc(sizeof(*sched));
+	struct reads20 r = { .fd = temp_file("abcd", 4) };
+
+	(void)state;
+	assert_non_null(sched);
+	assert_int_equal(urt_lag_monitor_start(loop, 10 * SEC), 0);
+	for (int i = 0; i < 8; i++)
+		spawn_ok(loop, NULL, reads20_task, &r);
+	assert_int_equal(urt_loop_run(loop), 0);
+	check_tasks();
+	assert_int_equal(urt_loop_lag(loop, NULL, sched, NULL), 0);
+	assert_int_equal(sched->count, 8 * 20);
+	assert_true(sched->max < 10 * SEC);
+	urt_loop_destroy(loop);
+	assert_int_equal(close(r.fd), 0);
+	free(sched);
+}
+
 static int yield_for_30ms(void *arg)
 {
 	uint64_t until = urt_now_ns() + 30 * MS;
@@ -551,6 +590,7 @@ int main(void)
 		cmocka_unit_test(test_hist_known_samples),
 		cmocka_unit_test(test_lag_monitor),
 		cmocka_unit_test(test_lag_monitor_under_yields),
+		cmocka_unit_test(test_sched_delay_every_wake),
 		cmocka_unit_test(test_idle_poll),
 		cmocka_unit_test(test_monitor_not_counted),
 		cmocka_unit_test(test_scripted),
