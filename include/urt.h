@@ -134,6 +134,13 @@ struct urt_loop_opts {
 	 * README); the spin costs that CPU's time instead, counted busy in
 	 * urt_loop_metrics. io_uring only: on epoll, ignored. */
 	uint64_t idle_poll_ns;
+	/* Finished tasks' stacks whose memory stays once a burst is over
+	 * (default 256): when the loop is about to wait in the kernel with
+	 * no more live tasks than that, the pages of the other cached stacks
+	 * go back to the kernel (MADV_DONTNEED, a system call each); their
+	 * mappings stay for reuse, which faults zeroed pages in. While more
+	 * tasks live, nothing is given back. SIZE_MAX: never. */
+	size_t stack_resident;
 };
 
 /* The default stall reporter: one line on stderr, such as

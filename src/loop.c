@@ -12,6 +12,7 @@
 
 #define DEFAULT_ENTRIES 256u
 #define DEFAULT_STACK (64u * 1024u)
+#define DEFAULT_RESIDENT 256u
 #define MIN_STACK (16u * 1024u)
 #define MAX_STACK ((size_t)1 << 30)
 #define DEFAULT_SPIN_NS 20000u
@@ -282,6 +283,10 @@ static int run_loop(struct urt_loop *loop)
 			if (urt__offload_spin(loop) || idle_poll(loop))
 				wait = false;
 		}
+		/* A burst is over: the stacks it left give their memory back. */
+		if (wait && loop->live <= loop->stack_resident &&
+		    urt__tasks_resident(&loop->tasks) > loop->stack_resident)
+			urt__tasks_trim(&loop->tasks, loop->stack_resident);
 		loop->turns++;
 		if (loop->metrics && wait) {
 			uint64_t t0 = urt_now_ns();
@@ -478,6 +483,7 @@ int urt_loop_create(urt_loop **out, const struct urt_loop_opts *opts)
 	urt__timers_init(&loop->timers);
 	loop->stall_ns = o.stall_ns;
 	loop->idle_poll_ns = o.idle_poll_ns;
+	loop->stack_resident = o.stack_resident ? o.stack_resident : DEFAULT_RESIDENT;
 	loop->on_stall = o.on_stall;
 	loop->stall_ctx = o.on_stall ? o.stall_ctx : NULL;
 	spin_ns = (o.flags & URT_LOOP_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;

@@ -60,6 +60,7 @@ struct urt_loop {
 	/* Metrics (loop.c): turns always; the rest with URT_LOOP_METRICS. */
 	uint64_t turns;
 	uint64_t idle_poll_ns;      /* 0: off */
+	size_t stack_resident;      /* cached stacks kept whole when quiet */
 	bool metrics;
 	uint64_t busy_ns, idle_ns, mark_ns; /* mark: where busy time counts from */
 	struct urt__metrics_pub *pub; /* the snapshot for other threads */

@@ -221,6 +221,8 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	if (t->map) {
 		map = t->map;
 		ts->stacks.n--;
+		if (!t->released)
+			ts->stacks.resident--;
 #if URT__ASAN
 		/* Frames of the previous task may have left poisoned redzones. */
 		ASAN_UNPOISON_MEMORY_REGION((char *)map + page_size(), ts->stack_size);
@@ -277,11 +279,33 @@ void urt__task_free(struct urt_task *t)
 #if URT__TSAN
 	__tsan_destroy_fiber(t->tsan_fiber);
 #endif
-	if (ts->stacks.n < ts->stacks.limit)
+	if (ts->stacks.n < ts->stacks.limit) {
 		ts->stacks.n++;
-	else
+		ts->stacks.resident++;
+	} else {
 		stack_drop(t);
+	}
 	rec_put(ts, t);
+}
+
+void urt__tasks_trim(struct urt__tasks *ts, size_t keep)
+{
+	struct urt_task *t, *next;
+	size_t kept = 0;
+
+	if (ts->stacks.resident <= keep)
+		return;
+	/* Most recently freed first: the ones kept are the warmest. */
+	for (t = ts->rec_free; t && ts->stacks.resident > keep; t = next) {
+		rec_unpoison(t);
+		next = t->next;
+		if (t->map && !t->released && kept++ >= keep) {
+			(void)madvise((char *)t->map + page_size(), ts->stack_size, MADV_DONTNEED);
+			t->released = true;
+			ts->stacks.resident--;
+		}
+		rec_poison(t);
+	}
 }
 
 void urt__tasks_init(struct urt__tasks *ts, size_t stack_size, size_t cache_limit, bool guard)

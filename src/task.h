@@ -48,6 +48,7 @@ struct __attribute__((aligned(64))) urt_task {
 	bool cancelled;
 	bool guarded;
 	bool daemon;              /* not counted live: the loop's run ends without it */
+	bool released;            /* free, its stack's pages given back */
 	uint64_t woken_ns;        /* when woken, while schedule delay is measured */
 	/* The rest, by the wait or event that needs it. */
 	urt_task_fn fn;
@@ -77,9 +78,11 @@ struct __attribute__((aligned(64))) urt_task {
 };
 
 /* Finished tasks' records wait for reuse on a free list, most with their
- * stacks still mapped; n counts those stacks, limit caps them. */
+ * stacks still mapped; n counts those stacks, limit caps them. Of those,
+ * resident have not had their pages given back (urt__tasks_trim). */
 struct urt__stack_cache {
 	size_t n, limit;
+	size_t resident;
 };
 
 /* Task records come from slabs, dense and apart from the stacks: the
@@ -132,6 +135,16 @@ void urt__tasks_init(struct urt__tasks *ts, size_t stack_size, size_t cache_limi
 void urt__tasks_begin(struct urt__tasks *ts);
 /* Unmap every record and stack; every task must have been freed. */
 void urt__tasks_fini(struct urt__tasks *ts);
+/* Give the pages of the cached stacks past the keep most recently cached
+ * back to the kernel (MADV_DONTNEED): the mappings stay, and a reused one
+ * faults in zeroed pages. One madvise per stack, so callers trim when
+ * idle; nothing when no more than keep are resident. */
+void urt__tasks_trim(struct urt__tasks *ts, size_t keep);
+/* How many cached stacks have their pages (cheap: before a trim). */
+static inline size_t urt__tasks_resident(const struct urt__tasks *ts)
+{
+	return ts->stacks.resident;
+}
 /* Allocate a task with its stack (a free record, with its stack when it
  * kept one, or a new record and a new stack). */
 int urt__task_new(struct urt_loop *loop, struct urt_task **out);

@@ -1,6 +1,7 @@
 /* Tasks: run, spawn, join, detach, yield order, and the errors of each. */
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/mman.h>
 
 #include "test_util.h"
 
@@ -846,6 +847,65 @@ static void test_destroy_own_loop_from_task_ignored(void **state)
 	run_and_destroy(loop);
 }
 
+/* A task that touches 16 KiB of its stack, notes where its frame lies and
+ * sleeps, so that all of a burst live at once. */
+static int burst_task(void *arg)
+{
+	void **frame = arg;
+	volatile char buf[16384];
+
+	for (size_t i = 0; i < sizeof(buf); i += 512)
+		buf[i] = (char)i;
+	*frame = __builtin_frame_address(0);
+	TASK_CHECK(urt_sleep_ns(2 * MS) == 0);
+	return buf[512];
+}
+
+/* How many of the n frames' pages are in memory. */
+static int resident_frames(void **frame, int n)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	int in = 0;
+
+	for (int i = 0; i < n; i++) {
+		unsigned char v = 0;
+		void *page = (void *)((uintptr_t)frame[i] & ~(uintptr_t)(ps - 1));
+
+		assert_int_equal(mincore(page, (size_t)ps, &v), 0);
+		in += v & 1;
+	}
+	return in;
+}
+
+/* After a burst of 50 tasks, a loop that waits with fewer live tasks than
+ * stack_resident gives back the pages of all cached stacks but that many
+ * (the mappings stay: the next burst runs on them); with SIZE_MAX, none. */
+static void test_stacks_given_back(void **state)
+{
+	size_t keeps[] = { 4, SIZE_MAX };
+
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		struct urt_loop_opts o = { .stack_resident = keeps[k] };
+		urt_loop *loop = loop_new(&o);
+		void *frame[50];
+
+		for (int round = 0; round < 2; round++) {
+			memset(frame, 0, sizeof(frame));
+			for (int i = 0; i < 50; i++)
+				spawn_ok(loop, NULL, burst_task, &frame[i]);
+			/* Outlives the burst: the loop then waits with one task. */
+			spawn_ok(loop, NULL, sleep_20ms, NULL);
+			assert_int_equal(urt_loop_run(loop), 0);
+			check_tasks();
+			for (int i = 0; i < 50; i++)
+				assert_non_null(frame[i]);
+			assert_int_equal(resident_frames(frame, 50), keeps[k] == 4 ? 4 : 50);
+		}
+		urt_loop_destroy(loop);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -872,6 +932,7 @@ int main(void)
 		cmocka_unit_test(test_run_inside_task_makes_nothing),
 		cmocka_unit_test(test_destroy_other_loop_from_task),
 		cmocka_unit_test(test_destroy_own_loop_from_task_ignored),
+		cmocka_unit_test(test_stacks_given_back),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
