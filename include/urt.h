@@ -345,10 +345,12 @@ URT_API int urt_loop_metrics(urt_loop *loop, struct urt_loop_metrics *out);
  * The lag monitor: a task of the loop's own sleeps interval_ns again and
  * again and records how late each sleep wakes (the loop's lag: what a
  * request arriving then would wait), and the scheduler records how long
- * each woken task waits to run (its schedule delay), each in a histogram.
- * The monitor's task does not keep urt_loop_run from returning, nor count
- * in tasks_live; it costs a clock read per wake-up and per resumed task,
- * and a turn per interval.
+ * woken tasks wait to run (their schedule delay: for a random eighth of
+ * wake-ups, from the reap of the completion that woke the task, or the
+ * wake-up, to its resume), each in a histogram. The monitor's task does not
+ * keep urt_loop_run from returning, nor count in tasks_live; it costs a
+ * turn per interval, a clock read per reap of completions, and one per
+ * sampled resume.
  *
  * urt_lag_monitor_start: 0, -EINVAL (NULL loop, interval 0), -EPERM (not
  * the loop's thread), -EBUSY (on already, or its stopped task has not run
@@ -372,6 +374,9 @@ struct urt_lag_info {
 	uint64_t worst_at_ns, worst_late_ns;
 	char last_culprit[32], worst_culprit[32];
 	uint64_t last_culprit_ran_ns, worst_culprit_ran_ns;
+	/* Woken tasks that have resumed since the monitor started; the
+	 * schedule-delay histogram holds a random eighth of them. */
+	uint64_t wakeups;
 };
 
 /*

@@ -195,6 +195,12 @@ int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns)
 	urt__task_daemon(lag->task);
 	(void)urt_detach(lag->task);
 	loop->sched_hist = &lag->sched;
+	loop->sched_wakeups = 0;
+	/* Which wake-ups are sampled: from the clock, mixed (splitmix64). */
+	loop->sched_rng = urt_now_ns() + 0x9e3779b97f4a7c15ull;
+	loop->sched_rng = (loop->sched_rng ^ (loop->sched_rng >> 30)) * 0xbf58476d1ce4e5b9ull;
+	loop->sched_rng = (loop->sched_rng ^ (loop->sched_rng >> 27)) * 0x94d049bb133111ebull;
+	loop->sched_rng ^= loop->sched_rng >> 31;
 	urt__ring_stamp_reaps(&loop->ring, true);
 	return 0;
 }
@@ -231,8 +237,10 @@ int urt_loop_lag(urt_loop *loop, struct urt_hist *lateness, struct urt_hist *sch
 		*lateness = loop->lag->late;
 	if (sched_delay)
 		*sched_delay = loop->lag->sched;
-	if (info)
+	if (info) {
 		*info = loop->lag->info;
+		info->wakeups = loop->sched_wakeups;
+	}
 	return 0;
 }
 

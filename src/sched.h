@@ -65,6 +65,8 @@ struct urt_loop {
 	uint64_t busy_ns, idle_ns, mark_ns; /* mark: where busy time counts from */
 	struct urt__metrics_pub *pub; /* the snapshot for other threads */
 	struct urt__lag *lag;       /* the lag monitor (loop.c), NULL: never on */
+	uint64_t sched_wakeups;     /* woken tasks resumed while sched_hist */
+	uint64_t sched_rng;         /* which wake-ups sched_hist samples */
 	struct urt_hist *sched_hist; /* NULL, or where the scheduler records
 				      * each woken task's wait to run */
 	/* With stall_ns: the longest run of a task since the lag monitor's

@@ -441,8 +441,9 @@ static void test_lag_monitor(void **state)
 	assert_true(info.worst_at_ns <= info.last_at_ns);
 	assert_string_equal(info.worst_culprit, "stall-15ms");
 	assert_true(info.worst_culprit_ran_ns >= 15 * MS);
-	/* Each tick's wake-up waited to run; recorded once per tick at least. */
-	assert_true(sched->count >= info.ticks);
+	/* Each tick's wake-up waited to run: counted, a sample recorded. */
+	assert_true(info.wakeups >= info.ticks);
+	assert_true(sched->count <= info.wakeups);
 	/* The same lag through urt_loop_metrics, which other threads read. */
 	assert_int_equal(urt_loop_metrics(loop, &m), 0);
 	assert_int_equal(m.lag_ticks, info.ticks);
@@ -477,15 +478,17 @@ static int reads20_task(void *arg)
 	return 0;
 }
 
-/* Every wake-up's wait to run is recorded once, whichever way its task is
- * resumed: by the scheduler's pass, or straight from a task that parks
- * (8 tasks x 20 reads, each read a park and a wake; the monitor's own
- * 10 s sleep never ends in the run). */
+/* Every wake-up is counted once, whichever way its task is resumed: by the
+ * scheduler's pass, or straight from a task that parks (8 tasks x 20
+ * reads, each read a park and a wake; the monitor's own 10 s sleep never
+ * ends in the run); the histogram holds a sample of them (one in 8 on
+ * average: none at all in 160 has odds below 1e-9). */
 static void test_sched_delay_every_wake(void **state)
 {
 	urt_loop *loop = loop_new(NULL);
 	struct urt_hist *sched = malloc(sizeof(*sched));
 	struct reads20 r = { .fd = temp_file("abcd", 4) };
+	struct urt_lag_info info;
 
 	(void)state;
 	assert_non_null(sched);
@@ -494,8 +497,9 @@ static void test_sched_delay_every_wake(void **state)
 		spawn_ok(loop, NULL, reads20_task, &r);
 	assert_int_equal(urt_loop_run(loop), 0);
 	check_tasks();
-	assert_int_equal(urt_loop_lag(loop, NULL, sched, NULL), 0);
-	assert_int_equal(sched->count, 8 * 20);
+	assert_int_equal(urt_loop_lag(loop, NULL, sched, &info), 0);
+	assert_int_equal(info.wakeups, 8 * 20);
+	assert_true(sched->count >= 1 && sched->count < 8 * 20);
 	assert_true(sched->max < 10 * SEC);
 	urt_loop_destroy(loop);
 	assert_int_equal(close(r.fd), 0);

@@ -267,6 +267,7 @@ static void view_add(struct load_result *r, urt_loop *loop)
 		die("urt_loop_lag", -ret);
 	hist_add(r->late, lag);
 	hist_add(r->view.sched, sched);
+	r->view.wakeups += info.wakeups;
 	if (info.ticks && info.worst_late_ns >= r->worst_late_ns) {
 		r->worst_late_ns = info.worst_late_ns;
 		r->worst_ran_ns = info.worst_culprit_ran_ns;

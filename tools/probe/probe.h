@@ -29,7 +29,9 @@ struct samples {
  * lag monitor's schedule delay), summed over the load's rounds. */
 struct loop_view {
 	uint64_t busy_ns, idle_ns;
-	struct urt_hist *sched;   /* woken task to running; NULL: none */
+	uint64_t wakeups;         /* woken tasks resumed (urt_lag_info) */
+	struct urt_hist *sched;   /* woken task to running, a sample of the
+				   * wake-ups; NULL: none */
 };
 
 struct load_result {

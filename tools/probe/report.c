@@ -194,10 +194,12 @@ void print_json(const char *verdict_text)
 
 			/* Task names are the probe's own: no quotes in them. */
 			printf(", \"utilization\": %.4f, \"sched_delay_us\": {\"wakeups\": %llu, "
-			       "\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"worst\": "
+			       "\"sampled\": %llu, \"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f}, "
+			       "\"worst\": "
 			       "{\"late_us\": %.3f, \"round\": %u, \"culprit\": \"%s\", "
 			       "\"culprit_ran_us\": %.3f}",
-			       utilization(v), (unsigned long long)v->sched->count,
+			       utilization(v), (unsigned long long)v->wakeups,
+			       (unsigned long long)v->sched->count,
 			       us(urt_hist_percentile(v->sched, 50)),
 			       us(urt_hist_percentile(v->sched, 99)), us(v->sched->max),
 			       us(res[l].worst_late_ns), res[l].worst_round + 1, res[l].worst_culprit,
