@@ -885,6 +885,17 @@ struct urt_pool_opts {
 #define URT_POOL_WORKER_RINGS (1u << 0)
 /* Workers never spin before sleeping (spin_ns ignored). */
 #define URT_POOL_NO_SPIN (1u << 1)
+/*
+ * The workers' priority. By default they run below the thread that made
+ * the pool (a loop's thread, for a loop's own pool): SCHED_BATCH at a nice
+ * value 10 higher (at most 19), so that a loop that wakes takes the CPU
+ * from a worker that crunches; under CPU contention jobs get less of it
+ * (see the README). URT_POOL_SAME_PRIORITY leaves them as they were made;
+ * URT_POOL_SCHED_IDLE makes them SCHED_IDLE, to run only on CPUs nothing
+ * else wants. Not both.
+ */
+#define URT_POOL_SAME_PRIORITY (1u << 2)
+#define URT_POOL_SCHED_IDLE (1u << 3)
 
 /*
  * Create a pool that several loops can share (set it in their

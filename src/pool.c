@@ -11,12 +11,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "pool.h"
 
 #define MAX_THREADS 1024
 #define DEFAULT_SPIN_NS 20000u
+#define WORKER_NICE 10              /* the workers' nice over their creator's */
 
 /* Each worker's record on 128-byte blocks of its own (it writes its ring's
  * fields), as are the pool's and the loop's. */
@@ -34,6 +37,8 @@ struct urt_pool {
 	unsigned sleepers;          /* workers in pthread_cond_wait */
 	bool stopping;
 	bool worker_rings;
+	int policy;                 /* the workers' (SCHED_OTHER: left alone) */
+	int nice;                   /* their nice, with SCHED_BATCH */
 	uint64_t spin_ns;
 	unsigned nthreads;
 	atomic_uint loops;          /* loops attached */
@@ -93,7 +98,14 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct urt_pool *p = w->pool;
+	struct sched_param sp = { 0 };
 
+	/* Below the loop: a loop that wakes takes the CPU from a worker
+	 * that crunches. Lowering one's own priority is always allowed;
+	 * where it fails anyway (a seccomp filter), the worker runs as is. */
+	if (p->policy != SCHED_OTHER && sched_setscheduler(0, p->policy, &sp) == 0 &&
+	    p->policy == SCHED_BATCH)
+		(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), p->nice);
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		struct urt__job *job;
@@ -159,7 +171,10 @@ static void pool_free(struct urt_pool *p, unsigned started)
 
 int urt__pool_opts_check(const struct urt_pool_opts *o)
 {
-	if (o->flags & ~(URT_POOL_WORKER_RINGS | URT_POOL_NO_SPIN) || o->threads > MAX_THREADS)
+	if (o->flags & ~(URT_POOL_WORKER_RINGS | URT_POOL_NO_SPIN | URT_POOL_SAME_PRIORITY |
+			 URT_POOL_SCHED_IDLE) ||
+	    (o->flags & URT_POOL_SAME_PRIORITY && o->flags & URT_POOL_SCHED_IDLE) ||
+	    o->threads > MAX_THREADS)
 		return -EINVAL;
 	return 0;
 }
@@ -195,6 +210,12 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 	if (urt__cpus_allowed() < 2)
 		p->spin_ns = 0; /* the loop could not run while we spin */
 	p->worker_rings = (o.flags & URT_POOL_WORKER_RINGS) || !urt__msg_ringless_works();
+	p->policy = (o.flags & URT_POOL_SAME_PRIORITY) ? SCHED_OTHER :
+		    (o.flags & URT_POOL_SCHED_IDLE) ? SCHED_IDLE : SCHED_BATCH;
+	/* Ten steps below the creating thread (a loop's, for its own pool). */
+	errno = 0;
+	p->nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+	p->nice = errno ? WORKER_NICE : p->nice + WORKER_NICE > 19 ? 19 : p->nice + WORKER_NICE;
 	for (i = 0; ret == 0 && i < o.threads; i++)
 		ret = urt__msg_sender_init(&p->workers[i].tx, p->worker_rings);
 	if (ret < 0) {

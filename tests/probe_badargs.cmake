@@ -2,7 +2,7 @@
 # Usage: cmake -DPROBE=<path> -P probe_badargs.cmake
 cmake_minimum_required(VERSION 3.19)
 foreach(args "--bogus" "--load;nosuch" "--duration;abc" "--duration" "--interval;-5"
-             "--tickers;0" "--load;" "--csv")
+             "--tickers;0" "--load;" "--csv" "--pool-priority;high" "--pool-priority")
   execute_process(COMMAND ${PROBE} ${args} RESULT_VARIABLE rc
     OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 2)

@@ -1,6 +1,7 @@
 /* Blocking work offloaded to the pool: urt_to_thread and owned jobs, on
  * both completion paths (ring-less MSG_RING, and workers' own rings). */
 #include <errno.h>
+#include <sched.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
@@ -10,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -800,6 +803,58 @@ static void test_completion_as_job_ends(void **state)
 	assert_true(atomic_load(&p.long_done));
 }
 
+/* ---- the workers' priority ---- */
+
+struct prio {
+	int policy, nice;
+};
+
+static void prio_fn(struct prio *q)
+{
+	errno = 0;
+	q->nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+	q->policy = errno ? -1 : sched_getscheduler(0);
+}
+
+static int prio_task(void *arg)
+{
+	return urt_to_thread(prio_fn, (struct prio *)arg);
+}
+
+/* Workers run SCHED_BATCH 10 nice steps below the thread that made the
+ * pool (at most 19), unless told to stay as made or to be SCHED_IDLE; both
+ * flags at once are -EINVAL. */
+static void test_worker_priority(void **state)
+{
+	static const unsigned flags[] = { 0, URT_POOL_SAME_PRIORITY, URT_POOL_SCHED_IDLE };
+	static const int policy[] = { SCHED_BATCH, SCHED_OTHER, SCHED_IDLE };
+	struct urt_pool_opts po = { .threads = 1 };
+	struct urt_loop_opts o = { .pool_opts = &po };
+	int base;
+	urt_loop *loop;
+
+	(void)state;
+	errno = 0;
+	base = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+	assert_int_equal(errno, 0);
+	for (size_t i = 0; i < 3; i++) {
+		struct prio q = { -2, -100 };
+
+		po.flags = flags[i];
+		assert_int_equal(urt_loop_create(&loop, &o), 0);
+		assert_int_equal(urt_spawn(loop, NULL, prio_task, &q), 0);
+		assert_int_equal(urt_loop_run(loop), 0);
+		urt_loop_destroy(loop);
+		assert_int_equal(q.policy, policy[i]);
+		if (policy[i] == SCHED_BATCH)
+			assert_int_equal(q.nice, base + 10 > 19 ? 19 : base + 10);
+		else if (policy[i] == SCHED_OTHER)
+			assert_int_equal(q.nice, base);
+	}
+	po.flags = URT_POOL_SAME_PRIORITY | URT_POOL_SCHED_IDLE;
+	assert_int_equal(urt_loop_create(&loop, &o), -EINVAL);
+}
+
 static int set_ringless(void **state)
 {
 	(void)state;
@@ -836,6 +891,7 @@ int main(void)
 		cmocka_unit_test(test_outside_task),
 		cmocka_unit_test(test_cancelled_before_call),
 		cmocka_unit_test(test_pool_busy_while_used),
+		cmocka_unit_test(test_worker_priority),
 	};
 	int failed = 0;
 

@@ -281,7 +281,11 @@ static void view_add(struct load_result *r, urt_loop *loop)
 void run_urt_load(enum load_id l)
 {
 	struct load_result *r = &res[l];
-	struct urt_pool_opts po = { .threads = opt.workers };
+	struct urt_pool_opts po = {
+		.threads = opt.workers,
+		.flags = !strcmp(opt.pool_priority, "same") ? URT_POOL_SAME_PRIORITY :
+			 !strcmp(opt.pool_priority, "idle") ? URT_POOL_SCHED_IDLE : 0,
+	};
 	struct urt_loop_opts o = {
 		.flags = URT_LOOP_METRICS,
 		.idle_poll_ns = opt.idle_poll_ns,

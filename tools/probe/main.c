@@ -43,6 +43,7 @@ struct opts opt = {
 	.workers = 0,
 	.rounds = 4,
 	.stall_ms = 2.0,
+	.pool_priority = "batch",
 };
 
 struct load_result res[L_COUNT];
@@ -156,6 +157,9 @@ static void usage(void)
 	       "                   which is measured (default 1)\n"
 	       "  --workers N      pool threads for offload (default: online CPUs)\n"
 	       "  --stall-ms MS    the runtime's stall threshold (default 2)\n"
+	       "  --pool-priority P  the pool's workers: batch (urt's default: SCHED_BATCH,\n"
+	       "                   10 nice steps below the loop), same (as the loop),\n"
+	       "                   idle (SCHED_IDLE)\n"
 	       "  --idle-poll US   the loops spin up to US before sleeping in the kernel\n"
 	       "                   (urt_loop_opts.idle_poll_ns; default 0: off)\n"
 	       "  --cpu-dma-latency  hold /dev/cpu_dma_latency at 0 while running: no deep\n"
@@ -235,6 +239,10 @@ static void parse_args(int argc, char **argv)
 			opt.workers = (unsigned)num_arg(a, v, 1, 1024);
 		} else if (!strcmp(a, "--stall-ms")) {
 			opt.stall_ms = num_arg(a, v, 0.001, 60000);
+		} else if (!strcmp(a, "--pool-priority")) {
+			if (!v || (strcmp(v, "batch") && strcmp(v, "same") && strcmp(v, "idle")))
+				die_usage("--pool-priority: batch, same or idle");
+			opt.pool_priority = v;
 		} else if (!strcmp(a, "--idle-poll")) {
 			opt.idle_poll_ns = (uint64_t)(num_arg(a, v, 0, 10e6) * 1e3);
 		} else if (!strcmp(a, "--cpu-dma-latency")) {

@@ -59,6 +59,7 @@ struct opts {
 	unsigned rounds;
 	double stall_ms;
 	uint64_t idle_poll_ns;    /* the loops' idle poll (0: off) */
+	const char *pool_priority; /* "batch" (urt's default), "same", "idle" */
 	bool dma_latency;         /* hold /dev/cpu_dma_latency at 0 */
 	bool json;
 	const char *csv, *svg;

@@ -59,8 +59,8 @@ void print_table(void)
 		printf("idle poll: up to %.0f us before each sleep in the kernel", us(opt.idle_poll_ns));
 	else
 		printf("idle poll: off (--idle-poll US)");
-	printf("; /dev/cpu_dma_latency: %s\n",
-	       opt.dma_latency ? "held at 0" : "not held (--cpu-dma-latency)");
+	printf("; /dev/cpu_dma_latency: %s; pool workers: %s (--pool-priority)\n",
+	       opt.dma_latency ? "held at 0" : "not held (--cpu-dma-latency)", opt.pool_priority);
 	printf("\nwake-up lateness of a %.0f us sleep, %.1f s per load in %u interleaved rounds "
 	       "(us): urt loads as the loop's own lag monitor measures it (urt_loop_lag), with its "
 	       "utilization and schedule delay (urt_loop_metrics)\n\n",
@@ -163,9 +163,9 @@ void print_json(const char *verdict_text)
 	printf("{\n  \"interval_us\": %.3f,\n  \"duration_s\": %.3f,\n  \"rounds\": %u,\n"
 	       "  \"tickers\": %u,\n"
 	       "  \"stall_threshold_ms\": %.3f,\n  \"idle_poll_us\": %.3f,\n"
-	       "  \"cpu_dma_latency_held\": %s,\n",
+	       "  \"cpu_dma_latency_held\": %s,\n  \"pool_priority\": \"%s\",\n",
 	       us(opt.interval_ns), opt.duration_s, opt.rounds, opt.tickers, opt.stall_ms,
-	       us(opt.idle_poll_ns), opt.dma_latency ? "true" : "false");
+	       us(opt.idle_poll_ns), opt.dma_latency ? "true" : "false", opt.pool_priority);
 	/* backend_why is urt's own text: no quotes or backslashes in it. */
 	if (backend_name)
 		printf("  \"backend\": {\"name\": \"%s\", \"why\": \"%s\"},\n", backend_name,
