@@ -115,10 +115,15 @@ static int sig_get(void)
 	return ret;
 }
 
+/* The last user puts back what was there, unless the application has put
+ * a handler of its own in place since (which stays). */
 static void sig_put(void)
 {
+	struct sigaction now;
+
 	pthread_mutex_lock(&sig_mu);
-	if (!--sig_users)
+	if (!--sig_users && sigaction(WATCH_SIGNAL, NULL, &now) == 0 &&
+	    (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == watch_handler)
 		(void)sigaction(WATCH_SIGNAL, &sig_old, NULL);
 	pthread_mutex_unlock(&sig_mu);
 }

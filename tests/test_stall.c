@@ -260,6 +260,12 @@ static void test_backtrace_refused(void **state)
 	urt_loop_destroy(loop);
 	assert_int_equal(sigaction(SIGURG, NULL, &now), 0);
 	assert_ptr_equal(now.sa_handler, SIG_DFL);
+	/* A handler the application installs while a loop watches stays. */
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	assert_int_equal(sigaction(SIGURG, &sa, NULL), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(sigaction(SIGURG, &old, &now), 0);
+	assert_ptr_equal(now.sa_handler, own_handler);
 }
 
 int main(void)
