@@ -194,14 +194,7 @@ int urt_lag_monitor_start(urt_loop *loop, uint64_t interval_ns)
 	/* A daemon: the loop's run ends when the others have. */
 	urt__task_daemon(lag->task);
 	(void)urt_detach(lag->task);
-	loop->sched_hist = &lag->sched;
-	loop->sched_wakeups = 0;
-	/* Which wake-ups are sampled: from the clock, mixed (splitmix64). */
-	loop->sched_rng = urt_now_ns() + 0x9e3779b97f4a7c15ull;
-	loop->sched_rng = (loop->sched_rng ^ (loop->sched_rng >> 30)) * 0xbf58476d1ce4e5b9ull;
-	loop->sched_rng = (loop->sched_rng ^ (loop->sched_rng >> 27)) * 0x94d049bb133111ebull;
-	loop->sched_rng ^= loop->sched_rng >> 31;
-	urt__ring_stamp_reaps(&loop->ring, true);
+	urt__sched_delay_measure(loop, &lag->sched);
 	return 0;
 }
 
@@ -217,8 +210,7 @@ int urt_lag_monitor_stop(urt_loop *loop)
 	if (!lag || !lag->on)
 		return -ENOENT;
 	lag->on = false;
-	loop->sched_hist = NULL;
-	urt__ring_stamp_reaps(&loop->ring, false);
+	urt__sched_delay_measure(loop, NULL);
 	if (lag->task)
 		(void)urt_cancel(lag->task);
 	return 0;

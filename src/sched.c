@@ -82,6 +82,21 @@ static struct urt_task *next_ready(struct urt_loop *loop)
 	return t;
 }
 
+void urt__sched_delay_measure(struct urt_loop *loop, struct urt_hist *h)
+{
+	loop->sched_hist = h;
+	/* A completion's wake-up is stamped with its reap's clock. */
+	urt__ring_stamp_reaps(&loop->ring, h != NULL);
+	if (!h)
+		return;
+	loop->sched_wakeups = 0;
+	/* Which wake-ups are sampled: from the clock, mixed (splitmix64). */
+	loop->sched_rng = urt_now_ns() + 0x9e3779b97f4a7c15ull;
+	loop->sched_rng = (loop->sched_rng ^ (loop->sched_rng >> 30)) * 0xbf58476d1ce4e5b9ull;
+	loop->sched_rng = (loop->sched_rng ^ (loop->sched_rng >> 27)) * 0x94d049bb133111ebull;
+	loop->sched_rng ^= loop->sched_rng >> 31;
+}
+
 /* Whether this wake-up's schedule delay is measured: one in 8, drawn at
  * random (the top bits of a 64-bit LCG), so that no periodic order of
  * tasks hides from the sample. Measuring costs a clock read at the resume

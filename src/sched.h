@@ -68,7 +68,8 @@ struct urt_loop {
 	uint64_t sched_wakeups;     /* woken tasks resumed while sched_hist */
 	uint64_t sched_rng;         /* which wake-ups sched_hist samples */
 	struct urt_hist *sched_hist; /* NULL, or where the scheduler records
-				      * each woken task's wait to run */
+				      * sampled woken tasks' wait to run
+				      * (urt__sched_delay_measure) */
 	/* With stall_ns: the longest run of a task since the lag monitor's
 	 * last tick (which resets it), and that task's name. */
 	uint64_t longest_ns;
@@ -113,6 +114,10 @@ void urt__stall_run_begin(struct urt__stall_watch *w, uint64_t now);
 void urt__stall_run_end(struct urt__stall_watch *w);
 void urt__stall_report(struct urt_loop *loop, struct urt_task *t, const char *name,
 		       uint64_t ran_ns);
+
+/* Measure woken tasks' wait to run into h, a random eighth of them, each
+ * wake-up counted in sched_wakeups (reset); NULL: stop measuring. */
+void urt__sched_delay_measure(struct urt_loop *loop, struct urt_hist *h);
 
 extern URT__TLS struct urt_loop *urt__cur_loop;
 
