@@ -9,7 +9,7 @@
  * layer's one armed timeout, each operation's linked timeout) are a heap
  * that bounds epoll_wait's sleep. Messages from other threads come through
  * a mailbox, a bounded lock-free queue, and an eventfd that wakes the loop
- * when the mailbox was empty. */
+ * only when it sleeps in epoll_wait. */
 #define _GNU_SOURCE /* preadv2, RWF_NOWAIT, accept4, statx */
 #include <assert.h>
 #include <errno.h>
@@ -56,9 +56,16 @@ struct ep_fd {
 };
 
 /* Messages from any thread: a bounded multi-producer queue of user_data
- * values (Vyukov's, one sequence number per slot), with an eventfd that the
- * sender whose message finds the mailbox empty writes. It outlives the
- * ring while a sender holds a reference. */
+ * values (Vyukov's, one sequence number per slot), and an eventfd that a
+ * sender writes only when the loop sleeps (or is about to) in epoll_wait:
+ * a loop that runs or spins reads the queue itself, with no system call on
+ * either side. It outlives the ring while a sender holds a reference.
+ *
+ * The loop sets sleeping, then looks at the queue once more before it
+ * waits; a sender publishes its message, then looks at sleeping. Both in
+ * sequentially consistent order: either the loop sees the message, or the
+ * sender sees sleeping and wakes the loop (one sender per sleep: the one
+ * that clears it). */
 struct box_slot {
 	_Atomic uint64_t seq;
 	uint64_t ud;
@@ -67,7 +74,7 @@ struct box_slot {
 struct urt__box {
 	_Atomic long refs;
 	int evfd;
-	_Atomic long pending;        /* messages sent, not yet taken */
+	_Atomic int sleeping;        /* the loop waits, or is about to */
 	uint64_t mask;
 	_Atomic uint64_t tail __attribute__((aligned(128))); /* senders */
 	uint64_t head __attribute__((aligned(128)));         /* the loop */
@@ -151,8 +158,10 @@ int urt__box_send(struct urt__box *b, uint64_t ud)
 		}
 	}
 	s->ud = ud;
-	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
-	if (atomic_fetch_add_explicit(&b->pending, 1, memory_order_acq_rel) == 0) {
+	/* Sequentially consistent, as the loop's side: see struct urt__box. */
+	atomic_store_explicit(&s->seq, pos + 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&b->sleeping, memory_order_seq_cst) &&
+	    atomic_exchange_explicit(&b->sleeping, 0, memory_order_relaxed)) {
 		uint64_t one = 1;
 
 		/* Cannot fail short of a full counter, which it never is. */
@@ -1011,22 +1020,27 @@ void urt__ep_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx)
 }
 
 /* Messages in the mailbox become CQEs (no system call: the eventfd only
- * wakes a loop that sleeps). */
+ * wakes a loop that sleeps). A message behind a slot whose sender has not
+ * published yet waits for the next turn: that sender wakes the loop if it
+ * sleeps by then. */
 static void take_mail(struct urt__ep *ep)
 {
-	struct urt__box *b = ep->box;
 	uint64_t ud;
-	long n;
 
-	do {
-		n = 0;
-		while (box_take(b, &ud)) {
-			post(ep, ud, 0, 0);
-			n++;
-		}
-		/* Senders count after they publish: a count above what was
-		 * taken means messages that are published already. */
-	} while (atomic_fetch_sub_explicit(&b->pending, n, memory_order_acq_rel) - n > 0);
+	while (box_take(ep->box, &ud))
+		post(ep, ud, 0, 0);
+}
+
+/* Before a wait that may block: true when the loop may sleep (a sender
+ * will wake it), false when mail has come meanwhile. */
+static bool box_sleep(struct urt__box *b)
+{
+	atomic_store_explicit(&b->sleeping, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&b->slots[b->head & b->mask].seq, memory_order_seq_cst) !=
+	    b->head + 1)
+		return true;
+	atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
+	return false;
 }
 
 bool urt__ep_next_cqe(struct urt__ring *r, struct io_uring_cqe *out)
@@ -1072,7 +1086,8 @@ int urt__ep_turn(struct urt__ring *r, bool wait)
 	struct urt__ep *ep = r->ep;
 	struct epoll_event evs[MAX_EVENTS];
 	struct timespec ts, *tsp = NULL;
-	int n;
+	bool sleeps = false;
+	int n = 0;
 
 	run_sq(r);
 	expire(ep, urt_now_ns());
@@ -1089,7 +1104,19 @@ int urt__ep_turn(struct urt__ring *r, bool wait)
 					.tv_nsec = (long)(d % 1000000000u) };
 		tsp = &ts;
 	}
-	n = wait_events(ep->epfd, evs, tsp);
+	if (!tsp || tsp->tv_sec || tsp->tv_nsec) {
+		sleeps = box_sleep(ep->box);
+		if (!sleeps) {
+			ts = (struct timespec){ 0 };
+			tsp = &ts;
+		}
+	}
+	/* A look that cannot wait needs the kernel only for fds' readiness:
+	 * the mailbox is read below either way. */
+	if (sleeps || ep->waiting)
+		n = wait_events(ep->epfd, evs, tsp);
+	if (sleeps)
+		atomic_store_explicit(&ep->box->sleeping, 0, memory_order_relaxed);
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	for (int i = 0; i < n; i++) {
@@ -1101,7 +1128,10 @@ int urt__ep_turn(struct urt__ring *r, bool wait)
 		if (fd == ep->box->evfd) {
 			uint64_t v;
 
-			/* Reset it; the mailbox is read below, every turn. */
+			/* Reset it; the mailbox is read below, every turn.
+			 * (A sender that saw the loop about to sleep may
+			 * write it after the loop woke for something else:
+			 * the next wait then returns at once, once.) */
 			(void)!read(fd, &v, sizeof(v));
 			continue;
 		}

@@ -803,6 +803,65 @@ static void test_completion_as_job_ends(void **state)
 	assert_true(atomic_load(&p.long_done));
 }
 
+/* ---- a loop that sleeps between jobs ---- */
+
+/* The loop does not spin: nearly every completion finds it going to sleep,
+ * or asleep, in the kernel, and a wake-up lost in that window would leave a
+ * task parked for good (the test would hang). The worker spins, so it takes
+ * each job at once, and the jobs' lengths vary, so that completions land at
+ * every point of the loop's way to sleep. */
+#define SLEEPY_JOBS 4000
+
+struct sleepy {
+	_Atomic unsigned ran;
+	unsigned done;
+};
+
+static void sleepy_fn(struct sleepy *s)
+{
+	unsigned n = atomic_fetch_add(&s->ran, 1) % 97;
+
+	for (volatile unsigned i = 0; i < n * 8; i++)
+		;
+}
+
+static int sleepy_task(void *arg)
+{
+	struct sleepy *s = arg;
+
+	for (int i = 0; i < SLEEPY_JOBS; i++) {
+		int ret = urt_to_thread(sleepy_fn, s);
+
+		if (ret)
+			return ret;
+		s->done++;
+	}
+	return 0;
+}
+
+static void test_loop_sleeps_between_jobs(void **state)
+{
+	struct urt_pool_opts po = { .threads = 1, .flags = pool_flags };
+	struct urt_loop_opts o = { .pool_opts = &po, .flags = URT_LOOP_NO_SPIN };
+	struct sleepy s = { 0 };
+	urt_loop *loop;
+	urt_task *t[2];
+	int r[2] = { 1, 1 };
+
+	(void)state;
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(urt_spawn(loop, &t[i], sleepy_task, &s), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(urt_join(t[i], &r[i]), 0);
+		assert_int_equal(r[i], 0);
+	}
+	urt_loop_destroy(loop);
+	assert_int_equal(s.done, 2 * SLEEPY_JOBS);
+	assert_int_equal(atomic_load(&s.ran), 2 * SLEEPY_JOBS);
+}
+
 /* ---- the workers' priority ---- */
 
 struct prio {
@@ -882,7 +941,8 @@ static int set_worker_rings(void **state)
 	cmocka_unit_test(test_tiny_cq_mixed),                        \
 	cmocka_unit_test(test_same_turn_jobs_spread),                \
 	cmocka_unit_test(test_job_sees_sibling_start),               \
-	cmocka_unit_test(test_completion_as_job_ends)
+	cmocka_unit_test(test_completion_as_job_ends),               \
+	cmocka_unit_test(test_loop_sleeps_between_jobs)
 
 int main(void)
 {
