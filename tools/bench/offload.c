@@ -11,14 +11,20 @@
  *
  * W3, throughput: no-op jobs, 64 in flight, 2 workers, unpinned; jobs per
  * second. urt (64 tasks, spin on and off, and with URT_POOL_WORKER_RINGS)
- * against MSG_RING floors sent ring-less (one syscall per job) or from a
- * ring per worker (one io_uring_enter per batch), the faster being the
- * floor, and an eventfd written once per batch.
+ * against every MSG_RING floor, the fastest being the floor: sent
+ * ring-less (one syscall per job) or from a ring per worker (one
+ * io_uring_enter per batch); batched (a done list, and one message when a
+ * push finds it empty, as urt's pool); to a sleeper (a done list, and a
+ * message only when the main thread sleeps or is about to); the ring-less
+ * and batched ones also into a main ring without DEFER_TASKRUN. Beside
+ * them, an eventfd written once per batch.
  *
- * The raw floors hand jobs over as urt's pool does (a mutex and condition
- * variable queue, each worker taking its fair share of it up to 16 jobs per
- * lock, the same optional spin on both sides) and their main ring is set up
- * with urt's flags, so that urt's ratio to them is what the runtime itself
+ * The raw floors hand jobs over through a queue like urt's pool (a mutex and
+ * condition variable, the same optional spin on both sides), except that
+ * each worker takes its fair share of it, up to 16 jobs per lock, where
+ * urt's workers take one (taking more did not make urt faster here), and
+ * their main ring is set up with urt's flags (but for the "no DEFER" ones),
+ * so that urt's ratio to them is what the runtime itself
  * adds: tasks, switches, bookkeeping.
  *
  * Variants are interleaved (A run 1, B run 1, ..., A run 2, ...) so that a
@@ -320,20 +326,27 @@ enum chan {
 	CHAN_RINGLESS,		/* MSG_RING with no source ring, one per job */
 	CHAN_WORKER_RING,	/* MSG_RINGs of a batch in one io_uring_enter */
 	CHAN_EVENTFD,		/* a done list, and one eventfd write per batch */
+	CHAN_LIST_MSG,		/* a done list, a MSG_RING when it was empty */
+	CHAN_LIST_SLEEPER,	/* a done list, a MSG_RING when the main sleeps */
 };
 
 static const char *const chan_names[] = {
 	[CHAN_RINGLESS] = "raw MSG_RING ring-less",
 	[CHAN_WORKER_RING] = "raw MSG_RING worker rings",
 	[CHAN_EVENTFD] = "raw eventfd",
+	[CHAN_LIST_MSG] = "raw MSG_RING batched",
+	[CHAN_LIST_SLEEPER] = "raw MSG_RING to sleeper",
 };
+
+static bool ringless_ok;	/* set in main: the kernel sends ring-less */
 
 struct raw;
 
 struct raw_worker {
 	struct raw *raw;
 	pthread_t thread;
-	struct io_uring ring;	/* CHAN_WORKER_RING only */
+	struct io_uring ring;	/* CHAN_WORKER_RING; the done lists without ring-less */
+	bool has_ring;
 	int pin_err;
 };
 
@@ -344,7 +357,9 @@ struct raw {
 	const cpu_set_t *worker_cpus;
 	struct io_uring ring;		/* MSG_RING channels: the main thread's */
 	int efd;			/* CHAN_EVENTFD */
-	_Atomic(struct job *) done;	/* CHAN_EVENTFD: completed, newest first */
+	_Atomic(struct job *) done;	/* the done lists: completed, newest first */
+	_Atomic int sleeping;		/* CHAN_LIST_SLEEPER: the main thread's mark */
+	unsigned wakes_owed;		/* CHAN_LIST_SLEEPER: messages still to reap */
 	unsigned nworkers;
 	struct raw_worker workers[TP_THREADS];
 };
@@ -359,11 +374,13 @@ static const unsigned ring_flag_sets[] = {
 
 static unsigned raw_ring_flags;	/* what the kernel took, for the header */
 
-static void main_ring_init(struct io_uring *ring)
+/* urt's flags, or from the first set without DEFER_TASKRUN when plain. */
+static void main_ring_init(struct io_uring *ring, bool plain)
 {
 	int ret = -EINVAL;
 
-	for (size_t i = 0; i < sizeof(ring_flag_sets) / sizeof(ring_flag_sets[0]); i++) {
+	for (size_t i = plain ? 1 : 0; i < sizeof(ring_flag_sets) / sizeof(ring_flag_sets[0]);
+	     i++) {
 		struct io_uring_params p = {
 			.flags = ring_flag_sets[i] | IORING_SETUP_CQSIZE,
 			.cq_entries = 4 * TP_INFLIGHT,
@@ -371,7 +388,8 @@ static void main_ring_init(struct io_uring *ring)
 
 		ret = io_uring_queue_init_params(8, ring, &p);
 		if (ret == 0) {
-			raw_ring_flags = ring_flag_sets[i];
+			if (!plain)
+				raw_ring_flags = ring_flag_sets[i];
 			/* As urt: saves an fdget per io_uring_enter. */
 			(void)io_uring_register_ring_fd(ring);
 			return;
@@ -387,7 +405,7 @@ static void probe_ring_flags(void)
 {
 	struct io_uring ring;
 
-	main_ring_init(&ring);
+	main_ring_init(&ring, false);
 	io_uring_queue_exit(&ring);
 }
 
@@ -469,23 +487,60 @@ static void post_worker_ring(struct raw_worker *w, struct job **jobs, unsigned n
 	io_uring_cq_advance(&w->ring, seen);
 }
 
-/* Push the batch onto the done list (one CAS), then wake the main thread
- * with one eventfd write. */
-static void post_eventfd(struct raw_worker *w, struct job **jobs, unsigned n)
+/* One message, ring-less where the kernel has it, else from the worker's
+ * ring. */
+static void post_one(struct raw_worker *w, struct job *j)
 {
-	struct raw *r = w->raw;
+	if (ringless_ok)
+		post_ringless(w, &j, 1);
+	else
+		post_worker_ring(w, &j, 1);
+}
+
+/* Push the batch onto the done list (one CAS, sequentially consistent for
+ * the sleeper's mark); true when the list was empty. */
+static bool push_done(struct raw *r, struct job **jobs, unsigned n)
+{
 	struct job *old = atomic_load_explicit(&r->done, memory_order_relaxed);
-	uint64_t one = 1;
 
 	for (unsigned i = 0; i + 1 < n; i++)
 		jobs[i]->next = jobs[i + 1];
 	do
 		jobs[n - 1]->next = old;
 	while (!atomic_compare_exchange_weak_explicit(&r->done, &old, jobs[0],
-						      memory_order_release,
+						      memory_order_seq_cst,
 						      memory_order_relaxed));
-	if (write(r->efd, &one, sizeof(one)) != sizeof(one))
+	return !old;
+}
+
+/* The batch onto the done list, then one eventfd write. */
+static void post_eventfd(struct raw_worker *w, struct job **jobs, unsigned n)
+{
+	uint64_t one = 1;
+
+	push_done(w->raw, jobs, n);
+	if (write(w->raw->efd, &one, sizeof(one)) != sizeof(one))
 		bench_die("eventfd write: %s", strerror(errno));
+}
+
+/* The batch onto the done list; a message only when it was empty (the main
+ * thread takes the list when a message arrives). */
+static void post_list_msg(struct raw_worker *w, struct job **jobs, unsigned n)
+{
+	if (push_done(w->raw, jobs, n))
+		post_one(w, NULL);
+}
+
+/* The batch onto the done list; a message only to a main thread that has
+ * marked itself sleeping, by the worker that clears the mark. */
+static void post_list_sleeper(struct raw_worker *w, struct job **jobs, unsigned n)
+{
+	struct raw *r = w->raw;
+
+	push_done(r, jobs, n);
+	if (atomic_load_explicit(&r->sleeping, memory_order_seq_cst) &&
+	    atomic_exchange_explicit(&r->sleeping, 0, memory_order_relaxed))
+		post_one(w, NULL);
 }
 
 static void post(struct raw_worker *w, struct job **jobs, unsigned n)
@@ -499,6 +554,12 @@ static void post(struct raw_worker *w, struct job **jobs, unsigned n)
 		break;
 	case CHAN_EVENTFD:
 		post_eventfd(w, jobs, n);
+		break;
+	case CHAN_LIST_MSG:
+		post_list_msg(w, jobs, n);
+		break;
+	case CHAN_LIST_SLEEPER:
+		post_list_sleeper(w, jobs, n);
 		break;
 	}
 }
@@ -558,6 +619,26 @@ static unsigned reap_msg(struct raw *r, struct job **out, unsigned max)
 	return n;
 }
 
+/* The done list, oldest first, into out; its length. */
+static unsigned take_done(struct raw *r, struct job **out, unsigned max)
+{
+	struct job *j = atomic_exchange_explicit(&r->done, NULL, memory_order_acquire);
+	unsigned n = 0;
+
+	for (; j; j = j->next) {
+		if (n == max)
+			bench_die("%s: more completions than jobs in flight", chan_names[r->chan]);
+		out[n++] = j;
+	}
+	for (unsigned i = 0; i < n / 2; i++) {
+		struct job *t = out[i];
+
+		out[i] = out[n - 1 - i];
+		out[n - 1 - i] = t;
+	}
+	return n;
+}
+
 /* Take the done list; block in read() only after seeing it empty. A worker
  * always writes after pushing, so no wake-up is lost; a write whose list a
  * spin already took only makes a later read() return early, and the loop
@@ -565,18 +646,11 @@ static unsigned reap_msg(struct raw *r, struct job **out, unsigned max)
 static unsigned reap_eventfd(struct raw *r, struct job **out, unsigned max)
 {
 	for (;;) {
-		struct job *j = atomic_exchange_explicit(&r->done, NULL, memory_order_acquire);
-		unsigned n = 0;
+		unsigned n = take_done(r, out, max);
 		uint64_t v;
 
-		if (j) {
-			for (; j; j = j->next) {
-				if (n == max)
-					bench_die("eventfd: more completions than jobs in flight");
-				out[n++] = j;
-			}
+		if (n)
 			return n;
-		}
 		if (r->spin_ns && spin_until(done_ready, r, r->spin_ns))
 			continue;
 		if (read(r->efd, &v, sizeof(v)) < 0 && errno != EINTR)
@@ -584,12 +658,86 @@ static unsigned reap_eventfd(struct raw *r, struct job **out, unsigned max)
 	}
 }
 
-static unsigned raw_reap(struct raw *r, struct job **out, unsigned max)
+/* Wait for messages (at least one), and reap them all: how many. */
+static unsigned wait_msgs(struct raw *r)
 {
-	return r->chan == CHAN_EVENTFD ? reap_eventfd(r, out, max) : reap_msg(r, out, max);
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int ret;
+
+	do
+		ret = io_uring_wait_cqe(&r->ring, &cqe);
+	while (ret == -EINTR);
+	if (ret < 0)
+		bench_die("io_uring_wait_cqe: %s", strerror(-ret));
+	io_uring_for_each_cqe(&r->ring, head, cqe) {
+		if (cqe->res < 0)
+			bench_die("%s: a message failed: %s", chan_names[r->chan], strerror(-cqe->res));
+		n++;
+	}
+	io_uring_cq_advance(&r->ring, n);
+	return n;
 }
 
-static void raw_start(struct raw *r, enum chan chan, unsigned nworkers, bool spin,
+/* The list is taken when a message comes: every message finds the list its
+ * sender made non-empty, or an earlier message's taking emptied it. */
+static unsigned reap_list_msg(struct raw *r, struct job **out, unsigned max)
+{
+	for (;;) {
+		unsigned n;
+
+		if (r->spin_ns)
+			spin_until(msg_ready, &r->ring, r->spin_ns);
+		wait_msgs(r);
+		n = take_done(r, out, max);
+		if (n)
+			return n;
+	}
+}
+
+/* Take the list whenever it has jobs; sleep in the ring only after marking
+ * the sleep and finding the list still empty. A mark cleared by a worker
+ * means its message is on the way: it is reaped before the next sleep's. */
+static unsigned reap_list_sleeper(struct raw *r, struct job **out, unsigned max)
+{
+	for (;;) {
+		unsigned n = take_done(r, out, max);
+
+		if (n)
+			return n;
+		if (r->spin_ns && spin_until(done_ready, r, r->spin_ns))
+			continue;
+		if (r->wakes_owed) {
+			r->wakes_owed -= wait_msgs(r);
+			continue;
+		}
+		atomic_store_explicit(&r->sleeping, 1, memory_order_seq_cst);
+		if (!atomic_load_explicit(&r->done, memory_order_seq_cst)) {
+			r->wakes_owed = 1;
+			r->wakes_owed -= wait_msgs(r);
+			continue;
+		}
+		if (!atomic_exchange_explicit(&r->sleeping, 0, memory_order_relaxed))
+			r->wakes_owed++;
+	}
+}
+
+static unsigned raw_reap(struct raw *r, struct job **out, unsigned max)
+{
+	switch (r->chan) {
+	case CHAN_EVENTFD:
+		return reap_eventfd(r, out, max);
+	case CHAN_LIST_MSG:
+		return reap_list_msg(r, out, max);
+	case CHAN_LIST_SLEEPER:
+		return reap_list_sleeper(r, out, max);
+	default:
+		return reap_msg(r, out, max);
+	}
+}
+
+/* plain: the main ring without DEFER_TASKRUN. */
+static void raw_start(struct raw *r, enum chan chan, unsigned nworkers, bool spin, bool plain,
 		      const cpu_set_t *worker_cpus)
 {
 	memset(r, 0, sizeof(*r));
@@ -604,14 +752,16 @@ static void raw_start(struct raw *r, enum chan chan, unsigned nworkers, bool spi
 		if (r->efd < 0)
 			bench_die("eventfd: %s", strerror(errno));
 	} else {
-		main_ring_init(&r->ring);
+		main_ring_init(&r->ring, plain);
 	}
 	for (unsigned i = 0; i < nworkers; i++) {
 		struct raw_worker *w = &r->workers[i];
 		int ret;
 
 		w->raw = r;
-		if (chan == CHAN_WORKER_RING) {
+		w->has_ring = chan == CHAN_WORKER_RING ||
+			      ((chan == CHAN_LIST_MSG || chan == CHAN_LIST_SLEEPER) && !ringless_ok);
+		if (w->has_ring) {
 			ret = io_uring_queue_init(BATCH, &w->ring, 0);
 			if (ret < 0)
 				bench_die("worker ring: %s", strerror(-ret));
@@ -631,7 +781,7 @@ static void raw_stop(struct raw *r)
 		pthread_join(w->thread, NULL);
 		if (w->pin_err)
 			bench_die("pinning a worker: %s", strerror(-w->pin_err));
-		if (r->chan == CHAN_WORKER_RING)
+		if (w->has_ring)
 			io_uring_queue_exit(&w->ring);
 	}
 	if (r->chan == CHAN_EVENTFD)
@@ -755,7 +905,7 @@ static void rt_raw(const struct rt_variant *v, struct rt_run *run)
 	struct raw r;
 	struct job job, *got;
 
-	raw_start(&r, v->chan, 1, v->spin, run->worker_cpus);
+	raw_start(&r, v->chan, 1, v->spin, false, run->worker_cpus);
 	for (uint64_t i = 0; i < WARMUP + run->n; i++) {
 		uint64_t t0;
 		unsigned n;
@@ -814,16 +964,21 @@ struct tp_variant {
 	enum chan chan;		/* IMPL_RAW */
 	bool spin;
 	unsigned pool_flags;	/* IMPL_URT */
-	bool floor;		/* a raw MSG_RING floor (the faster one counts) */
+	bool floor;		/* a raw MSG_RING floor (the fastest one counts) */
+	bool plain;		/* IMPL_RAW: the main ring without DEFER_TASKRUN */
 };
 
 static struct tp_variant tp_variants[] = {
-	{ "urt_to_thread", IMPL_URT, 0, true, 0, false },
-	{ "urt_to_thread", IMPL_URT, 0, false, 0, false },
-	{ "urt_to_thread WORKER_RINGS", IMPL_URT, 0, true, URT_POOL_WORKER_RINGS, false },
-	{ NULL, IMPL_RAW, CHAN_RINGLESS, true, 0, true },
-	{ NULL, IMPL_RAW, CHAN_WORKER_RING, true, 0, true },
-	{ NULL, IMPL_RAW, CHAN_EVENTFD, true, 0, false },
+	{ "urt_to_thread", IMPL_URT, 0, true, 0, false, false },
+	{ "urt_to_thread", IMPL_URT, 0, false, 0, false, false },
+	{ "urt_to_thread WORKER_RINGS", IMPL_URT, 0, true, URT_POOL_WORKER_RINGS, false, false },
+	{ NULL, IMPL_RAW, CHAN_RINGLESS, true, 0, true, false },
+	{ NULL, IMPL_RAW, CHAN_WORKER_RING, true, 0, true, false },
+	{ NULL, IMPL_RAW, CHAN_LIST_MSG, true, 0, true, false },
+	{ NULL, IMPL_RAW, CHAN_LIST_SLEEPER, true, 0, true, false },
+	{ NULL, IMPL_RAW, CHAN_RINGLESS, true, 0, true, true },
+	{ NULL, IMPL_RAW, CHAN_LIST_MSG, true, 0, true, true },
+	{ NULL, IMPL_RAW, CHAN_EVENTFD, true, 0, false, false },
 };
 #define NTP (sizeof(tp_variants) / sizeof(tp_variants[0]))
 
@@ -907,7 +1062,7 @@ static uint64_t tp_raw(const struct tp_variant *v, uint64_t total, struct tally 
 
 	for (unsigned i = 0; i < TP_INFLIGHT; i++)
 		slots[i] = &jobs[i];
-	raw_start(&r, v->chan, TP_THREADS, v->spin, &all_cpus);
+	raw_start(&r, v->chan, TP_THREADS, v->spin, v->plain, &all_cpus);
 	t0 = bench_now_ns();
 	tp_issue(&r.q, slots, TP_INFLIGHT, &next, total);
 	while (tally->jobs < total) {
@@ -1030,7 +1185,7 @@ static void report_rt(const struct opts *o)
 	}
 }
 
-/* The raw MSG_RING floor with the higher median. */
+/* The raw MSG_RING floor with the highest median. */
 static unsigned tp_floor(unsigned runs)
 {
 	unsigned best = NTP;
@@ -1048,7 +1203,7 @@ static void report_tp(const struct opts *o)
 
 	printf("\nW3 throughput: %" PRIu64 " no-op jobs, %u in flight, %u workers, unpinned;\n"
 	       "medians over %u runs; the raw variants spin 20 us, as urt does by default;\n"
-	       "/floor: median of each run's ratio to the faster raw MSG_RING floor,\n"
+	       "/floor: median of each run's ratio to the fastest raw MSG_RING floor,\n"
 	       "which is %s\n\n",
 	       tp_jobs(o), TP_INFLIGHT, TP_THREADS, o->runs, tp_variants[f].name);
 	printf("%-36s %-4s %11s %11s %11s %7s\n", "variant", "spin", "jobs/s", "min", "max",
@@ -1077,12 +1232,22 @@ static void name_raw(const char **name, enum chan *chan, bool ringless)
 
 static void name_variants(bool ringless)
 {
+	static char plain_names[NTP][48];
+
 	for (unsigned v = 0; v < NRT; v++)
 		if (rt_variants[v].impl == IMPL_RAW)
 			name_raw(&rt_variants[v].name, &rt_variants[v].chan, ringless);
-	for (unsigned v = 0; v < NTP; v++)
-		if (tp_variants[v].impl == IMPL_RAW)
-			name_raw(&tp_variants[v].name, &tp_variants[v].chan, ringless);
+	for (unsigned v = 0; v < NTP; v++) {
+		struct tp_variant *t = &tp_variants[v];
+
+		if (t->impl != IMPL_RAW)
+			continue;
+		name_raw(&t->name, &t->chan, ringless);
+		if (t->plain) {
+			snprintf(plain_names[v], sizeof(plain_names[v]), "%s no DEFER", t->name);
+			t->name = plain_names[v];
+		}
+	}
 }
 
 static void print_header(const struct opts *o, bool ringless)
@@ -1169,6 +1334,7 @@ int main(int argc, char **argv)
 	parse_opts(argc, argv, &o);
 	placements_init();
 	ringless = ringless_works();
+	ringless_ok = ringless;
 	name_variants(ringless);
 	probe_ring_flags();
 	print_header(&o, ringless);

@@ -72,6 +72,11 @@ def parse(path):
                         ("urt_to_thread WORKER_RINGS", "on"): "urt-worker-rings",
                         ("raw MSG_RING ring-less", "on"): "raw-ringless",
                         ("raw MSG_RING worker rings", "on"): "raw-worker-rings",
+                        ("raw MSG_RING batched", "on"): "raw-batched",
+                        ("raw MSG_RING to sleeper", "on"): "raw-sleeper",
+                        ("raw MSG_RING ring-less no DEFER", "on"): "raw-ringless-nodefer",
+                        ("raw MSG_RING worker rings no DEFER", "on"): "raw-ringless-nodefer",
+                        ("raw MSG_RING batched no DEFER", "on"): "raw-batched-nodefer",
                         ("raw eventfd", "on"): "raw-eventfd"}.get((variant, spin))
                 if impl:
                     add("W3", impl, "jobs_per_s", m[3])
@@ -210,17 +215,25 @@ def w2_rows():
                 f"raw eventfd {num(us(med(wl, 'raw-eventfd', m)))}", r, ru, t)
 
 
+# W3's MSG_RING floors, every ring setup urt-bench-offload measures; the
+# fastest is the floor.
+W3_FLOORS = (("raw-ringless", "raw ring-less"), ("raw-worker-rings", "raw worker rings"),
+             ("raw-batched", "raw batched"), ("raw-sleeper", "raw to sleeper"),
+             ("raw-ringless-nodefer", "raw ring-less no DEFER"),
+             ("raw-batched-nodefer", "raw batched no DEFER"))
+
+
 def w3_rows():
     u = med("W3", "urt", "jobs_per_s")
-    floors = [(med("W3", i, "jobs_per_s"), i) for i in ("raw-ringless", "raw-worker-rings")]
+    floors = [(med("W3", i, "jobs_per_s"), i) for i, _ in W3_FLOORS]
     floors = [x for x in floors if x[0] is not None]
     f, fname = max(floors) if floors else (None, "")
     uv = med("W3", "libuv", "jobs_per_s")
     r, ru = ratio(u, f), ratio(u, uv)
-    names = {"raw-ringless": "raw ring-less", "raw-worker-rings": "raw worker rings"}
+    names = dict(W3_FLOORS)
     other = [f"floor: {names.get(fname, fname)} MSG_RING"]
-    for i, label in (("raw-ringless", "raw ring-less"), ("raw-worker-rings", "raw worker rings"),
-                     ("raw-eventfd", "raw eventfd"), ("urt-worker-rings", "urt WORKER_RINGS")):
+    for i, label in W3_FLOORS + (("raw-eventfd", "raw eventfd"),
+                                 ("urt-worker-rings", "urt WORKER_RINGS")):
         if i != fname and med("W3", i, "jobs_per_s") is not None:
             other.append(f"{label} {rate(med('W3', i, 'jobs_per_s'))}")
     row("W3", "jobs/s, 64 in flight, 2 threads (higher is better)", rate(u), rate(f), rate(uv),
@@ -447,9 +460,11 @@ Notes:
 - Floors: W1, a binary heap of plain structs with one IORING_OP_TIMEOUT (ABS) armed for
   the earliest, plus the time to fault in one fresh page per task (one mapping, THP off);
   W2/W3, urt-bench-offload's raw hand-off (urt's queue, the worker posting IORING_OP_MSG_RING;
-  W3 takes the faster of ring-less and per-worker rings); W4, IORING_OP_READ at QD 32 from one
-  thread; W5, one thread waiting on its ring for an ABS timeout, the offload jobs on two
-  threads completing by MSG_RING. Every raw ring gets urt's setup flags.
+  W3 takes the fastest of every ring setup: one message per job ring-less or per batch from
+  worker rings, a done list with a message when it was empty ("batched") or only to a
+  sleeping main thread, and main rings with and without DEFER_TASKRUN); W4, IORING_OP_READ at
+  QD 32 from one thread; W5, one thread waiting on its ring for an ABS timeout, the offload
+  jobs on two threads completing by MSG_RING. Every other raw ring gets urt's setup flags.
 - W2 unpinned: everything may run on every CPU; urt and the raw floor spin 20 µs (urt's
   default), libuv (UV_THREADPOOL_SIZE=1) and asyncio (1 executor thread) do not. W2 one
   CPU: urt-bench-offload's same-cpu cells without spin, libuv and asyncio under taskset.
