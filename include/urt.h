@@ -135,11 +135,13 @@ struct urt_loop_opts {
 	 * urt_loop_metrics. io_uring only: on epoll, ignored. */
 	uint64_t idle_poll_ns;
 	/* Finished tasks' stacks whose memory stays once a burst is over
-	 * (default 256): when the loop is about to wait in the kernel with
-	 * no more live tasks than that, the pages of the other cached stacks
-	 * go back to the kernel (MADV_DONTNEED, a system call each); their
-	 * mappings stay for reuse, which faults zeroed pages in. While more
-	 * tasks live, nothing is given back. SIZE_MAX: never. */
+	 * (default 256): once the loop has stayed quiet for 200 ms (each
+	 * time it waited in the kernel, no more live tasks than that), the
+	 * pages of the other cached stacks go back to the kernel
+	 * (MADV_DONTNEED, a system call each); their mappings stay for
+	 * reuse, which faults zeroed pages in. A wait with more live tasks
+	 * starts the 200 ms again, so bursts that come back sooner keep
+	 * their pages. SIZE_MAX: never. */
 	size_t stack_resident;
 };
 

@@ -13,6 +13,7 @@
 #define DEFAULT_ENTRIES 256u
 #define DEFAULT_STACK (64u * 1024u)
 #define DEFAULT_RESIDENT 256u
+#define TRIM_QUIET_NS (200u * 1000000u) /* quiet this long: stacks go back */
 #define MIN_STACK (16u * 1024u)
 #define MAX_STACK ((size_t)1 << 30)
 #define DEFAULT_SPIN_NS 20000u
@@ -249,6 +250,31 @@ static bool idle_poll(struct urt_loop *loop)
 	return urt__ring_spin(&loop->ring, loop->idle_poll_ns);
 }
 
+/* The loop is about to wait in the kernel. Once it has been quiet (no
+ * more live tasks than stack_resident, more stacks resident than that)
+ * for TRIM_QUIET_NS, the stacks past stack_resident give their pages back;
+ * until then its waits end by that time at the latest. A wait with more
+ * live tasks calls it off: a burst that comes back soon (a fan-out
+ * repeated) finds its stacks' pages still there. 0, or the ring's error. */
+static int trim_when_quiet(struct urt_loop *loop)
+{
+	uint64_t now;
+
+	if (loop->live > loop->stack_resident ||
+	    urt__tasks_resident(&loop->tasks) <= loop->stack_resident) {
+		loop->trim_at = 0;
+		return 0;
+	}
+	now = urt_now_ns();
+	if (!loop->trim_at)
+		loop->trim_at = now + TRIM_QUIET_NS;
+	if (now < loop->trim_at)
+		return urt__timer_arm_at(&loop->timers, &loop->ring, loop->trim_at);
+	urt__tasks_trim(&loop->tasks, loop->stack_resident);
+	loop->trim_at = 0;
+	return 0;
+}
+
 static int run_loop(struct urt_loop *loop)
 {
 	if (loop->metrics)
@@ -283,10 +309,13 @@ static int run_loop(struct urt_loop *loop)
 			if (urt__offload_spin(loop) || idle_poll(loop))
 				wait = false;
 		}
-		/* A burst is over: the stacks it left give their memory back. */
-		if (wait && loop->live <= loop->stack_resident &&
-		    urt__tasks_resident(&loop->tasks) > loop->stack_resident)
-			urt__tasks_trim(&loop->tasks, loop->stack_resident);
+		/* A burst is over: the stacks it left give their memory
+		 * back, once the loop has stayed quiet a while. */
+		if (wait) {
+			ret = trim_when_quiet(loop);
+			if (ret)
+				return ret;
+		}
 		loop->turns++;
 		if (loop->metrics && wait) {
 			uint64_t t0 = urt_now_ns();

@@ -101,12 +101,11 @@ static void timer_done(struct urt__op *op, int32_t res, uint32_t flags)
 	tm->at = UINT64_MAX;
 }
 
-/* Keep one absolute timeout armed no later than the earliest deadline. An
- * armed timeout that is too late is moved with IORING_TIMEOUT_UPDATE; one
- * that is too early fires, finds nothing due and is armed again. */
-int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r)
+/* Keep one absolute timeout armed no later than at. An armed timeout that
+ * is too late is moved with IORING_TIMEOUT_UPDATE; one that is too early
+ * fires, finds nothing due and is armed again. */
+int urt__timer_arm_at(struct urt__timers *tm, struct urt__ring *r, uint64_t at)
 {
-	uint64_t at = tm->heap[0].deadline;
 	struct io_uring_sqe *sqe;
 
 	if (tm->armed && at >= tm->at)
@@ -125,6 +124,11 @@ int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r)
 	}
 	tm->at = at;
 	return 0;
+}
+
+int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r)
+{
+	return urt__timer_arm_at(tm, r, tm->heap[0].deadline);
 }
 
 int urt__timer_disarm(struct urt__timers *tm, struct urt__ring *r)

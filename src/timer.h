@@ -54,6 +54,10 @@ struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now);
 /* Keep the one kernel timeout armed on r no later than the earliest
  * deadline (the heap must not be empty). 0, or the ring's error. */
 int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r);
+/* The same, no later than at: a time of the loop's own, with no task on
+ * the heap (its expiry ends the loop's wait in the kernel, and wakes no
+ * task). 0, or the ring's error. */
+int urt__timer_arm_at(struct urt__timers *tm, struct urt__ring *r, uint64_t at);
 /* Remove the armed timeout, if any (its CQE still comes). 0, or the
  * ring's error. */
 int urt__timer_disarm(struct urt__timers *tm, struct urt__ring *r);
