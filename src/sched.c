@@ -66,11 +66,20 @@ static struct urt_task *rq_pop(struct urt_loop *loop)
 }
 
 /* The next ready task, about to run: a woken one's wait to run is
- * recorded, when measured (the lag monitor's schedule delay). */
+ * recorded, when measured (the lag monitor's schedule delay). The one
+ * after it is fetched ahead: its stack's top, and the record of the one
+ * after that, whose stack the next call fetches (a pipeline two deep, as
+ * each stack's address is in the record before it). */
 static struct urt_task *next_ready(struct urt_loop *loop)
 {
 	struct urt_task *t = rq_pop(loop);
+	struct urt_task *n = loop->rq_head;
 
+	if (n) {
+		urt__task_prefetch(n);
+		if (n->next)
+			__builtin_prefetch(n->next);
+	}
 	if (t->woken_ns) {
 		if (loop->sched_hist) {
 			loop->sched_wakeups++;
