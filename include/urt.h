@@ -167,9 +167,10 @@ URT_API void urt_stall_print(void *ctx, urt_task *task, const char *name, uint64
  */
 URT_API int urt_stall_backtrace(urt_loop *loop, void **frames, int max);
 
-/* Never put a PROT_NONE guard page under task stacks (by default stacks get
- * one while the process's VMA budget allows, see the README). The canary at
- * the bottom of each stack is always checked. */
+/* Never put a guard page under task stacks (by default every stack gets
+ * one where the kernel has guard markers, 6.13+, and otherwise while the
+ * process's VMA budget allows, see the README). Stacks without a guard page
+ * have the canary at their bottom checked at every switch. */
 #define URT_LOOP_NO_GUARD (1u << 0)
 /* Never spin before sleeping (spin_ns ignored). */
 #define URT_LOOP_NO_SPIN (1u << 1)

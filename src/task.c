@@ -22,7 +22,8 @@
 
 /*
  * Stack mapping, low to high:
- *   [one page: PROT_NONE guard, or plain stack when unguarded]
+ *   [one page: the guard (a marker, or PROT_NONE), or plain stack when
+ *    unguarded]
  *   [canary window: URT__CANARY_WORDS words that must stay zero]
  *   [stack, growing down from the top of the mapping]
  * The task's record lives apart, in a slab of records (see
@@ -32,7 +33,10 @@
  * untouched page maps the shared zero page, so a sleeping task costs one
  * resident page (the top of its stack, holding its frames), not two. An
  * overflow that reaches the window writes frames into it (return addresses,
- * saved registers), which are not all zero.
+ * saved registers), which are not all zero. A stack with a guard page is
+ * not checked: an overflow past the window hits the guard page, and one
+ * that stops in the window has touched nothing but this stack; reading the
+ * window would only cost a fresh task a second page fault.
  */
 #define URT__CANARY_WORDS 32
 
@@ -55,12 +59,19 @@ static size_t page_size(void)
 }
 
 /*
- * A guard page splits a stack's mapping in two VMAs, and the kernel allows
- * vm.max_map_count of them per process (65,530 by default). Guarded stacks
- * may use a quarter of that budget, leaving the rest to the application;
- * stacks beyond it rely on the canary alone.
+ * A guard page is a marker in the page table where the kernel has them
+ * (MADV_GUARD_INSTALL, Linux 6.13): no VMA of its own, so every stack gets
+ * one. Elsewhere it is a PROT_NONE page, which splits a stack's mapping in
+ * two VMAs, and the kernel allows vm.max_map_count of them per process
+ * (65,530 by default). Such guarded stacks may use a quarter of that
+ * budget, leaving the rest to the application; stacks beyond it rely on
+ * the canary alone.
  */
-static atomic_long guarded_stacks;
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+static atomic_int guard_markers = -1; /* 1: they work; 0: they do not; -1: untried */
+static atomic_long guarded_stacks;    /* the PROT_NONE ones */
 
 static long guard_budget(void)
 {
@@ -87,8 +98,8 @@ static size_t map_len(const struct urt__tasks *ts)
 	return page_size() + ts->stack_size;
 }
 
-/* Stacks without a guard page are carved from chunks of this many, one
- * mmap per chunk instead of one per stack. */
+/* Stacks are carved from chunks of this many, one mmap per chunk instead of
+ * one per stack. */
 #define CHUNK_STACKS 64
 
 static void *map_anon(size_t len)
@@ -160,24 +171,12 @@ static void rec_put(struct urt__tasks *ts, struct urt_task *t)
 	rec_poison(t);
 }
 
-static void *stack_map(struct urt__tasks *ts, bool *guarded)
+/* The next stack of the loop's chunk (a new chunk when it is used up). */
+static void *stack_carve(struct urt__tasks *ts)
 {
 	size_t len = map_len(ts);
 	void *map;
 
-	*guarded = false;
-	if (ts->guard &&
-	    atomic_fetch_add(&guarded_stacks, 1) < guard_budget()) {
-		map = map_anon(len);
-		if (map && mprotect(map, page_size(), PROT_NONE) == 0) {
-			*guarded = true;
-			return map;
-		}
-		if (map)
-			munmap(map, len);
-	}
-	if (ts->guard)
-		atomic_fetch_sub(&guarded_stacks, 1);
 	/* Each stack of a chunk is unmapped on its own later (munmap of part
 	 * of a mapping is fine): nothing tracks the chunk once carved. */
 	if (!ts->chunk_left) {
@@ -192,7 +191,36 @@ static void *stack_map(struct urt__tasks *ts, bool *guarded)
 	return map;
 }
 
-static void stack_unmap(void *map, size_t len, bool guarded)
+/* A stack's mapping, with its guard page when ts wants one and one can be
+ * had: a marker, else PROT_NONE within the budget (*vma). NULL when out of
+ * address space. */
+static void *stack_map(struct urt__tasks *ts, bool *guarded, bool *vma)
+{
+	void *map = stack_carve(ts);
+
+	*guarded = *vma = false;
+	if (!map || !ts->guard)
+		return map;
+	if (atomic_load_explicit(&guard_markers, memory_order_relaxed) != 0) {
+		if (madvise(map, page_size(), MADV_GUARD_INSTALL) == 0) {
+			atomic_store_explicit(&guard_markers, 1, memory_order_relaxed);
+			*guarded = true;
+			return map;
+		}
+		if (errno == EINVAL) /* a kernel before 6.13 (or valgrind) */
+			atomic_store_explicit(&guard_markers, 0, memory_order_relaxed);
+	}
+	if (atomic_fetch_add(&guarded_stacks, 1) < guard_budget() &&
+	    mprotect(map, page_size(), PROT_NONE) == 0) {
+		*guarded = *vma = true;
+		return map;
+	}
+	atomic_fetch_sub(&guarded_stacks, 1);
+	return map;
+}
+
+/* vma: the stack's guard page is PROT_NONE, counted in the budget. */
+static void stack_unmap(void *map, size_t len, bool vma)
 {
 #if URT__ASAN
 	/* A task that ended leaves its last frames' redzones poisoned, and
@@ -201,7 +229,7 @@ static void stack_unmap(void *map, size_t len, bool guarded)
 	ASAN_UNPOISON_MEMORY_REGION(map, len);
 #endif
 	munmap(map, len);
-	if (guarded)
+	if (vma)
 		atomic_fetch_sub(&guarded_stacks, 1);
 }
 
@@ -210,7 +238,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	struct urt__tasks *ts = urt__tasks_of(loop);
 	size_t len = map_len(ts);
 	struct urt_task *t = rec_get(ts);
-	bool guarded;
+	bool guarded, guard_vma;
 	void *map;
 #if URT__VALGRIND
 	unsigned vg_id;
@@ -228,11 +256,12 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 		ASAN_UNPOISON_MEMORY_REGION((char *)map + page_size(), ts->stack_size);
 #endif
 		guarded = t->guarded;
+		guard_vma = t->guard_vma;
 #if URT__VALGRIND
 		vg_id = t->vg_id;
 #endif
 	} else {
-		map = stack_map(ts, &guarded);
+		map = stack_map(ts, &guarded, &guard_vma);
 		if (!map) {
 			rec_put(ts, t);
 			return -ENOMEM;
@@ -248,6 +277,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	t->map = map;
 	t->map_len = len;
 	t->guarded = guarded;
+	t->guard_vma = guard_vma;
 	t->canary = (uint64_t *)((char *)map + page_size());
 #if URT__VALGRIND
 	t->vg_id = vg_id;
@@ -268,7 +298,7 @@ static void stack_drop(struct urt_task *t)
 #if URT__VALGRIND
 	VALGRIND_STACK_DEREGISTER(t->vg_id);
 #endif
-	stack_unmap(t->map, t->map_len, t->guarded);
+	stack_unmap(t->map, t->map_len, t->guard_vma);
 	t->map = NULL;
 }
 
@@ -348,6 +378,8 @@ void urt__tasks_fini(struct urt__tasks *ts)
 
 bool urt__task_stack_ok(struct urt_task *t)
 {
+	if (t->guarded)
+		return true;
 	for (int i = 0; i < URT__CANARY_WORDS; i++)
 		if (t->canary[i] != 0)
 			return false;
@@ -581,11 +613,12 @@ void urt__task_start(struct urt_task *t)
 	t->sp = urt__ctx_init((char *)t->map + t->map_len, task_entry, t);
 }
 
-/* Checked at every switch away from a task: the top and bottom words of
- * the window, where an overflow arrives first and last. */
+/* Checked at every switch away from a task without a guard page: the top
+ * and bottom words of the window, where an overflow arrives first and
+ * last. */
 static void canary_check(struct urt_task *t)
 {
-	if (t->canary[URT__CANARY_WORDS - 1] != 0 || t->canary[0] != 0)
+	if (!t->guarded && (t->canary[URT__CANARY_WORDS - 1] != 0 || t->canary[0] != 0))
 		stack_overflowed(t);
 }
 

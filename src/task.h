@@ -46,7 +46,8 @@ struct __attribute__((aligned(64))) urt_task {
 	uint8_t state;
 	bool detached;
 	bool cancelled;
-	bool guarded;
+	bool guarded;             /* a guard page under the stack */
+	bool guard_vma;           /* ... made with mprotect (a VMA of its own) */
 	bool daemon;              /* not counted live: the loop's run ends without it */
 	bool released;            /* free, its stack's pages given back */
 	uint64_t woken_ns;        /* when woken, while schedule delay is measured */
@@ -106,7 +107,7 @@ struct urt__tasks {
 	struct urt__stack_cache stacks;
 	struct urt__rec_slab *slabs;   /* every record, live or free */
 	struct urt_task *rec_free;     /* free records, linked by next */
-	void *chunk;                /* unguarded stacks not handed out yet */
+	void *chunk;                /* stacks not handed out yet */
 	unsigned chunk_left;
 	size_t stack_size;          /* usable bytes per stack */
 	bool guard;                 /* a guard page below each stack, within
@@ -186,7 +187,8 @@ extern URT__TLS struct urt_task *urt__cur_task;
  * application set up, before or since, is left as it is. */
 int urt__overflow_report_install(void);
 void urt__overflow_report_remove(void);
-/* Verify a task's stack canary; reports and returns false when it is gone. */
+/* Whether a task's stack canary holds (true for a stack with a guard page,
+ * whose canary is not checked). */
 bool urt__task_stack_ok(struct urt_task *t);
 
 /* Context switch (arch/): saves callee-saved registers on the current stack,

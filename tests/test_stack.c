@@ -5,11 +5,13 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -130,6 +132,98 @@ static void test_canary_catches_overflow(void **state)
 	assert_true(WIFSIGNALED(status));
 	assert_int_equal(WTERMSIG(status), SIGILL);
 	assert_non_null(strstr(err, "overflowed its stack of 65536 bytes"));
+}
+
+/* ---- a stack past the VMA budget ---- */
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+/* TSan keeps a record per fiber and allows 8,128 of them: fewer tasks than
+ * the budget this case must pass. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
+/* Whether this kernel installs guard markers (Linux 6.13+). */
+static bool guard_markers_work(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	void *p = mmap(NULL, (size_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bool ok;
+
+	assert_true(p != MAP_FAILED);
+	ok = madvise(p, (size_t)ps, MADV_GUARD_INSTALL) == 0;
+	munmap(p, (size_t)ps);
+	return ok;
+}
+
+/* The PROT_NONE guard budget: a quarter of vm.max_map_count, two VMAs per
+ * stack (as the task layer reads it). */
+static long guard_budget(void)
+{
+	long max = 65530;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+
+	if (f) {
+		if (fscanf(f, "%ld", &max) != 1 || max <= 0)
+			max = 65530;
+		fclose(f);
+	}
+	return max / 8;
+}
+
+static long past_budget; /* sleepers spawned before the overflowing task */
+
+static int sleeper(void *arg)
+{
+	(void)arg;
+	return urt_sleep_ns(10ull * 1000 * 1000 * 1000);
+}
+
+static void overflow_past_budget(void)
+{
+	struct urt_loop_opts o = { .stack_size = 16 * 1024 };
+	urt_loop *loop;
+
+	if (urt_loop_create(&loop, &o))
+		_exit(3);
+	for (long i = 0; i < past_budget; i++)
+		if (urt_spawn(loop, NULL, sleeper, NULL))
+			_exit(4);
+	if (urt_spawn(loop, NULL, recursing_task, NULL))
+		_exit(3);
+	urt_loop_run(loop);
+	_exit(0); /* not reached */
+}
+
+/* With guard markers, the task spawned after more stacks than the
+ * PROT_NONE budget holds still has a guard page (no VMA of its own), and
+ * its runaway recursion is named. (Without markers it has only its canary,
+ * checked at switches, which a recursion never makes: the README says so.) */
+static void test_guard_past_vma_budget(void **state)
+{
+	char err[512];
+	int status;
+
+	(void)state;
+	past_budget = guard_budget() + 16;
+	if (UNDER_TSAN || !guard_markers_work() || past_budget > 40000) {
+		skip(); /* TSan, a kernel before 6.13, or vm.max_map_count raised */
+		return;
+	}
+	status = in_child(overflow_past_budget, err, sizeof(err));
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	assert_non_null(strstr(err, "urt: task \"deep-thought\" overflowed its stack of 16384 bytes (guard page hit)"));
 }
 
 /* A deep but bounded recursion within the stack is fine, and the stack is
@@ -389,6 +483,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_guard_page_stops_recursion),
 		cmocka_unit_test(test_canary_catches_overflow),
+		cmocka_unit_test(test_guard_past_vma_budget),
 		cmocka_unit_test(test_deep_use_is_fine),
 		cmocka_unit_test(test_report_in_second_run),
 		cmocka_unit_test(test_report_on_other_thread),
