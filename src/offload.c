@@ -26,7 +26,6 @@ struct urt__offload {
 	unsigned handoff_n;
 	struct urt__job *sqe_head, *sqe_tail; /* the ring's SQEs, this batch */
 	unsigned sqe_n;
-	LIST_HEAD(, urt__job) jobs_out; /* jobs submitted, not back yet */
 	struct urt__closable closable;
 	uint64_t inflight;          /* jobs submitted, not back yet */
 	uint64_t spin_ns;
@@ -53,8 +52,6 @@ static void job_out(struct urt__offload *off, struct urt__job *job,
 	job->timed = off->timed;
 	if (job->timed)
 		job->t_queued = urt_now_ns();
-	atomic_init(&job->state, URT__JOB_QUEUED);
-	LIST_INSERT_HEAD(&off->jobs_out, job, out_link);
 	off->inflight++;
 	urt__ring_expect(&off->loop->ring);
 }
@@ -66,7 +63,6 @@ static struct urt__offload *job_back(struct urt__job *job, int32_t res)
 	struct urt__offload *off = off_of_done(job->done);
 
 	off->inflight--;
-	LIST_REMOVE(job, out_link);
 	if (job->timed && res >= 0) {
 		off->jobs_done++;
 		off->job_wait_ns += job->t_start - job->t_queued;
@@ -241,19 +237,11 @@ static void complete_dropped(struct urt__ring *ring, struct urt__job *j)
 }
 
 /* Loop destroy, once its tasks are cancelled: drop every job no worker
- * has started. */
+ * has taken (a worker that takes one later drops it too). */
 static void jobs_drop(struct urt__offload *off)
 {
 	struct urt__ring *ring = &off->loop->ring;
-	struct urt__job *j;
 
-	/* A job a worker has claimed but not started is marked: the worker
-	 * posts its completion with -ECANCELED instead of running it. */
-	LIST_FOREACH(j, &off->jobs_out, out_link) {
-		int queued = URT__JOB_QUEUED;
-
-		atomic_compare_exchange_strong(&j->state, &queued, URT__JOB_DROPPED);
-	}
 	/* Jobs not yet handed to the pool complete here and now; so do jobs
 	 * still in the pool's queue, taken back. */
 	complete_dropped(ring, handoff_take(off));
@@ -351,7 +339,6 @@ int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
 		off->pool = pool;
 		urt__pool_attach(pool);
 	}
-	LIST_INIT(&off->jobs_out);
 	off->spin_ns = spin_ns;
 	off->timed = timed;
 	off->closable.close = jobs_close_with_loop;

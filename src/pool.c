@@ -109,7 +109,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		struct urt__job *job;
-		int queued = URT__JOB_QUEUED;
+		bool drop;
 
 		while (!p->head && !p->stopping) {
 			if (p->spin_ns) {
@@ -134,10 +134,11 @@ static void *worker_main(void *arg)
 		if (!p->head)
 			p->tail = NULL;
 		atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
+		/* Its loop may be going away (urt__pool_drop, under the lock). */
+		drop = job->done->dropping;
 		pthread_mutex_unlock(&p->mu);
 
-		/* The loop may have dropped it since it was queued. */
-		if (atomic_compare_exchange_strong(&job->state, &queued, URT__JOB_RUNNING)) {
+		if (!drop) {
 			if (job->timed)
 				job->t_start = urt_now_ns();
 			job->fn(job->arg);
@@ -317,12 +318,13 @@ unsigned urt__pool_queued(struct urt_pool *p)
 	return atomic_load_explicit(&p->queued, memory_order_relaxed);
 }
 
-struct urt__job *urt__pool_drop(struct urt_pool *p, const struct urt__done *done)
+struct urt__job *urt__pool_drop(struct urt_pool *p, struct urt__done *done)
 {
 	struct urt__job *dropped = NULL, **pp, *j;
 	unsigned n = 0;
 
 	pthread_mutex_lock(&p->mu);
+	done->dropping = true;
 	p->tail = NULL;
 	for (pp = &p->head; (j = *pp);) {
 		if (j->done == done) {

@@ -13,14 +13,8 @@
  * for urt_job_run it is allocated, since the caller may leave before it ends.
  * A worker reads what it needs, runs fn, then pushes the job onto its
  * loop's finished list (struct urt__done): after the push it never touches
- * the job again.
+ * the job again. 128 bytes: a worker writes next and res, and the times.
  */
-enum urt__job_state {
-	URT__JOB_QUEUED,   /* not started; the loop may still drop it */
-	URT__JOB_RUNNING,  /* a worker claimed it: it runs to its end */
-	URT__JOB_DROPPED,  /* the loop dropped it: it completes with -ECANCELED */
-};
-
 struct urt__done;
 
 struct __attribute__((aligned(128))) urt__job {
@@ -28,8 +22,6 @@ struct __attribute__((aligned(128))) urt__job {
 	void (*fn)(void *);
 	void *arg;
 	struct urt__job *next;      /* the pool's queue, then the finished list */
-	LIST_ENTRY(urt__job) out_link; /* the loop's jobs out */
-	_Atomic int state;          /* enum urt__job_state */
 	struct urt__done *done;     /* where the finished job goes */
 	int32_t res;                /* 0: fn ran; -ECANCELED: dropped unstarted */
 	struct urt_task *waiter;    /* NULL once an owned job is abandoned */
@@ -38,6 +30,7 @@ struct __attribute__((aligned(128))) urt__job {
 	bool timed;                 /* the worker notes t_start and t_end */
 	uint64_t t_queued, t_start, t_end; /* urt_now_ns(), when timed */
 };
+_Static_assert(sizeof(struct urt__job) == 128, "a job is two cache lines");
 
 /*
  * Where pool workers put a loop's finished jobs: a lock-free stack that the
@@ -52,6 +45,7 @@ struct __attribute__((aligned(128))) urt__done {
 	_Atomic(struct urt__job *) head; /* newest first */
 	struct urt__ring *ring;          /* the loop's ring */
 	struct urt__op wake;
+	bool dropping;              /* under the pool's lock: see urt__pool_drop */
 };
 
 struct urt_pool;
@@ -64,9 +58,11 @@ void urt__pool_detach(struct urt_pool *pool);
  * sleeping worker). */
 void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__job *tail,
 		    unsigned n);
-/* Take back the jobs bound for done that no worker has started: returned
- * as a list linked by next, for the caller to complete. */
-struct urt__job *urt__pool_drop(struct urt_pool *pool, const struct urt__done *done);
+/* Take back the jobs bound for done that no worker has taken: returned as
+ * a list linked by next, for the caller to complete. From then on, a
+ * worker completes any job bound for done it takes with -ECANCELED,
+ * without running it (the loop is going away). */
+struct urt__job *urt__pool_drop(struct urt_pool *pool, struct urt__done *done);
 /* Jobs in the pool's queue now, every loop's (a relaxed read). */
 unsigned urt__pool_queued(struct urt_pool *pool);
 /* The finished jobs on done, oldest first, linked by next (the loop's
