@@ -219,16 +219,19 @@ static void *stack_map(struct urt__tasks *ts, bool *guarded, bool *vma)
 	return map;
 }
 
-/* vma: the stack's guard page is PROT_NONE, counted in the budget. */
-static void stack_unmap(void *map, size_t len, bool vma)
+/* Everything but the munmap of a stack that goes: vma, its guard page is
+ * PROT_NONE, counted in the budget. */
+static void stack_release(void *map, size_t len, bool vma)
 {
 #if URT__ASAN
 	/* A task that ended leaves its last frames' redzones poisoned, and
 	 * ASan keeps a region's poison past munmap: a later mapping at the
 	 * same address would inherit it. */
 	ASAN_UNPOISON_MEMORY_REGION(map, len);
+#else
+	(void)map;
+	(void)len;
 #endif
-	munmap(map, len);
 	if (vma)
 		atomic_fetch_sub(&guarded_stacks, 1);
 }
@@ -293,13 +296,22 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	return 0;
 }
 
-static void stack_drop(struct urt_task *t)
+/* t's stack goes, but for its munmap, which the caller does. */
+static void stack_forget(struct urt_task *t)
 {
 #if URT__VALGRIND
 	VALGRIND_STACK_DEREGISTER(t->vg_id);
 #endif
-	stack_unmap(t->map, t->map_len, t->guard_vma);
+	stack_release(t->map, t->map_len, t->guard_vma);
 	t->map = NULL;
+}
+
+static void stack_drop(struct urt_task *t)
+{
+	void *map = t->map;
+
+	stack_forget(t);
+	munmap(map, t->map_len);
 }
 
 void urt__task_free(struct urt_task *t)
@@ -356,16 +368,41 @@ void urt__tasks_begin(struct urt__tasks *ts)
 void urt__tasks_fini(struct urt__tasks *ts)
 {
 	struct urt__rec_slab *s, *next;
+	char *run = NULL;            /* stacks next to each other, to unmap */
+	size_t run_len = 0;
 
 	/* Every task has been freed: each record is free, some with a
-	 * stack. */
+	 * stack. Stacks carved in a row from a chunk go with one munmap:
+	 * one each would split the chunk's mapping every time (100,000
+	 * stacks took 0.6 s). */
 	for (s = ts->slabs; s; s = next) {
 		next = s->next;
 		for (size_t i = 0; i < s->used; i++) {
-			rec_unpoison(&s->rec[i]);
-			if (s->rec[i].map)
-				stack_drop(&s->rec[i]);
+			struct urt_task *t = &s->rec[i];
+			char *map;
+			size_t len;
+
+			rec_unpoison(t);
+			map = t->map;
+			len = t->map_len;
+			if (!map)
+				continue;
+			stack_forget(t);
+			if (run && (run + run_len == map || map + len == run)) {
+				run = run < map ? run : map;
+				run_len += len;
+				continue;
+			}
+			if (run)
+				munmap(run, run_len);
+			run = map;
+			run_len = len;
 		}
+	}
+	if (run)
+		munmap(run, run_len);
+	for (s = ts->slabs; s; s = next) {
+		next = s->next;
 		munmap(s, sizeof(*s));
 	}
 	ts->slabs = NULL;
