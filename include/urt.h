@@ -138,8 +138,9 @@ struct urt_loop_opts {
 	 * (default 256): once the loop has stayed quiet for 200 ms (each
 	 * time it waited in the kernel, no more live tasks than that), the
 	 * pages of the other cached stacks go back to the kernel
-	 * (MADV_DONTNEED, a system call each); their mappings stay for
-	 * reuse, which faults zeroed pages in. A wait with more live tasks
+	 * (MADV_DONTNEED, a system call each, 256 stacks per wait 10 ms
+	 * apart); their mappings stay for reuse, which faults zeroed pages
+	 * in. A wait with more live tasks
 	 * starts the 200 ms again, so bursts that come back sooner keep
 	 * their pages. SIZE_MAX: never. */
 	size_t stack_resident;

@@ -14,6 +14,8 @@
 #define DEFAULT_STACK (64u * 1024u)
 #define DEFAULT_RESIDENT 256u
 #define TRIM_QUIET_NS (200u * 1000000u) /* quiet this long: stacks go back */
+#define TRIM_SLICE 256u                     /* stacks given back per wait */
+#define TRIM_GAP_NS (10u * 1000000u)        /* between two such waits */
 #define MIN_STACK (16u * 1024u)
 #define MAX_STACK ((size_t)1 << 30)
 #define DEFAULT_SPIN_NS 20000u
@@ -252,10 +254,12 @@ static bool idle_poll(struct urt_loop *loop)
 
 /* The loop is about to wait in the kernel. Once it has been quiet (no
  * more live tasks than stack_resident, more stacks resident than that)
- * for TRIM_QUIET_NS, the stacks past stack_resident give their pages back;
- * until then its waits end by that time at the latest. A wait with more
- * live tasks calls it off: a burst that comes back soon (a fan-out
- * repeated) finds its stacks' pages still there. 0, or the ring's error. */
+ * for TRIM_QUIET_NS, the stacks past stack_resident give their pages back,
+ * TRIM_SLICE at a wait, TRIM_GAP_NS apart (a madvise each: giving back
+ * 500,000 at once held a loop up for seconds); until then its waits end
+ * by that time at the latest. A wait with more live tasks calls it off: a
+ * burst that comes back soon (a fan-out repeated) finds its stacks' pages
+ * still there. 0, or the ring's error. */
 static int trim_when_quiet(struct urt_loop *loop)
 {
 	uint64_t now;
@@ -263,6 +267,7 @@ static int trim_when_quiet(struct urt_loop *loop)
 	if (loop->live > loop->stack_resident ||
 	    urt__tasks_resident(&loop->tasks) <= loop->stack_resident) {
 		loop->trim_at = 0;
+		loop->trimming = false;
 		return 0;
 	}
 	now = urt_now_ns();
@@ -270,9 +275,15 @@ static int trim_when_quiet(struct urt_loop *loop)
 		loop->trim_at = now + TRIM_QUIET_NS;
 	if (now < loop->trim_at)
 		return urt__timer_arm_at(&loop->timers, &loop->ring, loop->trim_at);
-	urt__tasks_trim(&loop->tasks, loop->stack_resident);
-	loop->trim_at = 0;
-	return 0;
+	/* The first slice of a quiet spell starts at the most recent. */
+	loop->trimming = urt__tasks_trim(&loop->tasks, loop->stack_resident, TRIM_SLICE,
+					 !loop->trimming);
+	if (!loop->trimming) {
+		loop->trim_at = 0;
+		return 0;
+	}
+	loop->trim_at = now + TRIM_GAP_NS;
+	return urt__timer_arm_at(&loop->timers, &loop->ring, loop->trim_at);
 }
 
 static int run_loop(struct urt_loop *loop)

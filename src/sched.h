@@ -63,6 +63,7 @@ struct urt_loop {
 	size_t stack_resident;      /* cached stacks kept whole when quiet */
 	uint64_t trim_at;           /* when the rest go back if still quiet;
 				     * 0: not quiet */
+	bool trimming;              /* giving them back, a slice at a time */
 	bool metrics;
 	uint64_t busy_ns, idle_ns, mark_ns; /* mark: where busy time counts from */
 	struct urt__metrics_pub *pub; /* the snapshot for other threads */

@@ -142,6 +142,8 @@ static struct urt_task *rec_get(struct urt__tasks *ts)
 	if (t) {
 		rec_unpoison(t);
 		ts->rec_free = t->next;
+		if (ts->trim_from == t)
+			ts->trim_from = NULL; /* taken: the next trim restarts */
 		return t;
 	}
 	if (!s || s->used == URT__SLAB_RECS) {
@@ -330,24 +332,33 @@ void urt__task_free(struct urt_task *t)
 	rec_put(ts, t);
 }
 
-void urt__tasks_trim(struct urt__tasks *ts, size_t keep)
+bool urt__tasks_trim(struct urt__tasks *ts, size_t keep, size_t max, bool restart)
 {
 	struct urt_task *t, *next;
-	size_t kept = 0;
+	size_t kept = 0, given = 0;
 
 	if (ts->stacks.resident <= keep)
-		return;
-	/* Most recently freed first: the ones kept are the warmest. */
-	for (t = ts->rec_free; t && ts->stacks.resident > keep; t = next) {
+		return false;
+	/* Most recently freed first: the ones kept are the warmest. Going on
+	 * from where the last call stopped, the keep are behind us. */
+	t = ts->rec_free;
+	if (!restart && ts->trim_from) {
+		t = ts->trim_from;
+		kept = keep;
+	}
+	for (; t && ts->stacks.resident > keep && given < max; t = next) {
 		rec_unpoison(t);
 		next = t->next;
 		if (t->map && !t->released && kept++ >= keep) {
 			(void)madvise((char *)t->map + page_size(), ts->stack_size, MADV_DONTNEED);
 			t->released = true;
 			ts->stacks.resident--;
+			given++;
 		}
 		rec_poison(t);
 	}
+	ts->trim_from = t;
+	return t && ts->stacks.resident > keep;
 }
 
 void urt__tasks_init(struct urt__tasks *ts, size_t stack_size, size_t cache_limit, bool guard)
@@ -407,6 +418,7 @@ void urt__tasks_fini(struct urt__tasks *ts)
 	}
 	ts->slabs = NULL;
 	ts->rec_free = NULL;
+	ts->trim_from = NULL;
 	ts->stacks.n = 0;
 	if (ts->chunk_left)
 		munmap(ts->chunk, map_len(ts) * ts->chunk_left);

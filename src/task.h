@@ -108,6 +108,8 @@ struct urt__tasks {
 	struct urt__rec_slab *slabs;   /* every record, live or free */
 	struct urt_task *rec_free;     /* free records, linked by next */
 	void *chunk;                /* stacks not handed out yet */
+	struct urt_task *trim_from; /* a free record: where urt__tasks_trim
+				     * goes on (NULL: from the head) */
 	unsigned chunk_left;
 	size_t stack_size;          /* usable bytes per stack */
 	bool guard;                 /* a guard page below each stack, within
@@ -138,9 +140,11 @@ void urt__tasks_begin(struct urt__tasks *ts);
 void urt__tasks_fini(struct urt__tasks *ts);
 /* Give the pages of the cached stacks past the keep most recently cached
  * back to the kernel (MADV_DONTNEED): the mappings stay, and a reused one
- * faults in zeroed pages. One madvise per stack, so callers trim when
- * idle; nothing when no more than keep are resident. */
-void urt__tasks_trim(struct urt__tasks *ts, size_t keep);
+ * faults in zeroed pages. One madvise per stack, so a call gives back at
+ * most max, in the order of the free list: restart begins at its head,
+ * else where the call before stopped. True when more could go back (call
+ * again); nothing when no more than keep are resident. */
+bool urt__tasks_trim(struct urt__tasks *ts, size_t keep, size_t max, bool restart);
 /* How many cached stacks have their pages (cheap: before a trim). */
 static inline size_t urt__tasks_resident(const struct urt__tasks *ts)
 {

@@ -861,7 +861,8 @@ static int burst_task(void *arg)
 	return buf[512];
 }
 
-/* How many of the n frames' pages are in memory. */
+/* How many of the n frames' pages are in memory; -1 when mincore fails
+ * (from a task too). */
 static int resident_frames(void **frame, int n)
 {
 	long ps = sysconf(_SC_PAGESIZE);
@@ -871,35 +872,56 @@ static int resident_frames(void **frame, int n)
 		unsigned char v = 0;
 		void *page = (void *)((uintptr_t)frame[i] & ~(uintptr_t)(ps - 1));
 
-		assert_int_equal(mincore(page, (size_t)ps, &v), 0);
+		if (mincore(page, (size_t)ps, &v))
+			return -1;
 		in += v & 1;
 	}
 	return in;
 }
 
-/* Sleeps arg ms: a task that outlives a burst, so that the loop then waits
- * with it alone. */
-static int sleep_ms(void *arg)
+/* A task that outlives a burst, so that the loop then waits with it
+ * alone: for quiet_ms, or (until) until no more than until of the burst's
+ * stack pages are in memory, looking every 20 ms, 10 s at most (so the
+ * loop's speed, under valgrind or TSan, sets no bound). */
+struct quiet {
+	void **frame;
+	int n, until;
+	unsigned quiet_ms;
+};
+
+static int quiet_task(void *arg)
 {
-	TASK_CHECK(urt_sleep_ns((uint64_t)(uintptr_t)arg * MS) == 0);
+	struct quiet *q = arg;
+
+	if (q->until < 0) {
+		TASK_CHECK(urt_sleep_ns((uint64_t)q->quiet_ms * MS) == 0);
+		return 0;
+	}
+	for (int i = 0; i < 500 && resident_frames(q->frame, q->n) > q->until; i++)
+		TASK_CHECK(urt_sleep_ns(20 * MS) == 0);
 	return 0;
 }
 
-/* Runs a burst of 50 burst_tasks beside one task that sleeps quiet_ms
- * (outliving them), then returns how many of the burst's stack pages are
- * in memory. */
-static int burst_resident(urt_loop *loop, unsigned quiet_ms)
+/* Runs a burst of n burst_tasks beside a quiet_task, then returns how many
+ * of the burst's stack pages are in memory. */
+static int burst_resident(urt_loop *loop, int n, struct quiet q)
 {
-	void *frame[50] = { 0 };
+	void **frame = calloc((size_t)n, sizeof(*frame));
+	int in;
 
-	for (int i = 0; i < 50; i++)
+	assert_non_null(frame);
+	q.frame = frame;
+	q.n = n;
+	for (int i = 0; i < n; i++)
 		spawn_ok(loop, NULL, burst_task, &frame[i]);
-	spawn_ok(loop, NULL, sleep_ms, (void *)(uintptr_t)quiet_ms);
+	spawn_ok(loop, NULL, quiet_task, &q);
 	assert_int_equal(urt_loop_run(loop), 0);
 	check_tasks();
-	for (int i = 0; i < 50; i++)
+	for (int i = 0; i < n; i++)
 		assert_non_null(frame[i]);
-	return resident_frames(frame, 50);
+	in = resident_frames(frame, n);
+	free(frame);
+	return in;
 }
 
 /* After a burst of 50 tasks, a loop that stays quiet (no more live tasks
@@ -914,9 +936,14 @@ static void test_stacks_given_back(void **state)
 	for (size_t k = 0; k < 2; k++) {
 		struct urt_loop_opts o = { .stack_resident = keeps[k] };
 		urt_loop *loop = loop_new(&o);
+		struct quiet q = { .until = 4 };
 
+		if (keeps[k] == SIZE_MAX) {
+			q.until = -1;
+			q.quiet_ms = 300;
+		}
 		for (int round = 0; round < 2; round++)
-			assert_int_equal(burst_resident(loop, 300), keeps[k] == 4 ? 4 : 50);
+			assert_int_equal(burst_resident(loop, 50, q), keeps[k] == 4 ? 4 : 50);
 		urt_loop_destroy(loop);
 	}
 }
@@ -928,10 +955,24 @@ static void test_stacks_kept_between_bursts(void **state)
 {
 	struct urt_loop_opts o = { .stack_resident = 4 };
 	urt_loop *loop = loop_new(&o);
+	struct quiet q = { .until = -1, .quiet_ms = 20 };
 
 	(void)state;
 	for (int round = 0; round < 3; round++)
-		assert_int_equal(burst_resident(loop, 20), 50);
+		assert_int_equal(burst_resident(loop, 50, q), 50);
+	urt_loop_destroy(loop);
+}
+
+/* More stacks than one slice (256) go back a slice per wait, 10 ms apart,
+ * each going on where the last stopped: 600 of them, 4 kept. */
+static void test_stacks_given_back_in_slices(void **state)
+{
+	struct urt_loop_opts o = { .stack_resident = 4 };
+	urt_loop *loop = loop_new(&o);
+	struct quiet q = { .until = 4 };
+
+	(void)state;
+	assert_int_equal(burst_resident(loop, 600, q), 4);
 	urt_loop_destroy(loop);
 }
 
@@ -963,6 +1004,7 @@ int main(void)
 		cmocka_unit_test(test_destroy_own_loop_from_task_ignored),
 		cmocka_unit_test(test_stacks_given_back),
 		cmocka_unit_test(test_stacks_kept_between_bursts),
+		cmocka_unit_test(test_stacks_given_back_in_slices),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
