@@ -148,7 +148,7 @@ void urt__wake(struct urt_task *t, int res)
 {
 	/* Whatever ended the wait, its deadline's timer goes with it: a
 	 * timer left behind would interrupt a wait that is over. */
-	if (t->heap_idx != SIZE_MAX)
+	if (urt__timer_on(t))
 		urt__timer_del(&t->loop->timers, t);
 	t->wake_res = res;
 	if (t->loop->sched_hist) {

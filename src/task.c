@@ -244,6 +244,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	size_t len = map_len(ts);
 	struct urt_task *t = rec_get(ts);
 	bool guarded, guard_vma;
+	uint32_t gen;
 	void *map;
 #if URT__VALGRIND
 	unsigned vg_id;
@@ -275,9 +276,12 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 		vg_id = VALGRIND_STACK_REGISTER((char *)map + page_size(), (char *)map + len);
 #endif
 	}
+	/* The timer heap may still hold stale entries of the record's
+	 * earlier tasks: its generation goes on. */
+	gen = t->timer_gen;
 	memset(t, 0, sizeof(*t));
+	t->timer_gen = gen;
 	t->loop = loop;
-	t->heap_idx = SIZE_MAX;
 	t->deadline = UINT64_MAX;
 	t->map = map;
 	t->map_len = len;

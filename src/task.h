@@ -39,9 +39,10 @@ struct __attribute__((aligned(64))) urt_task {
 	struct urt_loop *loop;
 	struct urt_task *next;    /* run queue */
 	uint64_t *canary;         /* the zero window at the bottom of the stack */
-	size_t heap_idx;          /* on the timer heap: its index, else SIZE_MAX */
 	uint64_t deadline;        /* urt_timeout_enter; UINT64_MAX: none */
 	int wake_res;             /* what the current wait returns */
+	uint32_t timer_gen;       /* odd: a timer on the heap; kept across
+				   * the record's reuse (see timer.h) */
 	int result;               /* fn's return value */
 	uint8_t state;
 	bool detached;

@@ -2,6 +2,7 @@
  * armed kernel timeout (IORING_OP_TIMEOUT with IORING_TIMEOUT_ABS, moved
  * earlier with IORING_TIMEOUT_UPDATE). What a deadline ends is the wait
  * layer's business (wait.c). */
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -10,21 +11,19 @@
 
 /* ---- timers: a binary min-heap by deadline ---- */
 
-static void heap_set(struct urt__timer *h, size_t i, struct urt__timer e)
-{
-	h[i] = e;
-	e.task->heap_idx = i;
-}
+/* Stale entries may reach this many beyond twice the live ones before
+ * they are swept out together. */
+#define STALE_SLACK 64
 
 static void heap_up(struct urt__timer *h, size_t i)
 {
 	struct urt__timer e = h[i];
 
 	while (i > 0 && e.deadline < h[(i - 1) / 2].deadline) {
-		heap_set(h, i, h[(i - 1) / 2]);
+		h[i] = h[(i - 1) / 2];
 		i = (i - 1) / 2;
 	}
-	heap_set(h, i, e);
+	h[i] = e;
 }
 
 static void heap_down(struct urt__timer *h, size_t n, size_t i)
@@ -40,14 +39,49 @@ static void heap_down(struct urt__timer *h, size_t n, size_t i)
 			c++;
 		if (e.deadline <= h[c].deadline)
 			break;
-		heap_set(h, i, h[c]);
+		h[i] = h[c];
 		i = c;
 	}
-	heap_set(h, i, e);
+	h[i] = e;
+}
+
+static bool entry_stale(const struct urt__timer *e)
+{
+	return e->task->timer_gen != e->gen;
+}
+
+static void heap_pop(struct urt__timers *tm)
+{
+	tm->heap[0] = tm->heap[--tm->n];
+	if (tm->n)
+		heap_down(tm->heap, tm->n, 0);
+}
+
+/* Keep the top live: stale entries that reach it leave. */
+static void top_clean(struct urt__timers *tm)
+{
+	while (tm->n && entry_stale(&tm->heap[0]))
+		heap_pop(tm);
+}
+
+/* Stale entries outnumber the live ones: keep the live, heapify them
+ * again (linear, as sweeping them costs, once per as many deletions). */
+static void sweep(struct urt__timers *tm)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < tm->n; i++)
+		if (!entry_stale(&tm->heap[i]))
+			tm->heap[k++] = tm->heap[i];
+	tm->n = k;
+	assert(k == tm->live);
+	for (size_t i = k / 2; i-- > 0;)
+		heap_down(tm->heap, k, i);
 }
 
 int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline)
 {
+	assert(!urt__timer_on(t));
 	if (tm->n == tm->cap) {
 		size_t cap = tm->cap ? tm->cap * 2 : 256;
 		struct urt__timer *h = realloc(tm->heap, cap * sizeof(*h));
@@ -57,26 +91,24 @@ int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline
 		tm->heap = h;
 		tm->cap = cap;
 	}
-	tm->heap[tm->n] = (struct urt__timer){ deadline, t };
+	t->timer_gen++;
+	tm->live++;
+	tm->heap[tm->n] = (struct urt__timer){ deadline, t, t->timer_gen };
 	heap_up(tm->heap, tm->n++);
 	return 0;
 }
 
 void urt__timer_del(struct urt__timers *tm, struct urt_task *t)
 {
-	size_t i = t->heap_idx;
-
-	if (i == SIZE_MAX)
+	if (!urt__timer_on(t))
 		return;
-	t->heap_idx = SIZE_MAX;
-	tm->n--;
-	if (i == tm->n)
-		return;
-	tm->heap[i] = tm->heap[tm->n];
-	heap_down(tm->heap, tm->n, i);
-	heap_up(tm->heap, i);
+	t->timer_gen++;
+	tm->live--;
+	if (tm->n > 2 * tm->live + STALE_SLACK)
+		sweep(tm);
+	else
+		top_clean(tm);
 }
-
 
 struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now)
 {
@@ -85,10 +117,12 @@ struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now)
 	if (!tm->n || tm->heap[0].deadline > now)
 		return NULL;
 	t = tm->heap[0].task;
-	urt__timer_del(tm, t);
+	t->timer_gen++;
+	tm->live--;
+	heap_pop(tm);
+	top_clean(tm);
 	return t;
 }
-
 
 /* The armed timeout fired or was removed: none is armed now. */
 static void timer_done(struct urt__op *op, int32_t res, uint32_t flags)

@@ -7,18 +7,28 @@
 #include "task.h"
 
 /* A heap entry carries its deadline, so that sifting compares without
- * touching the sleeping tasks' stacks. */
+ * touching the sleeping tasks' records, and the task's timer_gen when it
+ * was added: the entry is stale once the task's has moved on. */
 struct urt__timer {
 	uint64_t deadline;
 	struct urt_task *task;
+	uint32_t gen;
 };
 
-/* The deadlines of waiting tasks: a binary min-heap by deadline (each
- * task's heap_idx says where it is, SIZE_MAX: not on it), with one
- * absolute IORING_OP_TIMEOUT armed in the kernel for the earliest. */
+/* The deadlines of waiting tasks: a binary min-heap by deadline, with one
+ * absolute IORING_OP_TIMEOUT armed in the kernel for the earliest.
+ *
+ * Deletion is lazy: a task's timer_gen is odd while it has a timer, and
+ * taking the timer off (or its coming due) moves it on, which makes the
+ * task's entry stale wherever it is in the heap. So a sift writes the
+ * heap alone, not one task record per level (with 100,000 sleepers that
+ * was a quarter of W1's time). Stale entries leave when they reach the
+ * top, which is never stale (n is 0 exactly when no task has a timer),
+ * or all at once when they outnumber the live ones. */
 struct urt__timers {
 	struct urt__timer *heap;
 	size_t n, cap;
+	size_t live;                /* tasks with a timer; the rest are stale */
 	struct urt__op op;          /* the armed timeout's */
 	bool armed;
 	uint64_t at;                /* when the armed timeout fires;
@@ -26,6 +36,12 @@ struct urt__timers {
 	struct __kernel_timespec ts;
 	struct __kernel_timespec update_ts;
 };
+
+/* Whether t has a timer on the heap. */
+static inline bool urt__timer_on(const struct urt_task *t)
+{
+	return t->timer_gen & 1;
+}
 
 /* The earliest deadline (UINT64_MAX: none). */
 static inline uint64_t urt__timer_next(const struct urt__timers *tm)
@@ -44,7 +60,7 @@ static inline bool urt__timer_covered(const struct urt__timers *tm)
 void urt__timers_init(struct urt__timers *tm);
 /* Free the heap (its tasks are the caller's). */
 void urt__timers_fini(struct urt__timers *tm);
-/* Put t on the heap at deadline (t must not be on it). 0 or -ENOMEM. */
+/* Put t on the heap at deadline (t must have no timer). 0 or -ENOMEM. */
 int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline);
 /* Take t off the heap; nothing when it is not on it. */
 void urt__timer_del(struct urt__timers *tm, struct urt_task *t);

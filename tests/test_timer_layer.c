@@ -1,9 +1,10 @@
 /*
  * The timer heap on its own (linked statically, through the internal
  * header): deadlines added and removed in any order come out earliest
- * first as they come due, each task's back-index stays true, and a
- * removed task is gone.
- * The heap is a struct of its own, and needs tasks' heap_idx only: no
+ * first as they come due, and a removed task is gone: its entry, left
+ * in the heap (deletion is lazy), never fires, and such entries do not
+ * pile up.
+ * The heap is a struct of its own, and needs tasks' timer_gen only: no
  * loop, no ring, no stacks.
  */
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -30,15 +32,22 @@ static uint64_t next_rand(uint64_t *s)
 	return *s;
 }
 
-/* Every entry's back-index points at it, and no child is earlier than its
- * parent. */
+/* No child is earlier than its parent, the live entries are as many as
+ * the tasks with a timer, and the top is live. */
 static void check_heap(void)
 {
+	size_t live = 0;
+
 	for (size_t i = 0; i < tm.n; i++) {
-		assert_int_equal(tm.heap[i].task->heap_idx, i);
+		if (tm.heap[i].task->timer_gen == tm.heap[i].gen)
+			live++;
 		if (i)
 			assert_true(tm.heap[(i - 1) / 2].deadline <= tm.heap[i].deadline);
 	}
+	assert_int_equal(live, tm.live);
+	if (tm.n)
+		assert_int_equal(tm.heap[0].task->timer_gen, tm.heap[0].gen);
+	assert_true(tm.n <= 2 * tm.live + 64);
 }
 
 static void test_heap_orders_and_removes(void **state)
@@ -49,27 +58,28 @@ static void test_heap_orders_and_removes(void **state)
 	(void)state;
 	urt__timers_init(&tm);
 	for (int i = 0; i < N; i++) {
-		tasks[i].heap_idx = SIZE_MAX;
 		/* Few distinct deadlines, so that ties are many. */
 		assert_int_equal(urt__timer_add(&tm, &tasks[i], next_rand(&seed) % 1000), 0);
 	}
 	assert_int_equal(tm.n, N);
+	assert_int_equal(tm.live, N);
 	check_heap();
 	/* Remove a third, from anywhere in the heap. */
 	for (int i = 0; i < N; i += 3) {
 		urt__timer_del(&tm, &tasks[i]);
-		assert_int_equal(tasks[i].heap_idx, SIZE_MAX);
+		assert_false(urt__timer_on(&tasks[i]));
 		removed++;
+		check_heap();
 	}
 	urt__timer_del(&tm, &tasks[0]); /* twice: nothing happens */
-	assert_int_equal(tm.n, N - removed);
+	assert_int_equal(tm.live, N - removed);
 	check_heap();
 	/* The rest come out earliest first, each once, as they come due. */
 	for (uint64_t now = 0; now < 1000; now++) {
 		struct urt_task *t;
 
 		while ((t = urt__timer_due(&tm, now))) {
-			assert_int_equal(t->heap_idx, SIZE_MAX);
+			assert_false(urt__timer_on(t));
 			assert_true(last <= now);
 			last = now;
 			assert_int_not_equal((int)(t - tasks) % 3, 0);
@@ -80,15 +90,77 @@ static void test_heap_orders_and_removes(void **state)
 			assert_true(tm.heap[0].deadline > now);
 	}
 	assert_int_equal(tm.n, 0);
+	assert_int_equal(tm.live, 0);
 	assert_int_equal(popped, N - removed);
 	urt__timers_fini(&tm);
 	assert_null(tm.heap);
+}
+
+/* A task whose timer is taken off and put back later is not woken by its
+ * old entry: neither at the old deadline, nor twice. */
+static void test_old_entry_never_fires(void **state)
+{
+	struct urt_task *a = &tasks[0], *b = &tasks[1];
+
+	(void)state;
+	memset(tasks, 0, sizeof(tasks));
+	urt__timers_init(&tm);
+	assert_int_equal(urt__timer_add(&tm, b, 50), 0);
+	assert_int_equal(urt__timer_add(&tm, a, 100), 0);
+	urt__timer_del(&tm, a);
+	assert_int_equal(urt__timer_add(&tm, a, 500), 0);
+	assert_ptr_equal(urt__timer_due(&tm, 200), b);
+	assert_null(urt__timer_due(&tm, 200));
+	/* The top is a's new entry; its old one is gone. */
+	assert_int_equal(tm.n, 1);
+	assert_int_equal(urt__timer_next(&tm), 500);
+	/* Taken off and put back at the same deadline: one wake-up. */
+	urt__timer_del(&tm, a);
+	assert_int_equal(tm.n, 0);
+	assert_int_equal(urt__timer_add(&tm, b, 400), 0);
+	assert_int_equal(urt__timer_add(&tm, a, 500), 0);
+	urt__timer_del(&tm, a);
+	assert_int_equal(urt__timer_add(&tm, a, 500), 0);
+	assert_int_equal(tm.n, 3);
+	assert_ptr_equal(urt__timer_due(&tm, 1000), b);
+	assert_ptr_equal(urt__timer_due(&tm, 1000), a);
+	assert_null(urt__timer_due(&tm, 1000));
+	assert_int_equal(tm.n, 0);
+	urt__timers_fini(&tm);
+}
+
+/* One task waiting again and again under the same far deadline (a
+ * timeout scope around many reads), beside sleepers that stay: stale
+ * entries are swept before they pass twice the live ones (and a slack). */
+static void test_stale_entries_swept(void **state)
+{
+	struct urt_task *t = &tasks[N - 1];
+
+	(void)state;
+	memset(tasks, 0, sizeof(tasks));
+	urt__timers_init(&tm);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(urt__timer_add(&tm, &tasks[i], 1000 + (uint64_t)i), 0);
+	for (int i = 0; i < 100000; i++) {
+		assert_int_equal(urt__timer_add(&tm, t, 5000), 0);
+		urt__timer_del(&tm, t);
+		assert_true(tm.n <= 2 * tm.live + 64);
+	}
+	assert_int_equal(tm.live, 100);
+	check_heap();
+	for (int i = 0; i < 100; i++)
+		assert_ptr_equal(urt__timer_due(&tm, 5000), &tasks[i]);
+	assert_null(urt__timer_due(&tm, UINT64_MAX));
+	assert_int_equal(tm.n, 0);
+	urt__timers_fini(&tm);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_heap_orders_and_removes),
+		cmocka_unit_test(test_old_entry_never_fires),
+		cmocka_unit_test(test_stale_entries_swept),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
