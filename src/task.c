@@ -111,9 +111,15 @@ static void *map_anon(size_t len)
 }
 
 #if URT__ASAN
+/* All but timer_gen, which the timer heap reads of a free record's stale
+ * entries (8-byte aligned: a granule of ASan's own). */
 static void rec_poison(struct urt_task *t)
 {
-	ASAN_POISON_MEMORY_REGION(t, sizeof(*t));
+	char *gen = (char *)&t->timer_gen, *end = (char *)(t + 1);
+
+	ASAN_POISON_MEMORY_REGION(t, (size_t)(gen - (char *)t));
+	ASAN_POISON_MEMORY_REGION(gen + sizeof(t->timer_gen),
+				  (size_t)(end - gen - (ptrdiff_t)sizeof(t->timer_gen)));
 }
 
 static void rec_unpoison(struct urt_task *t)
@@ -244,7 +250,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	size_t len = map_len(ts);
 	struct urt_task *t = rec_get(ts);
 	bool guarded, guard_vma;
-	uint32_t gen;
+	uint64_t gen;
 	void *map;
 #if URT__VALGRIND
 	unsigned vg_id;

@@ -41,9 +41,11 @@ struct __attribute__((aligned(64))) urt_task {
 	uint64_t *canary;         /* the zero window at the bottom of the stack */
 	uint64_t deadline;        /* urt_timeout_enter; UINT64_MAX: none */
 	int wake_res;             /* what the current wait returns */
-	uint32_t timer_gen;       /* odd: a timer on the heap; kept across
-				   * the record's reuse (see timer.h) */
 	int result;               /* fn's return value */
+	/* Odd: a timer on the heap. Kept across the record's reuse, and
+	 * readable while the record is free (the heap's stale entries may
+	 * name it: see timer.h). */
+	uint64_t timer_gen;
 	uint8_t state;
 	bool detached;
 	bool cancelled;

@@ -12,7 +12,7 @@
 struct urt__timer {
 	uint64_t deadline;
 	struct urt_task *task;
-	uint32_t gen;
+	uint64_t gen;
 };
 
 /* The deadlines of waiting tasks: a binary min-heap by deadline, with one
