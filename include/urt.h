@@ -257,11 +257,13 @@ struct urt_loop_stats {
 	uint64_t messages; /* completions with no SQE of the loop's: offloaded
 			    * jobs (expected when offloaded, settled when
 			    * the pool hands them back) and the pool's
-			    * MSG_RING wake-ups (counted as they arrive) */
+			    * MSG_RING wake-ups (one expected each time the
+			    * loop, with jobs out, is about to sleep) */
 	uint64_t cqes;     /* CQEs reaped */
 	uint64_t settled;  /* expected completions settled without a CQE of
 			    * their own: every offloaded job, finished or
-			    * dropped */
+			    * dropped, and each wake-up the loop no longer
+			    * needed (no job finished while it slept) */
 	uint64_t inflight; /* still to come */
 	uint64_t spawned;  /* tasks spawned */
 	uint64_t live;     /* tasks not yet returned */

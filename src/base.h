@@ -52,6 +52,17 @@ static inline void *urt__alloc_lines(size_t size)
 	return p;
 }
 
+/* A pause in a spin: the CPU's hint that the thread waits for a store of
+ * another. */
+static inline void urt__cpu_relax(void)
+{
+#if defined(__x86_64__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
 /* An absolute CLOCK_MONOTONIC time in ns as the kernel's timeouts take it. */
 static inline void urt__timespec_of(struct __kernel_timespec *ts, uint64_t ns)
 {

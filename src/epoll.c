@@ -827,12 +827,12 @@ static uint64_t deadline_of(uint64_t addr, unsigned flags)
 static void run_sq_only(struct urt__ring *r);
 
 /* Run the SQEs prepared since the last run, in order, and hand what goes
- * to threads over in one batch. */
-static void run_sq(struct urt__ring *r)
+ * to threads over in one batch. In a turn about to wait (wait), true when
+ * the layer above has completions ready: the turn must not. */
+static bool run_sq(struct urt__ring *r, bool wait)
 {
 	run_sq_only(r);
-	if (r->ep->exec)
-		(void)r->ep->exec(r->ep->exec_ctx, NULL);
+	return r->ep->exec && r->ep->exec(r->ep->exec_ctx, wait ? URT__RING_EXEC_WAIT : NULL);
 }
 
 static void run_sq_only(struct urt__ring *r)
@@ -971,7 +971,7 @@ struct io_uring_sqe *urt__ep_sqe(struct urt__ring *r)
 	struct urt__ep *ep = r->ep;
 
 	if (ep->sq_n == ep->sq_cap)
-		run_sq(r);
+		(void)run_sq(r, false);
 	memset(&ep->sq[ep->sq_n], 0, sizeof(ep->sq[0]));
 	return &ep->sq[ep->sq_n++];
 }
@@ -983,7 +983,7 @@ unsigned urt__ep_sq_space(struct urt__ring *r)
 
 void urt__ep_flush(struct urt__ring *r)
 {
-	run_sq(r);
+	(void)run_sq(r, false);
 }
 
 bool urt__ep_queued(struct urt__ring *r)
@@ -1091,7 +1091,8 @@ int urt__ep_turn(struct urt__ring *r, bool wait)
 	bool sleeps = false;
 	int n = 0;
 
-	run_sq(r);
+	if (run_sq(r, wait))
+		wait = false;
 	expire(ep, urt_now_ns());
 	if (ep->cq_n || box_ready(ep->box))
 		wait = false;

@@ -240,7 +240,8 @@ int urt_loop_lag(urt_loop *loop, struct urt_hist *lateness, struct urt_hist *sch
 }
 
 /* Before the loop sleeps: spin up to idle_poll_ns for a completion (or a
- * timeout's expiry, which the ring flags). True when something came. */
+ * timeout's expiry, which the ring flags, or a finished job). True when
+ * something came. */
 static bool idle_poll(struct urt_loop *loop)
 {
 	if (!loop->idle_poll_ns || !urt__ring_watches_timeouts(&loop->ring))
@@ -249,7 +250,7 @@ static bool idle_poll(struct urt_loop *loop)
 	 * asked for could come while we spin. */
 	if (urt__ring_queued(&loop->ring) && urt__ring_turn(&loop->ring, false) != 0)
 		return true; /* completions (or the ring's error, for the turn) */
-	return urt__ring_spin(&loop->ring, loop->idle_poll_ns);
+	return urt__ring_spin(&loop->ring, loop->idle_poll_ns, urt__offload_done_ready, loop);
 }
 
 /* The loop is about to wait in the kernel. Once it has been quiet (no
@@ -327,6 +328,10 @@ static int run_loop(struct urt_loop *loop)
 			if (ret)
 				return ret;
 		}
+		/* Jobs out: the next to finish must wake us (the pool only
+		 * messages a loop that has said it sleeps). */
+		if (wait && !urt__offload_sleep(loop))
+			wait = false;
 		loop->turns++;
 		if (loop->metrics && wait) {
 			uint64_t t0 = urt_now_ns();
@@ -338,12 +343,14 @@ static int run_loop(struct urt_loop *loop)
 		} else {
 			ret = urt__ring_turn(&loop->ring, wait);
 		}
+		urt__offload_awake(loop);
 		/* Published after a turn that waited, and every 64 turns of a
 		 * loop too busy to wait. */
 		if (loop->pub && (wait || !(loop->turns & 63)))
 			metrics_publish(loop);
 		if (ret < 0)
 			return ret;
+		urt__offload_poll(loop);
 		urt__deadlines_expire(loop);
 		urt__sched_splice_yielded(loop);
 		if (loop->stop && !loop->destroying) {
@@ -588,7 +595,10 @@ static int drain(struct urt_loop *loop)
 	if (ret)
 		return ret;
 	while (loop->ring.inflight) {
-		ret = urt__ring_turn(&loop->ring, true);
+		bool wait = urt__offload_sleep(loop);
+
+		ret = urt__ring_turn(&loop->ring, wait);
+		urt__offload_awake(loop);
 		if (ret < 0)
 			return ret;
 	}

@@ -1,7 +1,8 @@
 /* offload: the loop's side of the pool. A task's job is queued for the
  * loop's next turn, handed to the pool with the turn's others, and
- * completed from the loop's finished list when the pool's wake-up
- * arrives. */
+ * completed from the loop's finished list, which the loop looks at each
+ * turn; a loop that sleeps in the kernel with jobs out is woken by the
+ * pool's message. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -28,6 +29,7 @@ struct urt__offload {
 	unsigned sqe_n;
 	struct urt__closable closable;
 	uint64_t inflight;          /* jobs submitted, not back yet */
+	bool marked;                /* the finished list carries our sleep mark */
 	uint64_t spin_ns;
 	bool timed;                 /* URT_LOOP_METRICS: time each job */
 	uint64_t jobs_done, job_wait_ns, job_run_ns;
@@ -103,20 +105,28 @@ static void job_interrupt(struct urt_task *t, int res)
 	urt__wake(t, res);
 }
 
-/* A wake-up from the pool: every job on the finished list completes, in
- * the order the workers finished them. */
+/* Complete every job on the finished list, in the order the workers
+ * finished them: whether there was one. */
+static bool done_complete(struct urt__offload *off)
+{
+	struct urt__job *j = urt__done_take(&off->done), *next;
+	bool any = j != NULL;
+
+	for (; j; j = next) {
+		next = j->next; /* an owned job is freed as it completes */
+		urt__ring_complete(&off->loop->ring, &j->op, j->res);
+	}
+	return any;
+}
+
+/* A wake-up from the pool: the message that settles our sleep mark. */
 static void done_wake(struct urt__op *op, int32_t res, uint32_t flags)
 {
 	struct urt__done *d = (struct urt__done *)((char *)op - offsetof(struct urt__done, wake));
-	struct urt_loop *loop = off_of_done(d)->loop;
-	struct urt__job *j, *next;
 
 	(void)res;
 	(void)flags;
-	for (j = urt__done_take(d); j; j = next) {
-		next = j->next; /* an owned job is freed as it completes */
-		urt__ring_complete(&loop->ring, &j->op, j->res);
-	}
+	(void)done_complete(off_of_done(d));
 }
 
 /* Queue a job for the loop's next turn, which hands every job queued in the
@@ -294,12 +304,14 @@ static int sqe_job_submit(void *ctx, struct urt__ring_exec *x)
 	struct urt__offload *off = ctx;
 	struct sqe_job *sj;
 
-	if (!x) {
+	if (!x || x == URT__RING_EXEC_WAIT) {
 		if (off->sqe_n)
 			urt__pool_push(off->pool, off->sqe_head, off->sqe_tail, off->sqe_n);
 		off->sqe_head = off->sqe_tail = NULL;
 		off->sqe_n = 0;
-		return 0;
+		/* The turn waits next, maybe with these jobs out: the first
+		 * to finish must wake it. */
+		return x && !urt__offload_sleep(off->loop);
 	}
 	if (!urt_loop_pool(off->loop))
 		return off->pool_err;
@@ -331,7 +343,6 @@ int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
 		return -ENOMEM;
 	off->loop = loop;
 	off->done.wake.done = done_wake;
-	off->done.wake.unsolicited = true;
 	off->done.ring = &loop->ring;
 	if (pool_opts)
 		off->pool_opts = *pool_opts;
@@ -345,6 +356,7 @@ int urt__offload_init(struct urt_loop *loop, struct urt_pool *pool,
 	urt__closable_add(loop, &off->closable);
 	urt__ring_set_exec(&loop->ring, sqe_job_submit, off);
 	loop->offload = off;
+	loop->done = &off->done;
 	return 0;
 }
 
@@ -364,6 +376,7 @@ bool urt__offload_fini(struct urt_loop *loop, bool drained)
 		urt__closable_del(loop, &off->closable);
 		free(off);
 		loop->offload = NULL;
+		loop->done = NULL;
 	}
 	return busy;
 }
@@ -409,14 +422,58 @@ void urt__offload_flush(struct urt_loop *loop)
 		urt__pool_push(off->pool, handoff_take(off), tail, n);
 }
 
+void urt__offload_poll(struct urt_loop *loop)
+{
+	struct urt__offload *off = loop->offload;
+
+	if (off->inflight)
+		(void)done_complete(off);
+}
+
+bool urt__offload_sleep(struct urt_loop *loop)
+{
+	struct urt__offload *off = loop->offload;
+
+	if (!off->inflight)
+		return true;
+	/* Jobs that finished meanwhile wake their tasks, which run first;
+	 * so does one that finishes as we mark. */
+	if (done_complete(off))
+		return false;
+	if (off->marked) /* in this turn already (the epoll backend's batch) */
+		return true;
+	if (!urt__done_mark(&off->done))
+		return false;
+	off->marked = true;
+	urt__ring_expect(&loop->ring); /* the message that settles the mark */
+	return true;
+}
+
+void urt__offload_awake(struct urt_loop *loop)
+{
+	struct urt__offload *off = loop->offload;
+
+	if (!off->marked)
+		return;
+	off->marked = false;
+	if (urt__done_unmark(&off->done))
+		urt__ring_unexpect(&loop->ring); /* no worker took the mark */
+}
+
+bool urt__offload_done_ready(void *loop)
+{
+	return urt__done_ready(&((struct urt_loop *)loop)->offload->done);
+}
+
 /* With jobs in flight, a completion is often microseconds away, and waking
  * from a sleep in the kernel costs more than that on an idle CPU (see the
- * README): spin for it a bounded while. */
+ * README): spin for it a bounded while, watching the finished list and
+ * the ring. */
 bool urt__offload_spin(struct urt_loop *loop)
 {
 	struct urt__offload *off = loop->offload;
 
 	if (!off->inflight || !off->spin_ns)
 		return false;
-	return urt__ring_spin(&loop->ring, off->spin_ns);
+	return urt__ring_spin(&loop->ring, off->spin_ns, urt__offload_done_ready, loop);
 }

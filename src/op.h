@@ -35,8 +35,22 @@ bool urt__offload_fini(struct urt_loop *loop, bool drained);
 /* Hand the jobs queued during this turn to the pool, in one batch. */
 void urt__offload_flush(struct urt_loop *loop);
 /* Before the loop sleeps with jobs in flight: spin a bounded while for a
- * completion. True when something arrived. */
+ * finished job or a CQE. True when something arrived. */
 bool urt__offload_spin(struct urt_loop *loop);
+/* Whether a job the pool has finished waits for loop (a struct urt_loop,
+ * for urt__ring_spin). */
+bool urt__offload_done_ready(void *loop);
+/* Complete the jobs the pool has finished (each turn: a busy loop gets
+ * them with no message and no system call). */
+void urt__offload_poll(struct urt_loop *loop);
+/* The loop is about to wait in the kernel: with jobs in flight, mark the
+ * finished list so that the next job to finish wakes the loop with a
+ * message, which the ring then expects. False when jobs had finished
+ * meanwhile (they are completed now): the loop must not wait. */
+bool urt__offload_sleep(struct urt_loop *loop);
+/* After each turn: take back a mark set for it (no message comes then),
+ * unless a worker took it (its message does). */
+void urt__offload_awake(struct urt_loop *loop);
 
 /* Ask the kernel to cancel the I/O operation t is parked in (op.c): t
  * wakes when the operation's CQE comes. */

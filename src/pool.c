@@ -1,7 +1,8 @@
 /* pool: threads that run blocking jobs and hand them back to the owning
- * loop: a lock-free list of finished jobs, and an IORING_OP_MSG_RING that
- * wakes the loop when that list was empty. No eventfd, and no lock on the
- * way back: the loop reaps the wake-up with its other CQEs.
+ * loop: a lock-free list of finished jobs, which the loop looks at each
+ * turn, and an IORING_OP_MSG_RING that wakes the loop when it sleeps. No
+ * eventfd, and no lock on the way back: the loop reaps the wake-up with
+ * its other CQEs.
  *
  * Lock order: pool->mu is the only lock, held for the job queue only.
  */
@@ -45,19 +46,11 @@ struct urt_pool {
 	struct worker *workers;
 };
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
-
 /* A job has ended (res 0) or was dropped before it started (-ECANCELED):
- * push it onto its loop's finished list, and wake the loop when the list
- * was empty. What the wake-up needs is read before the push, since the
- * loop may take the job and go away as soon as it is on the list. */
+ * push it onto its loop's finished list, and wake the loop when the push
+ * replaced its sleeping mark. What the wake-up needs is read before the
+ * push, since the loop may take the job and go away as soon as it is on
+ * the list (a marked loop cannot: it waits for the message). */
 static void finish(struct worker *w, struct urt__job *job, int32_t res)
 {
 	struct urt__done *d = job->done;
@@ -67,10 +60,10 @@ static void finish(struct worker *w, struct urt__job *job, int32_t res)
 
 	job->res = res;
 	do
-		job->next = old;
+		job->next = old == URT__DONE_SLEEPING ? NULL : old;
 	while (!atomic_compare_exchange_weak_explicit(&d->head, &old, job, memory_order_release,
 						      memory_order_relaxed));
-	if (!old)
+	if (old == URT__DONE_SLEEPING)
 		urt__msg_send(&w->tx, to, ud);
 	else
 		urt__ring_addr_put(to);
@@ -78,9 +71,14 @@ static void finish(struct worker *w, struct urt__job *job, int32_t res)
 
 struct urt__job *urt__done_take(struct urt__done *d)
 {
-	struct urt__job *j = atomic_exchange_explicit(&d->head, NULL, memory_order_acquire);
+	struct urt__job *j = atomic_load_explicit(&d->head, memory_order_relaxed);
 	struct urt__job *fifo = NULL;
 
+	/* Only the loop puts the mark there, and only a push replaces it:
+	 * a list seen here stays a list until it is taken. */
+	if (!j || j == URT__DONE_SLEEPING)
+		return NULL;
+	j = atomic_exchange_explicit(&d->head, NULL, memory_order_acquire);
 	while (j) {
 		struct urt__job *next = j->next;
 
@@ -89,6 +87,22 @@ struct urt__job *urt__done_take(struct urt__done *d)
 		j = next;
 	}
 	return fifo;
+}
+
+bool urt__done_mark(struct urt__done *d)
+{
+	struct urt__job *empty = NULL;
+
+	return atomic_compare_exchange_strong_explicit(&d->head, &empty, URT__DONE_SLEEPING,
+						       memory_order_relaxed, memory_order_relaxed);
+}
+
+bool urt__done_unmark(struct urt__done *d)
+{
+	struct urt__job *mark = URT__DONE_SLEEPING;
+
+	return atomic_compare_exchange_strong_explicit(&d->head, &mark, NULL, memory_order_relaxed,
+						       memory_order_relaxed);
 }
 
 /* Workers take one job per lock, so that no job waits in one worker's
@@ -118,7 +132,7 @@ static void *worker_main(void *arg)
 				pthread_mutex_unlock(&p->mu);
 				while (!atomic_load_explicit(&p->queued, memory_order_relaxed) &&
 				       urt_now_ns() < until)
-					cpu_relax();
+					urt__cpu_relax();
 				pthread_mutex_lock(&p->mu);
 				if (p->head || p->stopping)
 					break;

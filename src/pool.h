@@ -34,15 +34,23 @@ _Static_assert(sizeof(struct urt__job) == 128, "a job is two cache lines");
 
 /*
  * Where pool workers put a loop's finished jobs: a lock-free stack that the
- * loop takes whole. The worker whose push finds it empty wakes the loop
- * with one IORING_OP_MSG_RING (user_data: wake); the others push and go
- * on, so that a loop busy with many completions gets one message for all.
- * The loop takes the stack only when a wake-up arrives: every wake-up
- * then finds the stack its sender made non-empty, and none is in flight
- * once the loop's last job has come back (the loop may be destroyed).
+ * loop takes whole, looking at it each turn. A loop about to sleep in the
+ * kernel with jobs out marks the stack (head URT__DONE_SLEEPING, from
+ * empty): the worker whose push replaces that mark wakes the loop with one
+ * IORING_OP_MSG_RING (user_data: wake); every other push is seen by the
+ * loop's next look, with no message and no system call. Marking and
+ * pushing are operations on the one word, so a push either finds the mark
+ * (and wakes the loop) or comes before it (and the mark fails): no wake-up
+ * is lost, and a worker touches nothing of the loop's after its push (the
+ * loop may take the job and go away). Each mark is settled once: by the
+ * message its taker sends, or by the loop taking it back itself
+ * (urt__done_unmark), so the loop knows how many messages are still on
+ * their way.
  */
+#define URT__DONE_SLEEPING ((struct urt__job *)1)
+
 struct __attribute__((aligned(128))) urt__done {
-	_Atomic(struct urt__job *) head; /* newest first */
+	_Atomic(struct urt__job *) head; /* newest first, or the mark */
 	struct urt__ring *ring;          /* the loop's ring */
 	struct urt__op wake;
 	bool dropping;              /* under the pool's lock: see urt__pool_drop */
@@ -65,9 +73,25 @@ void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__jo
 struct urt__job *urt__pool_drop(struct urt_pool *pool, struct urt__done *done);
 /* Jobs in the pool's queue now, every loop's (a relaxed read). */
 unsigned urt__pool_queued(struct urt_pool *pool);
-/* The finished jobs on done, oldest first, linked by next (the loop's
- * side, when a wake-up arrives). */
+/* The finished jobs on done, oldest first, linked by next; NULL when there
+ * are none (the loop's side: each turn, and when a wake-up arrives). A mark
+ * stays where it is. */
 struct urt__job *urt__done_take(struct urt__done *done);
+/* Whether a finished job waits on done (a relaxed look, for spinning). */
+static inline bool urt__done_ready(struct urt__done *done)
+{
+	struct urt__job *h = atomic_load_explicit(&done->head, memory_order_relaxed);
+
+	return h && h != URT__DONE_SLEEPING;
+}
+/* The loop is about to sleep: mark done, when it is empty. true: marked,
+ * and one message will settle it unless urt__done_unmark takes it back;
+ * false: finished jobs wait (take them instead of sleeping). */
+bool urt__done_mark(struct urt__done *done);
+/* The loop is awake: take its mark back. true: taken back (no message will
+ * come for it); false: a worker's push took it, and that worker's message
+ * comes (or came). */
+bool urt__done_unmark(struct urt__done *done);
 /* CPUs the process may run on: spinning for another thread only helps
  * when that thread can run meanwhile. */
 int urt__cpus_allowed(void);

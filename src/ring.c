@@ -145,19 +145,15 @@ void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res)
 	op->done(op, res, 0);
 }
 
-bool urt__ring_spin(struct urt__ring *r, uint64_t ns)
+bool urt__ring_spin(struct urt__ring *r, uint64_t ns, bool (*also)(void *arg), void *arg)
 {
 	uint64_t until = urt_now_ns() + ns;
 
 	do {
 		for (int i = 0; i < 64; i++) {
-			if (urt__ring_pending(r))
+			if (urt__ring_pending(r) || (also && also(arg)))
 				return true;
-#if defined(__x86_64__)
-			__builtin_ia32_pause();
-#elif defined(__aarch64__)
-			__asm__ volatile("yield");
-#endif
+			urt__cpu_relax();
 		}
 	} while (urt_now_ns() < until);
 	return false;

@@ -85,6 +85,13 @@ static inline void urt__ring_expect(struct urt__ring *r)
 	r->inflight++;
 	r->expected++;
 }
+/* An expected CQE will not come after all, and nobody waits for its
+ * result (a sleep mark the loop took back): settled. */
+static inline void urt__ring_unexpect(struct urt__ring *r)
+{
+	r->inflight--;
+	r->settled++;
+}
 /* Deliver a result to op as if its CQE had arrived (for an expected CQE that
  * will never come, e.g. a job dropped before it was sent). */
 void urt__ring_complete(struct urt__ring *r, struct urt__op *op, int32_t res);
@@ -110,9 +117,13 @@ static inline bool urt__ring_pending(struct urt__ring *r)
  * urt__ring_exec_done; nonzero, and x runs on the loop, blocking. Without
  * fn, too. fn(ctx, NULL) ends a batch: what it took may be handed to the
  * threads at once (it is called after the SQEs of a turn have run, before
- * the loop waits). On io_uring, the kernel does this itself: no-op.
+ * the loop waits). fn(ctx, URT__RING_EXEC_WAIT) does the same in a turn
+ * that is about to wait: nonzero when the layer above has completions
+ * ready, so that it does not. On io_uring, the kernel does this itself:
+ * no-op.
  */
 struct urt__ring_exec;
+#define URT__RING_EXEC_WAIT ((struct urt__ring_exec *)1)
 typedef int (*urt__ring_exec_fn)(void *ctx, struct urt__ring_exec *x);
 void urt__ring_set_exec(struct urt__ring *r, urt__ring_exec_fn fn, void *ctx);
 int32_t urt__ring_exec_run(struct urt__ring_exec *x);
@@ -129,8 +140,9 @@ static inline bool urt__ring_watches_timeouts(const struct urt__ring *r)
 {
 	return r->watches_timeouts;
 }
-/* Spin up to ns until urt__ring_pending: true when something came. */
-bool urt__ring_spin(struct urt__ring *r, uint64_t ns);
+/* Spin up to ns until urt__ring_pending, or also(arg) when also is set
+ * (completions that come without a CQE): true when something came. */
+bool urt__ring_spin(struct urt__ring *r, uint64_t ns, bool (*also)(void *arg), void *arg);
 /* With on, each reap reads the clock once, at its first CQE: the time its
  * completions wake their tasks, for whoever measures how long they wait to
  * run (one clock read per reap, not per CQE). */

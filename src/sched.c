@@ -287,8 +287,8 @@ static bool timers_watched(struct urt_loop *loop)
  * A yield may go straight to the next ready task, as the scheduler would
  * next: within the current pass, or into the next one when the turn between
  * would do nothing (no SQE to submit, no completion or kernel work waiting,
- * no sleeper whose time could come unseen, no job to hand over, no stop
- * asked). Saves two switches and a turn per yield. Not with the stall
+ * no finished job on the loop's list, no sleeper whose time could come
+ * unseen, no job to hand over, no stop asked). Saves two switches and a turn per yield. Not with the stall
  * detector, which times each task from the scheduler.
  */
 static bool direct_switch_ok(struct urt_loop *loop)
@@ -298,7 +298,8 @@ static bool direct_switch_ok(struct urt_loop *loop)
 	if (loop->batch_left)
 		return true;
 	return timers_watched(loop) && !loop->turn_due && !loop->stop &&
-	       !urt__ring_queued(&loop->ring) && !urt__ring_pending(&loop->ring);
+	       !urt__ring_queued(&loop->ring) && !urt__ring_pending(&loop->ring) &&
+	       !urt__done_ready(loop->done);
 }
 
 int urt_yield(void)

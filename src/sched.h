@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include "pool.h"
 #include "task.h"
 #include "timer.h"
 
@@ -48,6 +49,9 @@ struct urt_loop {
 	struct urt__timers timers;  /* the deadlines of waiting tasks */
 	LIST_HEAD(, urt__closable) closables; /* what closes with the loop */
 	struct urt__offload *offload; /* offload.c's: the loop's side of the pool */
+	/* Its finished list, which the pool fills with no message to a loop
+	 * that does not sleep: a yield looks at it before skipping a turn. */
+	struct urt__done *done;
 	struct urt__xloop *xloop;   /* xloop.c's: messages from other threads */
 	/* Work a layer above queued for the end of this turn (offload's jobs
 	 * to hand over): while there is some, a yield does not skip the

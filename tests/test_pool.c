@@ -862,6 +862,111 @@ static void test_loop_sleeps_between_jobs(void **state)
 	assert_int_equal(atomic_load(&s.ran), 2 * SLEEPY_JOBS);
 }
 
+/* ---- a busy loop takes its jobs back without messages ---- */
+
+#define BUSY_JOBS 100
+
+struct busy {
+	long in, sum;
+	uint64_t nap_ns;  /* each job sleeps this long */
+	bool over;
+};
+
+static void add_in_fn(struct busy *b)
+{
+	b->sum += b->in;
+	if (b->nap_ns)
+		nanosleep(&(struct timespec){ 0, (long)b->nap_ns }, NULL);
+}
+
+static int busy_offloader(void *arg)
+{
+	struct busy *b = arg;
+
+	for (long i = 1; i <= BUSY_JOBS; i++) {
+		int ret;
+
+		b->in = i;
+		ret = urt_to_thread(add_in_fn, b);
+		if (ret)
+			return ret;
+	}
+	b->over = true;
+	return 0;
+}
+
+static int busy_yielder(void *arg)
+{
+	const struct busy *b = arg;
+
+	while (!b->over)
+		urt_yield();
+	return 0;
+}
+
+/* A loop that never waits in the kernel (a task yields throughout) finds
+ * each finished job on its own look at the finished list: no worker sends
+ * it a message, so the ring sees no CQE at all, and each job is expected
+ * and settled once. Then the same loop with nothing to do but wait, whose
+ * destroy waits for the last message if one is still on its way. */
+static void test_busy_loop_takes_jobs_without_messages(void **state)
+{
+	struct urt_pool_opts po = { .threads = 1, .flags = pool_flags };
+	struct urt_loop_opts o = { .pool_opts = &po, .flags = URT_LOOP_NO_SPIN };
+	struct busy b = { 0 };
+	struct urt_loop_stats st;
+	urt_loop *loop;
+
+	(void)state;
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	assert_int_equal(urt_spawn(loop, NULL, busy_offloader, &b), 0);
+	assert_int_equal(urt_spawn(loop, NULL, busy_yielder, &b), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(b.sum, BUSY_JOBS * (BUSY_JOBS + 1) / 2);
+	assert_int_equal(urt_loop_stats(loop, &st), 0);
+	assert_int_equal(st.cqes, 0);
+	assert_int_equal(st.messages, BUSY_JOBS);
+	assert_int_equal(st.settled, BUSY_JOBS);
+	assert_int_equal(st.inflight, 0);
+
+	b = (struct busy){ 0 };
+	assert_int_equal(urt_spawn(loop, NULL, busy_offloader, &b), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	urt_loop_destroy(loop);
+	assert_int_equal(b.sum, BUSY_JOBS * (BUSY_JOBS + 1) / 2);
+}
+
+/* A loop that waits between jobs: each wait is marked, and the job that
+ * ends it wakes the loop with one message, or the loop takes the mark
+ * back itself. */
+
+static void test_sleeping_loop_marks_settle(void **state)
+{
+	struct urt_pool_opts po = { .threads = 1, .flags = pool_flags };
+	struct urt_loop_opts o = { .pool_opts = &po, .flags = URT_LOOP_NO_SPIN };
+	struct busy b = { .nap_ns = 2 * MS };
+	struct urt_loop_stats st;
+	urt_loop *loop;
+
+	(void)state;
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	for (int i = 0; i < 2; i++) {
+		b.sum = 0;
+		assert_int_equal(urt_spawn(loop, NULL, busy_offloader, &b), 0);
+		assert_int_equal(urt_loop_run(loop), 0);
+		assert_int_equal(b.sum, BUSY_JOBS * (BUSY_JOBS + 1) / 2);
+		assert_int_equal(urt_loop_stats(loop, &st), 0);
+		/* Every job expected and settled; every mark settled by its
+		 * message (a CQE), taken back (settled), or still on its way
+		 * (in flight: the waiter of the job that took it may end the
+		 * run first). Jobs of 2 ms find the loop asleep. */
+		assert_int_equal(st.sqes + st.more + st.messages, st.cqes + st.settled + st.inflight);
+		assert_true(st.settled >= (uint64_t)(i + 1) * BUSY_JOBS);
+		assert_true(st.cqes >= 1);
+	}
+	urt_loop_destroy(loop); /* waits for what is still on its way */
+}
+
 /* ---- the workers' priority ---- */
 
 struct prio {
@@ -942,7 +1047,9 @@ static int set_worker_rings(void **state)
 	cmocka_unit_test(test_same_turn_jobs_spread),                \
 	cmocka_unit_test(test_job_sees_sibling_start),               \
 	cmocka_unit_test(test_completion_as_job_ends),               \
-	cmocka_unit_test(test_loop_sleeps_between_jobs)
+	cmocka_unit_test(test_loop_sleeps_between_jobs),             \
+	cmocka_unit_test(test_busy_loop_takes_jobs_without_messages), \
+	cmocka_unit_test(test_sleeping_loop_marks_settle)
 
 int main(void)
 {
