@@ -895,12 +895,20 @@ static int busy_offloader(void *arg)
 	return 0;
 }
 
+/* Keeps the loop busy: it never waits in the kernel while this task is
+ * ready. sched_yield lets the worker run under valgrind, which runs one
+ * thread at a time and may hand the CPU back to a thread that spins. */
 static int busy_yielder(void *arg)
 {
 	const struct busy *b = arg;
 
-	while (!b->over)
-		urt_yield();
+	while (!b->over) {
+		int ret = urt_yield();
+
+		if (ret)
+			return ret;
+		sched_yield();
+	}
 	return 0;
 }
 
