@@ -37,6 +37,19 @@
 #endif
 #endif
 
+/* The order an IORING_OP_MSG_RING carries from its sender to the loop
+ * that reaps it is real (the kernel orders it), but ThreadSanitizer cannot
+ * see it: the sender releases on an address just before it sends, the
+ * loop acquires on it as it dispatches the message. No-ops otherwise. */
+#if URT__TSAN
+#include <sanitizer/tsan_interface.h>
+#define urt__msg_released(addr) __tsan_release(addr)
+#define urt__msg_acquired(addr) __tsan_acquire(addr)
+#else
+#define urt__msg_released(addr) ((void)(addr))
+#define urt__msg_acquired(addr) ((void)(addr))
+#endif
+
 /* Zeroed memory of its own 128-byte blocks (a cache line and the line the
  * hardware prefetches with it), for a structure that one thread writes while
  * another thread writes a different one: allocated with calloc, a loop and

@@ -126,6 +126,7 @@ static void done_wake(struct urt__op *op, int32_t res, uint32_t flags)
 
 	(void)res;
 	(void)flags;
+	urt__msg_acquired(&d->wake); /* what its sender read of ours, before */
 	(void)done_complete(off_of_done(d));
 }
 

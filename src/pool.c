@@ -48,14 +48,14 @@ struct urt_pool {
 
 /* A job has ended (res 0) or was dropped before it started (-ECANCELED):
  * push it onto its loop's finished list, and wake the loop when the push
- * replaced its sleeping mark. What the wake-up needs is read before the
- * push, since the loop may take the job and go away as soon as it is on
- * the list (a marked loop cannot: it waits for the message). */
+ * replaced its sleeping mark. Once the job is on the list the loop may take
+ * it and go away, so nothing of the loop's is read after the push, except
+ * when the push took the mark: a marked loop waits for that message before
+ * it can go (its ring expects it), so its ring's address is read then, and
+ * only then (the ring's record is on lines the loop writes every turn). */
 static void finish(struct worker *w, struct urt__job *job, int32_t res)
 {
 	struct urt__done *d = job->done;
-	struct urt__ring_addr to = urt__ring_addr(d->ring);
-	uint64_t ud = (uint64_t)(uintptr_t)&d->wake;
 	struct urt__job *old = atomic_load_explicit(&d->head, memory_order_relaxed);
 
 	job->res = res;
@@ -63,10 +63,12 @@ static void finish(struct worker *w, struct urt__job *job, int32_t res)
 		job->next = old == URT__DONE_SLEEPING ? NULL : old;
 	while (!atomic_compare_exchange_weak_explicit(&d->head, &old, job, memory_order_release,
 						      memory_order_relaxed));
-	if (old == URT__DONE_SLEEPING)
-		urt__msg_send(&w->tx, to, ud);
-	else
-		urt__ring_addr_put(to);
+	if (old == URT__DONE_SLEEPING) {
+		struct urt__ring_addr to = urt__ring_addr(d->ring);
+
+		urt__msg_released(&d->wake);
+		urt__msg_send(&w->tx, to, (uint64_t)(uintptr_t)&d->wake);
+	}
 }
 
 struct urt__job *urt__done_take(struct urt__done *d)
