@@ -298,8 +298,10 @@ static int run_loop(struct urt_loop *loop)
 		urt__sched_run_ready(loop);
 		urt__xloop_flush(loop);
 		/* No task left: done, unless the loop's set is not idle yet
-		 * (another loop may still send it work). */
-		if (!loop->live && urt__xloop_idle(loop))
+		 * (another loop may still send it work), or a wake-up from
+		 * the pool is still on its way (a run leaves nothing of its
+		 * own in flight but the loop's timeout). */
+		if (!loop->live && urt__xloop_idle(loop) && !urt__offload_owed(loop))
 			return 0;
 		urt__deadlines_expire(loop);
 		urt__offload_flush(loop);

@@ -30,6 +30,10 @@ struct urt__offload {
 	struct urt__closable closable;
 	uint64_t inflight;          /* jobs submitted, not back yet */
 	bool marked;                /* the finished list carries our sleep mark */
+	int owed;                   /* messages of marks that workers took, on
+				     * their way (0 or 1 between turns; -1
+				     * within a turn whose message came before
+				     * its mark was found taken) */
 	uint64_t spin_ns;
 	bool timed;                 /* URT_LOOP_METRICS: time each job */
 	uint64_t jobs_done, job_wait_ns, job_run_ns;
@@ -127,6 +131,7 @@ static void done_wake(struct urt__op *op, int32_t res, uint32_t flags)
 	(void)res;
 	(void)flags;
 	urt__msg_acquired(&d->wake); /* what its sender read of ours, before */
+	off_of_done(d)->owed--;
 	(void)done_complete(off_of_done(d));
 }
 
@@ -441,7 +446,9 @@ bool urt__offload_sleep(struct urt_loop *loop)
 	 * so does one that finishes as we mark. */
 	if (done_complete(off))
 		return false;
-	if (off->marked) /* in this turn already (the epoll backend's batch) */
+	/* Marked in this turn already (the epoll backend's batch), or a
+	 * message is on its way: it wakes us. */
+	if (off->marked || off->owed > 0)
 		return true;
 	if (!urt__done_mark(&off->done))
 		return false;
@@ -459,6 +466,13 @@ void urt__offload_awake(struct urt_loop *loop)
 	off->marked = false;
 	if (urt__done_unmark(&off->done))
 		urt__ring_unexpect(&loop->ring); /* no worker took the mark */
+	else
+		off->owed++; /* its message comes, or came in this turn */
+}
+
+bool urt__offload_owed(struct urt_loop *loop)
+{
+	return loop->offload->owed > 0;
 }
 
 bool urt__offload_done_ready(void *loop)

@@ -45,12 +45,17 @@ bool urt__offload_done_ready(void *loop);
 void urt__offload_poll(struct urt_loop *loop);
 /* The loop is about to wait in the kernel: with jobs in flight, mark the
  * finished list so that the next job to finish wakes the loop with a
- * message, which the ring then expects. False when jobs had finished
- * meanwhile (they are completed now): the loop must not wait. */
+ * message, which the ring then expects (no mark while an earlier mark's
+ * message is still on its way: that one wakes the loop). False when jobs
+ * had finished meanwhile (they are completed now): the loop must not
+ * wait. */
 bool urt__offload_sleep(struct urt_loop *loop);
 /* After each turn: take back a mark set for it (no message comes then),
  * unless a worker took it (its message does). */
 void urt__offload_awake(struct urt_loop *loop);
+/* Whether a wake-up message from the pool is still on its way to loop: a
+ * run does not end before it has come. */
+bool urt__offload_owed(struct urt_loop *loop);
 
 /* Ask the kernel to cancel the I/O operation t is parked in (op.c): t
  * wakes when the operation's CQE comes. */
