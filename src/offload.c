@@ -53,8 +53,8 @@ static void job_out(struct urt__offload *off, struct urt__job *job,
 {
 	job->op = (struct urt__op){ .done = done };
 	job->done = &off->done;
+	job->owner = off;
 	job->next = NULL;
-	job->res = 0;
 	job->timed = off->timed;
 	if (job->timed)
 		job->t_queued = urt_now_ns();
@@ -63,13 +63,14 @@ static void job_out(struct urt__offload *off, struct urt__job *job,
 }
 
 /* A job is back (its done() runs with res): no longer out, and counted
- * when it ran. Returns its loop's side. */
+ * when it ran. Returns its loop's side. Only the job's line of the loop's
+ * is read, but for the worker's times when they were taken. */
 static struct urt__offload *job_back(struct urt__job *job, int32_t res)
 {
-	struct urt__offload *off = off_of_done(job->done);
+	struct urt__offload *off = job->owner;
 
 	off->inflight--;
-	if (job->timed && res >= 0) {
+	if (off->timed && res >= 0) {
 		off->jobs_done++;
 		off->job_wait_ns += job->t_start - job->t_queued;
 		off->job_run_ns += job->t_end - job->t_start;
@@ -84,7 +85,6 @@ static void job_done(struct urt__op *op, int32_t res, uint32_t flags)
 	(void)flags;
 	(void)job_back(job, res);
 	if (!job->owned) {
-		job->res = res;
 		urt__wake(t, res);
 		return;
 	}
@@ -109,18 +109,16 @@ static void job_interrupt(struct urt_task *t, int res)
 	urt__wake(t, res);
 }
 
+static void done_one(void *ctx, struct urt__job *j, int32_t res)
+{
+	urt__ring_complete(ctx, &j->op, res);
+}
+
 /* Complete every job on the finished list, in the order the workers
  * finished them: whether there was one. */
 static bool done_complete(struct urt__offload *off)
 {
-	struct urt__job *j = urt__done_take(&off->done), *next;
-	bool any = j != NULL;
-
-	for (; j; j = next) {
-		next = j->next; /* an owned job is freed as it completes */
-		urt__ring_complete(&off->loop->ring, &j->op, j->res);
-	}
-	return any;
+	return urt__done_take(&off->done, done_one, &off->loop->ring);
 }
 
 /* A wake-up from the pool: the message that settles our sleep mark. */
@@ -371,13 +369,17 @@ bool urt__offload_fini(struct urt_loop *loop, bool drained)
 	struct urt__offload *off = loop->offload;
 	bool busy;
 
+	busy = !drained && off->inflight && !off->own_pool;
 	if (off->pool) {
+		/* A pool that runs on may have a worker still looking at our
+		 * finished list, after its last job was taken. */
+		if (!off->own_pool && !busy)
+			urt__pool_quiesce(off->pool, &off->done);
 		urt__pool_detach(off->pool);
 		/* Joins the workers: none touches this loop afterwards. */
 		if (off->own_pool)
 			urt_pool_destroy(off->pool);
 	}
-	busy = !drained && off->inflight && !off->own_pool;
 	if (!busy) {
 		urt__closable_del(loop, &off->closable);
 		free(off);
@@ -439,6 +441,7 @@ void urt__offload_poll(struct urt_loop *loop)
 bool urt__offload_sleep(struct urt_loop *loop)
 {
 	struct urt__offload *off = loop->offload;
+	bool ready;
 
 	if (!off->inflight)
 		return true;
@@ -450,11 +453,13 @@ bool urt__offload_sleep(struct urt_loop *loop)
 	 * message is on its way: it wakes us. */
 	if (off->marked || off->owed > 0)
 		return true;
-	if (!urt__done_mark(&off->done))
+	if (!urt__done_mark(&off->done, &ready))
 		return false;
 	off->marked = true;
 	urt__ring_expect(&loop->ring); /* the message that settles the mark */
-	return true;
+	/* A job came as we marked: run its task first; the mark is taken
+	 * back (or its message awaited) after the turn, as any other. */
+	return !ready;
 }
 
 void urt__offload_awake(struct urt_loop *loop)

@@ -28,6 +28,9 @@ struct __attribute__((aligned(128))) worker {
 	struct urt_pool *pool;
 	pthread_t thread;
 	struct urt__msg_sender tx;  /* sends the wake-ups */
+	/* The loop's list this worker is putting a job on, or NULL: see
+	 * urt__pool_quiesce. */
+	_Atomic(struct urt__done *) finishing;
 };
 
 struct urt_pool {
@@ -46,57 +49,153 @@ struct urt_pool {
 	struct worker *workers;
 };
 
-/* A job has ended (res 0) or was dropped before it started (-ECANCELED):
- * push it onto its loop's finished list, and wake the loop when the push
- * replaced its sleeping mark. Once the job is on the list the loop may take
- * it and go away, so nothing of the loop's is read after the push, except
- * when the push took the mark: a marked loop waits for that message before
- * it can go (its ring expects it), so its ring's address is read then, and
- * only then (the ring's record is on lines the loop writes every turn). */
-static void finish(struct worker *w, struct urt__job *job, int32_t res)
+/* The worker took d's mark: wake its loop. A marked loop waits for this
+ * message before it can go (its ring expects it), so its ring's address is
+ * read now, and only now (the ring's record is on lines the loop writes
+ * every turn). TSan cannot see the order the message carries. */
+static void wake(struct worker *w, struct urt__done *d)
 {
-	struct urt__done *d = job->done;
-	struct urt__job *old = atomic_load_explicit(&d->head, memory_order_relaxed);
+	struct urt__ring_addr to = urt__ring_addr(d->ring);
 
-	job->res = res;
-	do
-		job->next = old == URT__DONE_SLEEPING ? NULL : old;
-	while (!atomic_compare_exchange_weak_explicit(&d->head, &old, job, memory_order_release,
-						      memory_order_relaxed));
-	if (old == URT__DONE_SLEEPING) {
-		struct urt__ring_addr to = urt__ring_addr(d->ring);
+	urt__msg_released(&d->wake);
+	urt__msg_send(&w->tx, to, (uint64_t)(uintptr_t)&d->wake);
+}
 
-		urt__msg_released(&d->wake);
-		urt__msg_send(&w->tx, to, (uint64_t)(uintptr_t)&d->wake);
+/* Claim a slot of d: its index, or UINT64_MAX when all are claimed and
+ * not yet emptied. */
+static uint64_t slot_claim(struct urt__done *d)
+{
+	uint64_t t = atomic_load_explicit(&d->tail, memory_order_relaxed);
+
+	for (;;) {
+		if (t - atomic_load_explicit(&d->emptied, memory_order_acquire) >= URT__DONE_SLOTS)
+			return UINT64_MAX;
+		/* Sequentially consistent: a loop whose look at tail comes
+		 * before this claim marked itself before that, and the look
+		 * at head after the slot is filled sees the mark. */
+		if (atomic_compare_exchange_weak_explicit(&d->tail, &t, t + 1, memory_order_seq_cst,
+							  memory_order_relaxed))
+			return t;
 	}
 }
 
-struct urt__job *urt__done_take(struct urt__done *d)
+/* A job has ended (res 0) or was dropped before it started (-ECANCELED):
+ * put it on its loop's finished list, in a slot, or on the stack when the
+ * slots are full, and wake the loop when it had marked itself sleeping
+ * (see struct urt__done). The job's memory is not touched after that: the
+ * loop may take it at once. */
+static void finish(struct worker *w, struct urt__job *job, int32_t res)
+{
+	struct urt__done *d = job->done;
+	uint64_t i;
+
+	atomic_store_explicit(&w->finishing, d, memory_order_relaxed);
+	i = slot_claim(d);
+	if (i != UINT64_MAX) {
+		struct urt__job *h;
+
+		/* Release: the job's results; and before the look at head
+		 * (sequentially consistent, against the loop's mark). */
+		atomic_store_explicit(&d->slot[i % URT__DONE_SLOTS],
+				      (uintptr_t)job | (res ? 1u : 0u), memory_order_seq_cst);
+		h = atomic_load_explicit(&d->head, memory_order_seq_cst);
+		if (h == URT__DONE_SLEEPING &&
+		    atomic_compare_exchange_strong_explicit(&d->head, &h, NULL,
+							    memory_order_seq_cst,
+							    memory_order_relaxed))
+			wake(w, d);
+	} else {
+		struct urt__job *old = atomic_load_explicit(&d->head, memory_order_relaxed);
+
+		job->res = res;
+		do
+			job->next = old == URT__DONE_SLEEPING ? NULL : old;
+		while (!atomic_compare_exchange_weak_explicit(&d->head, &old, job,
+							      memory_order_seq_cst,
+							      memory_order_relaxed));
+		if (old == URT__DONE_SLEEPING)
+			wake(w, d);
+	}
+	atomic_store_explicit(&w->finishing, NULL, memory_order_release);
+}
+
+/* The stack's jobs to fn, oldest first. */
+static bool stack_take(struct urt__done *d,
+		       void (*fn)(void *ctx, struct urt__job *job, int32_t res), void *ctx)
 {
 	struct urt__job *j = atomic_load_explicit(&d->head, memory_order_relaxed);
-	struct urt__job *fifo = NULL;
+	struct urt__job *fifo = NULL, *next;
 
-	/* Only the loop puts the mark there, and only a push replaces it:
-	 * a list seen here stays a list until it is taken. */
+	/* Only the loop puts the mark there, and only a worker takes it
+	 * away: a list seen here stays a list until it is taken. */
 	if (!j || j == URT__DONE_SLEEPING)
-		return NULL;
+		return false;
 	j = atomic_exchange_explicit(&d->head, NULL, memory_order_acquire);
 	while (j) {
-		struct urt__job *next = j->next;
-
+		next = j->next;
 		j->next = fifo;
 		fifo = j;
 		j = next;
 	}
-	return fifo;
+	for (j = fifo; j; j = next) {
+		next = j->next; /* fn may free j */
+		fn(ctx, j, j->res);
+	}
+	return true;
 }
 
-bool urt__done_mark(struct urt__done *d)
+bool urt__done_take(struct urt__done *d,
+		    void (*fn)(void *ctx, struct urt__job *job, int32_t res), void *ctx)
+{
+	uint64_t end = atomic_load_explicit(&d->tail, memory_order_acquire);
+	uint64_t i, hole = UINT64_MAX;
+	bool any = false;
+
+	/* Slots claimed but not filled yet (their workers are between the
+	 * two steps) are passed over, and the filled ones after them marked
+	 * taken; next stays at the first such hole. */
+	for (i = d->next; i != end; i++) {
+		_Atomic uintptr_t *s = &d->slot[i % URT__DONE_SLOTS];
+		uintptr_t v = atomic_load_explicit(s, memory_order_acquire);
+
+		if (!v) {
+			if (hole == UINT64_MAX)
+				hole = i;
+			continue;
+		}
+		if (v != URT__DONE_TAKEN) {
+			any = true;
+			fn(ctx, (struct urt__job *)(v & ~(uintptr_t)1), v & 1 ? -ECANCELED : 0);
+		}
+		atomic_store_explicit(s, hole == UINT64_MAX ? 0 : URT__DONE_TAKEN,
+				      memory_order_relaxed);
+	}
+	if (d->next != end) {
+		d->next = hole == UINT64_MAX ? end : hole;
+		atomic_store_explicit(&d->emptied, d->next, memory_order_release);
+	}
+	return stack_take(d, fn, ctx) || any;
+}
+
+bool urt__done_mark(struct urt__done *d, bool *ready)
 {
 	struct urt__job *empty = NULL;
+	uint64_t end;
 
-	return atomic_compare_exchange_strong_explicit(&d->head, &empty, URT__DONE_SLEEPING,
-						       memory_order_relaxed, memory_order_relaxed);
+	if (!atomic_compare_exchange_strong_explicit(&d->head, &empty, URT__DONE_SLEEPING,
+						     memory_order_seq_cst, memory_order_relaxed))
+		return false;
+	/* Every slot claimed so far: one filled before the mark is seen
+	 * here; a worker that fills one after it sees the mark. */
+	*ready = false;
+	end = atomic_load_explicit(&d->tail, memory_order_seq_cst);
+	for (uint64_t i = d->next; i != end && !*ready; i++) {
+		uintptr_t v = atomic_load_explicit(&d->slot[i % URT__DONE_SLOTS],
+						   memory_order_seq_cst);
+
+		*ready = v && v != URT__DONE_TAKEN;
+	}
+	return true;
 }
 
 bool urt__done_unmark(struct urt__done *d)
@@ -105,6 +204,13 @@ bool urt__done_unmark(struct urt__done *d)
 
 	return atomic_compare_exchange_strong_explicit(&d->head, &mark, NULL, memory_order_relaxed,
 						       memory_order_relaxed);
+}
+
+void urt__pool_quiesce(struct urt_pool *p, struct urt__done *d)
+{
+	for (unsigned i = 0; i < p->nthreads; i++)
+		while (atomic_load_explicit(&p->workers[i].finishing, memory_order_acquire) == d)
+			sched_yield();
 }
 
 /* Workers take one job per lock, so that no job waits in one worker's

@@ -33,32 +33,54 @@ struct __attribute__((aligned(128))) urt__job {
 	struct urt_task *waiter;    /* NULL once an owned job is abandoned */
 	void (*dtor)(void *);       /* owned jobs */
 	uint64_t t_queued;          /* urt_now_ns(), when timed */
+	void *owner;                /* the loop's side that handed it out */
 	bool owned;
 };
 _Static_assert(sizeof(struct urt__job) == 128, "a job is two cache lines");
 
 /*
- * Where pool workers put a loop's finished jobs: a lock-free stack that the
- * loop takes whole, looking at it each turn. A loop about to sleep in the
- * kernel with jobs out marks the stack (head URT__DONE_SLEEPING, from
- * empty): the worker whose push replaces that mark wakes the loop with one
- * IORING_OP_MSG_RING (user_data: wake); every other push is seen by the
- * loop's next look, with no message and no system call. Marking and
- * pushing are operations on the one word, so a push either finds the mark
- * (and wakes the loop) or comes before it (and the mark fails): no wake-up
- * is lost, and a worker touches nothing of the loop's after its push (the
- * loop may take the job and go away). Each mark is settled once: by the
- * message its taker sends, or by the loop taking it back itself
- * (urt__done_unmark), so the loop knows how many messages are still on
- * their way.
+ * Where pool workers put a loop's finished jobs, which the loop looks at
+ * each turn: an array of slots, each a job's address (tagged with 1 when
+ * the job was dropped unstarted), so that the loop learns every finished
+ * job from lines of eight slots rather than by following a chain of jobs
+ * (a cache miss each, one after the other), and never reads the line of a
+ * job that a worker wrote; and, for when the array is full, a lock-free
+ * stack of jobs linked by next.
+ *
+ * A worker claims the next slot (tail, by CAS, while fewer than
+ * URT__DONE_SLOTS are claimed and not yet emptied), stores the job in it,
+ * then looks at head. A loop about to sleep in the kernel with jobs out
+ * marks head (URT__DONE_SLEEPING, from empty), then looks at every slot
+ * claimed and not emptied. Both store before they look (sequentially
+ * consistent), so one of them sees the other: the loop a job (it does not
+ * sleep) or the worker the mark, which it takes (back to empty) and wakes
+ * the loop with one IORING_OP_MSG_RING (user_data: wake). A push onto the
+ * stack that replaces the mark takes it too. Every other finished job is
+ * seen by the loop's next look, with no message and no system call. Each
+ * mark is settled once: by the message its taker sends, or by the loop
+ * taking it back itself (urt__done_unmark), so the loop knows how many
+ * messages are still on their way.
+ *
+ * A worker reads head after its job is in a slot, when the loop may have
+ * taken the job already: it says which loop's list it is in (finishing)
+ * until it is done with it, and a loop that goes away while its pool runs
+ * on waits until no worker is (urt__pool_quiesce).
  */
 #define URT__DONE_SLEEPING ((struct urt__job *)1)
+#define URT__DONE_SLOTS 256u
 
 struct __attribute__((aligned(128))) urt__done {
-	_Atomic(struct urt__job *) head; /* newest first, or the mark */
+	/* The workers' line. */
+	_Atomic(struct urt__job *) head; /* the stack, newest first, or the mark */
+	_Atomic uint64_t tail;           /* slots claimed, ever */
 	struct urt__ring *ring;          /* the loop's ring */
 	struct urt__op wake;
 	bool dropping;              /* under the pool's lock: see urt__pool_drop */
+	/* The loop's: every slot before next is empty; published as
+	 * emptied for the workers. */
+	_Atomic uint64_t emptied __attribute__((aligned(128)));
+	uint64_t next;
+	_Atomic uintptr_t slot[URT__DONE_SLOTS] __attribute__((aligned(128)));
 };
 
 struct urt_pool;
@@ -78,25 +100,46 @@ void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__jo
 struct urt__job *urt__pool_drop(struct urt_pool *pool, struct urt__done *done);
 /* Jobs in the pool's queue now, every loop's (a relaxed read). */
 unsigned urt__pool_queued(struct urt_pool *pool);
-/* The finished jobs on done, oldest first, linked by next; NULL when there
- * are none (the loop's side: each turn, and when a wake-up arrives). A mark
- * stays where it is. */
-struct urt__job *urt__done_take(struct urt__done *done);
-/* Whether a finished job waits on done (a relaxed look, for spinning). */
+/* Hand every finished job on done to fn (the loop's side: each turn, and
+ * when a wake-up arrives), with res 0 (it ran) or -ECANCELED (dropped
+ * unstarted): those in slots in the order their workers claimed them,
+ * then the stack's, oldest first. fn may free the job. A mark stays where
+ * it is. Whether there was one. */
+bool urt__done_take(struct urt__done *done,
+		    void (*fn)(void *ctx, struct urt__job *job, int32_t res), void *ctx);
+/* A slot's value once the loop has handed its job out, while a slot before
+ * it is still claimed and not yet filled. */
+#define URT__DONE_TAKEN ((uintptr_t)2)
+/* Whether a finished job waits on done (relaxed looks, for spinning). */
 static inline bool urt__done_ready(struct urt__done *done)
 {
 	struct urt__job *h = atomic_load_explicit(&done->head, memory_order_relaxed);
+	uint64_t end = atomic_load_explicit(&done->tail, memory_order_relaxed);
 
-	return h && h != URT__DONE_SLEEPING;
+	if (h && h != URT__DONE_SLEEPING)
+		return true;
+	for (uint64_t i = done->next; i != end; i++) {
+		uintptr_t v = atomic_load_explicit(&done->slot[i % URT__DONE_SLOTS],
+						   memory_order_relaxed);
+
+		if (v && v != URT__DONE_TAKEN)
+			return true;
+	}
+	return false;
 }
-/* The loop is about to sleep: mark done, when it is empty. true: marked,
- * and one message will settle it unless urt__done_unmark takes it back;
- * false: finished jobs wait (take them instead of sleeping). */
-bool urt__done_mark(struct urt__done *done);
+/* The loop is about to sleep: mark done, when its stack is empty. true:
+ * marked, and one message will settle it unless urt__done_unmark takes it
+ * back; then *ready says whether a job was found in a slot after the mark
+ * (the loop must not sleep, but the mark stays until it takes it back).
+ * false: finished jobs wait on the stack (take them instead of sleeping). */
+bool urt__done_mark(struct urt__done *done, bool *ready);
 /* The loop is awake: take its mark back. true: taken back (no message will
- * come for it); false: a worker's push took it, and that worker's message
- * comes (or came). */
+ * come for it); false: a worker took it, and that worker's message comes
+ * (or came). */
 bool urt__done_unmark(struct urt__done *done);
+/* Wait until no worker of pool is still looking at done (after its last
+ * job has been taken): before done's memory goes, when the pool runs on. */
+void urt__pool_quiesce(struct urt_pool *pool, struct urt__done *done);
 /* CPUs the process may run on: spinning for another thread only helps
  * when that thread can run meanwhile. */
 int urt__cpus_allowed(void);

@@ -944,6 +944,83 @@ static void test_busy_loop_takes_jobs_without_messages(void **state)
 	assert_int_equal(b.sum, BUSY_JOBS * (BUSY_JOBS + 1) / 2);
 }
 
+/* ---- more finished jobs than the finished list has slots ---- */
+
+#define MANY_JOBS 700 /* the list has 256 slots: the rest go on its stack */
+
+struct many {
+	atomic_long ran;
+	long out[MANY_JOBS];
+};
+
+struct many_arg {
+	struct many *m;
+	long i, res;
+};
+
+static void many_fn(struct many_arg *a)
+{
+	a->res = a->i * 3 + 1;
+	atomic_fetch_add(&a->m->ran, 1);
+}
+
+static int many_offloader(void *arg)
+{
+	struct many_arg *a = arg;
+	int ret = urt_to_thread(many_fn, a);
+
+	if (ret)
+		return ret;
+	a->m->out[a->i] = a->res;
+	return 0;
+}
+
+/* Holds the loop, after the turn that hands the jobs over, until every job
+ * has run: their completions pile up unseen. */
+static int many_holder(void *arg)
+{
+	struct many *m = arg;
+	int ret = urt_yield();
+
+	if (ret)
+		return ret;
+	while (atomic_load(&m->ran) < MANY_JOBS)
+		sched_yield();
+	return 0;
+}
+
+/* 700 jobs finish while the loop looks away: 256 fill the list's slots,
+ * the rest go on its stack, and the loop's next look completes each once,
+ * with its own result, and no message (the loop never slept). */
+static void test_more_finished_jobs_than_slots(void **state)
+{
+	struct urt_pool_opts po = { .threads = 2, .flags = pool_flags };
+	struct urt_loop_opts o = { .pool_opts = &po, .flags = URT_LOOP_NO_SPIN };
+	static struct many m;
+	static struct many_arg args[MANY_JOBS];
+	struct urt_loop_stats st;
+	urt_loop *loop;
+
+	(void)state;
+	atomic_store(&m.ran, 0);
+	assert_int_equal(urt_loop_create(&loop, &o), 0);
+	for (long i = 0; i < MANY_JOBS; i++) {
+		m.out[i] = -1;
+		args[i] = (struct many_arg){ .m = &m, .i = i };
+		assert_int_equal(urt_spawn(loop, NULL, many_offloader, &args[i]), 0);
+	}
+	assert_int_equal(urt_spawn(loop, NULL, many_holder, &m), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	for (long i = 0; i < MANY_JOBS; i++)
+		assert_int_equal(m.out[i], i * 3 + 1);
+	assert_int_equal(urt_loop_stats(loop, &st), 0);
+	assert_int_equal(st.cqes, 0);
+	assert_int_equal(st.messages, MANY_JOBS);
+	assert_int_equal(st.settled, MANY_JOBS);
+	assert_int_equal(st.inflight, 0);
+	urt_loop_destroy(loop);
+}
+
 /* A loop that waits between jobs: each wait is marked, and the job that
  * ends it wakes the loop with one message, or the loop takes the mark
  * back itself. */
@@ -1060,6 +1137,7 @@ static int set_worker_rings(void **state)
 	cmocka_unit_test(test_completion_as_job_ends),               \
 	cmocka_unit_test(test_loop_sleeps_between_jobs),             \
 	cmocka_unit_test(test_busy_loop_takes_jobs_without_messages), \
+	cmocka_unit_test(test_more_finished_jobs_than_slots),        \
 	cmocka_unit_test(test_sleeping_loop_marks_settle)
 
 int main(void)
