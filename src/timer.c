@@ -9,38 +9,45 @@
 
 #include "timer.h"
 
-/* ---- timers: a binary min-heap by deadline ---- */
+/* ---- timers: a 4-ary min-heap by deadline ---- */
 
 /* Stale entries may reach this many beyond twice the live ones before
  * they are swept out together. */
 #define STALE_SLACK 64
+#define ARITY URT__TIMER_ARITY
 
 static void heap_up(struct urt__timer *h, size_t i)
 {
 	struct urt__timer e = h[i];
 
-	while (i > 0 && e.deadline < h[(i - 1) / 2].deadline) {
-		h[i] = h[(i - 1) / 2];
-		i = (i - 1) / 2;
+	while (i > 0 && e.deadline < h[(i - 1) / ARITY].deadline) {
+		h[i] = h[(i - 1) / ARITY];
+		i = (i - 1) / ARITY;
 	}
 	h[i] = e;
 }
 
+/* Four children side by side: half the levels of a binary heap, each
+ * level's children on one or two cache lines (a pop from a heap of
+ * 100,000 touches 9 levels instead of 17). */
 static void heap_down(struct urt__timer *h, size_t n, size_t i)
 {
 	struct urt__timer e = h[i];
 
 	for (;;) {
-		size_t c = 2 * i + 1;
+		size_t c = ARITY * i + 1, end = c + ARITY, m = c;
 
 		if (c >= n)
 			break;
-		if (c + 1 < n && h[c + 1].deadline < h[c].deadline)
-			c++;
-		if (e.deadline <= h[c].deadline)
+		if (end > n)
+			end = n;
+		for (size_t k = c + 1; k < end; k++)
+			if (h[k].deadline < h[m].deadline)
+				m = k;
+		if (e.deadline <= h[m].deadline)
 			break;
-		h[i] = h[c];
-		i = c;
+		h[i] = h[m];
+		i = m;
 	}
 	h[i] = e;
 }
@@ -75,7 +82,7 @@ static void sweep(struct urt__timers *tm)
 			tm->heap[k++] = tm->heap[i];
 	tm->n = k;
 	assert(k == tm->live);
-	for (size_t i = k / 2; i-- > 0;)
+	for (size_t i = k / ARITY + 1; i-- > 0;)
 		heap_down(tm->heap, k, i);
 }
 

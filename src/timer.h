@@ -15,7 +15,10 @@ struct urt__timer {
 	uint64_t gen;
 };
 
-/* The deadlines of waiting tasks: a binary min-heap by deadline, with one
+/* Children per node of the heap below. */
+#define URT__TIMER_ARITY 4
+
+/* The deadlines of waiting tasks: a 4-ary min-heap by deadline, with one
  * absolute IORING_OP_TIMEOUT armed in the kernel for the earliest.
  *
  * Deletion is lazy: a task's timer_gen is odd while it has a timer, and

@@ -42,7 +42,7 @@ static void check_heap(void)
 		if (tm.heap[i].task->timer_gen == tm.heap[i].gen)
 			live++;
 		if (i)
-			assert_true(tm.heap[(i - 1) / 2].deadline <= tm.heap[i].deadline);
+			assert_true(tm.heap[(i - 1) / URT__TIMER_ARITY].deadline <= tm.heap[i].deadline);
 	}
 	assert_int_equal(live, tm.live);
 	if (tm.n)
