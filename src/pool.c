@@ -1,6 +1,7 @@
 /* pool: threads that run blocking jobs and hand them back to the owning
- * loop: a lock-free list of finished jobs, which the loop looks at each
- * turn, and an IORING_OP_MSG_RING that wakes the loop when it sleeps. No
+ * loop: a lock-free list of finished jobs (slots, and a stack when they
+ * are full), which the loop looks at each turn, and an IORING_OP_MSG_RING
+ * that wakes the loop when it sleeps. No
  * eventfd, and no lock on the way back: the loop reaps the wake-up with
  * its other CQEs.
  *
