@@ -181,21 +181,13 @@ bool urt__done_take(struct urt__done *d,
 bool urt__done_mark(struct urt__done *d, bool *ready)
 {
 	struct urt__job *empty = NULL;
-	uint64_t end;
 
 	if (!atomic_compare_exchange_strong_explicit(&d->head, &empty, URT__DONE_SLEEPING,
 						     memory_order_seq_cst, memory_order_relaxed))
 		return false;
 	/* Every slot claimed so far: one filled before the mark is seen
 	 * here; a worker that fills one after it sees the mark. */
-	*ready = false;
-	end = atomic_load_explicit(&d->tail, memory_order_seq_cst);
-	for (uint64_t i = d->next; i != end && !*ready; i++) {
-		uintptr_t v = atomic_load_explicit(&d->slot[i % URT__DONE_SLOTS],
-						   memory_order_seq_cst);
-
-		*ready = v && v != URT__DONE_TAKEN;
-	}
+	*ready = urt__done_slots_ready(d, memory_order_seq_cst);
 	return true;
 }
 

@@ -110,22 +110,28 @@ bool urt__done_take(struct urt__done *done,
 /* A slot's value once the loop has handed its job out, while a slot before
  * it is still claimed and not yet filled. */
 #define URT__DONE_TAKEN ((uintptr_t)2)
-/* Whether a finished job waits on done (relaxed looks, for spinning). */
-static inline bool urt__done_ready(struct urt__done *done)
+/* Whether a slot claimed and not yet emptied holds a job not yet handed
+ * out, looking with order (relaxed for spinning; sequentially consistent
+ * after a mark, against the workers' fill and look). */
+static inline bool urt__done_slots_ready(struct urt__done *done, memory_order order)
 {
-	struct urt__job *h = atomic_load_explicit(&done->head, memory_order_relaxed);
-	uint64_t end = atomic_load_explicit(&done->tail, memory_order_relaxed);
+	uint64_t end = atomic_load_explicit(&done->tail, order);
 
-	if (h && h != URT__DONE_SLEEPING)
-		return true;
 	for (uint64_t i = done->next; i != end; i++) {
-		uintptr_t v = atomic_load_explicit(&done->slot[i % URT__DONE_SLOTS],
-						   memory_order_relaxed);
+		uintptr_t v = atomic_load_explicit(&done->slot[i % URT__DONE_SLOTS], order);
 
 		if (v && v != URT__DONE_TAKEN)
 			return true;
 	}
 	return false;
+}
+/* Whether a finished job waits on done (relaxed looks, for spinning). */
+static inline bool urt__done_ready(struct urt__done *done)
+{
+	struct urt__job *h = atomic_load_explicit(&done->head, memory_order_relaxed);
+
+	return (h && h != URT__DONE_SLEEPING) ||
+	       urt__done_slots_ready(done, memory_order_relaxed);
 }
 /* The loop is about to sleep: mark done, when its stack is empty. true:
  * marked, and one message will settle it unless urt__done_unmark takes it
