@@ -65,12 +65,26 @@ static struct urt_task *rq_pop(struct urt_loop *loop)
 	return t;
 }
 
+/* A woken task resumes while its wait to run is measured (the lag
+ * monitor's schedule delay): count it, and record a sampled one. Out of
+ * line: the switch to the next task stays short without it. */
+static __attribute__((noinline, cold)) void woken_resumes(struct urt_loop *loop,
+							  struct urt_task *t)
+{
+	if (loop->sched_hist) {
+		loop->sched_wakeups++;
+		if (t->woken_ns > 1) /* sampled */
+			urt_hist_record(loop->sched_hist, urt_now_ns() - t->woken_ns);
+	}
+	t->woken_ns = 0;
+}
+
 /* The next ready task, about to run: a woken one's wait to run is
- * recorded, when measured (the lag monitor's schedule delay). The one
- * after it is fetched ahead: its stack's top, and the record of the one
- * after that, whose stack the next call fetches (a pipeline two deep, as
- * each stack's address is in the record before it). */
-static struct urt_task *next_ready(struct urt_loop *loop)
+ * recorded, when measured. The one after it is fetched ahead: its stack's
+ * top, and the record of the one after that, whose stack the next call
+ * fetches (a pipeline two deep, as each stack's address is in the record
+ * before it). Inline in each switch: a call here cost a yield 7% (W6). */
+static inline __attribute__((always_inline)) struct urt_task *next_ready(struct urt_loop *loop)
 {
 	struct urt_task *t = rq_pop(loop);
 	struct urt_task *n = loop->rq_head;
@@ -80,14 +94,8 @@ static struct urt_task *next_ready(struct urt_loop *loop)
 		if (n->next)
 			__builtin_prefetch(n->next);
 	}
-	if (t->woken_ns) {
-		if (loop->sched_hist) {
-			loop->sched_wakeups++;
-			if (t->woken_ns > 1) /* sampled */
-				urt_hist_record(loop->sched_hist, urt_now_ns() - t->woken_ns);
-		}
-		t->woken_ns = 0;
-	}
+	if (__builtin_expect(t->woken_ns != 0, 0))
+		woken_resumes(loop, t);
 	return t;
 }
 
