@@ -124,15 +124,6 @@ static bool sample_wake(struct urt_loop *loop)
 	return (loop->sched_rng >> 61) == 0;
 }
 
-int urt__wait_check(struct urt_task *t)
-{
-	if (t->cancelled)
-		return -ECANCELED;
-	if (t->deadline != UINT64_MAX && urt_now_ns() >= t->deadline)
-		return -ETIMEDOUT;
-	return 0;
-}
-
 int urt__park(struct urt_task *t, void (*interrupt)(struct urt_task *, int), void *obj)
 {
 	struct urt_loop *loop = t->loop;

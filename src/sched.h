@@ -3,6 +3,7 @@
 #ifndef URT_SCHED_H
 #define URT_SCHED_H
 
+#include <errno.h>
 #include <pthread.h>
 
 #include "pool.h"
@@ -137,8 +138,16 @@ int urt__park(struct urt_task *t, void (*interrupt)(struct urt_task *, int), voi
 void urt__wake(struct urt_task *t, int res);
 
 /* Before a wait: -ECANCELED once t is cancelled, -ETIMEDOUT once its
- * deadline has passed, else 0. */
-int urt__wait_check(struct urt_task *t);
+ * deadline has passed, else 0. Inline: every job, I/O operation, sleep
+ * and yield asks it. */
+static inline int urt__wait_check(struct urt_task *t)
+{
+	if (t->cancelled)
+		return -ECANCELED;
+	if (t->deadline != UINT64_MAX && urt_now_ns() >= t->deadline)
+		return -ETIMEDOUT;
+	return 0;
+}
 
 /* One pass: run the tasks ready now (those made ready meanwhile wait for
  * the next turn); free detached tasks that ended. */
