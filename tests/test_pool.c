@@ -500,6 +500,130 @@ static void test_shared_pool(void **state)
 	assert_int_equal(urt_pool_destroy(pool), 0);
 }
 
+/* ---- loops that come and go on a shared pool, some with jobs out ---- */
+
+#define CG_THREADS 3
+#define CG_ROUNDS 9   /* per thread; every third is stopped with jobs out */
+#define CG_TASKS 50
+#define CG_JOBS 4     /* per task */
+
+struct cg_job {
+	long in, out;
+};
+
+struct cg_round {
+	atomic_int done;  /* jobs whose right answer came back */
+	atomic_int wrong; /* answers that were not */
+	atomic_int other; /* errors other than a drop at destroy */
+};
+
+static void cg_fn(struct cg_job *j)
+{
+	j->out = 3 * j->in + 1;
+}
+
+static int cg_task(void *arg)
+{
+	struct cg_round *r = arg;
+
+	for (long i = 0; i < CG_JOBS; i++) {
+		struct cg_job j = { .in = i };
+		int ret = urt_to_thread(cg_fn, &j);
+
+		if (ret == -ECANCELED)
+			return 0; /* dropped unstarted, or cancelled: the destroy */
+		if (ret != 0) {
+			atomic_fetch_add(&r->other, 1);
+			return ret;
+		}
+		if (j.out != 3 * i + 1)
+			atomic_fetch_add(&r->wrong, 1);
+		else
+			atomic_fetch_add(&r->done, 1);
+	}
+	return 0;
+}
+
+static int cg_stopper(void *arg)
+{
+	(void)urt_sleep_ns(50000);
+	return urt_loop_stop(arg);
+}
+
+struct cg_thread {
+	urt_pool *pool;
+	struct cg_round *rounds;
+	int run_ret[CG_ROUNDS];
+	int create_ret[CG_ROUNDS];
+};
+
+static void *cg_thread_main(void *arg)
+{
+	struct cg_thread *c = arg;
+
+	for (int round = 0; round < CG_ROUNDS; round++) {
+		struct urt_loop_opts o = { .pool = c->pool,
+					   .flags = (round & 1) ? URT_LOOP_NO_SPIN : 0 };
+		urt_loop *loop;
+
+		c->create_ret[round] = urt_loop_create(&loop, &o);
+		if (c->create_ret[round])
+			continue;
+		for (int i = 0; i < CG_TASKS; i++)
+			(void)urt_spawn(loop, NULL, cg_task, &c->rounds[round]);
+		if (round % 3 == 2)
+			(void)urt_spawn(loop, NULL, cg_stopper, loop);
+		c->run_ret[round] = urt_loop_run(loop);
+		/* A stopped loop goes with jobs of its tasks still out: queued
+		 * ones are dropped, running ones waited for, while the pool's
+		 * workers go on with the other loops' jobs. */
+		urt_loop_destroy(loop);
+	}
+	return NULL;
+}
+
+static void test_loops_come_and_go_on_shared_pool(void **state)
+{
+	struct urt_pool_opts po = { .threads = 3, .flags = pool_flags };
+	struct cg_thread c[CG_THREADS];
+	pthread_t th[CG_THREADS];
+	urt_pool *pool;
+
+	(void)state;
+	assert_int_equal(urt_pool_create(&pool, &po), 0);
+	for (int i = 0; i < CG_THREADS; i++) {
+		c[i] = (struct cg_thread){ .pool = pool };
+		c[i].rounds = calloc(CG_ROUNDS, sizeof(*c[i].rounds));
+		assert_non_null(c[i].rounds);
+		assert_int_equal(pthread_create(&th[i], NULL, cg_thread_main, &c[i]), 0);
+	}
+	/* Every thread is joined before the first check, which would leave
+	 * the test (and these frames) with threads still using them. */
+	for (int i = 0; i < CG_THREADS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	for (int i = 0; i < CG_THREADS; i++) {
+		for (int round = 0; round < CG_ROUNDS; round++) {
+			struct cg_round *r = &c[i].rounds[round];
+
+			assert_int_equal(c[i].create_ret[round], 0);
+			assert_int_equal(atomic_load(&r->wrong), 0);
+			assert_int_equal(atomic_load(&r->other), 0);
+			if (round % 3 == 2 && c[i].run_ret[round] == -EINTR) {
+				/* Stopped: no more jobs than asked. */
+				assert_true(atomic_load(&r->done) <= CG_TASKS * CG_JOBS);
+			} else {
+				/* Ran to its end (a stop asked in the turn the
+				 * last task ended returns 0): every job back. */
+				assert_int_equal(c[i].run_ret[round], 0);
+				assert_int_equal(atomic_load(&r->done), CG_TASKS * CG_JOBS);
+			}
+		}
+		free(c[i].rounds);
+	}
+	/* Every loop is gone and none of its jobs is left with the pool. */
+	assert_int_equal(urt_pool_destroy(pool), 0);
+}
+
 static void test_pool_busy_while_used(void **state)
 {
 	struct urt_loop_opts o = { 0 };
@@ -1130,6 +1254,7 @@ static int set_worker_rings(void **state)
 	cmocka_unit_test(test_owned_job_cancelled),                  \
 	cmocka_unit_test(test_shutdown_queued_and_running),          \
 	cmocka_unit_test(test_shared_pool),                          \
+	cmocka_unit_test(test_loops_come_and_go_on_shared_pool),     \
 	cmocka_unit_test(test_owned_jobs_under_pressure),            \
 	cmocka_unit_test(test_tiny_cq_mixed),                        \
 	cmocka_unit_test(test_same_turn_jobs_spread),                \
