@@ -83,7 +83,8 @@ static __attribute__((noinline, cold)) void woken_resumes(struct urt_loop *loop,
  * recorded, when measured. The one after it is fetched ahead: its stack's
  * top, and the record of the one after that, whose stack the next call
  * fetches (a pipeline two deep, as each stack's address is in the record
- * before it). Inline in each switch: a call here cost a yield 7% (W6). */
+ * before it). Inline in each switch: as a call it cost a yield 8 of its
+ * 132 instructions (W6). */
 static inline __attribute__((always_inline)) struct urt_task *next_ready(struct urt_loop *loop)
 {
 	struct urt_task *t = rq_pop(loop);
