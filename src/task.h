@@ -117,6 +117,7 @@ struct urt__tasks {
 	size_t stack_size;          /* usable bytes per stack */
 	bool guard;                 /* a guard page below each stack, within
 				     * the budget */
+	bool chunk_guarded;         /* the chunk's stacks have their markers */
 #if URT__ASAN
 	const void *asan_sched_bottom;
 	size_t asan_sched_size;

@@ -226,6 +226,26 @@ static void test_guard_past_vma_budget(void **state)
 	assert_non_null(strstr(err, "urt: task \"deep-thought\" overflowed its stack of 16384 bytes (guard page hit)"));
 }
 
+/* Stacks are carved 64 to a mapping, and their guard pages may go in for
+ * a whole mapping at once: whatever its place in one, a stack has its
+ * guard page. The task spawned after k sleepers overflows, for k at the
+ * edges of the first three mappings. */
+static void test_guard_under_every_stack(void **state)
+{
+	static const long at[] = { 63, 64, 65, 127, 128, 191 };
+	char err[512];
+	int status;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		past_budget = at[i];
+		status = in_child(overflow_past_budget, err, sizeof(err));
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), SIGSEGV);
+		assert_non_null(strstr(err, "urt: task \"deep-thought\" overflowed its stack of 16384 bytes (guard page hit)"));
+	}
+}
+
 /* A deep but bounded recursion within the stack is fine, and the stack is
  * reused by the next task. */
 static int deep_task(void *arg)
@@ -484,6 +504,7 @@ int main(void)
 		cmocka_unit_test(test_guard_page_stops_recursion),
 		cmocka_unit_test(test_canary_catches_overflow),
 		cmocka_unit_test(test_guard_past_vma_budget),
+		cmocka_unit_test(test_guard_under_every_stack),
 		cmocka_unit_test(test_deep_use_is_fine),
 		cmocka_unit_test(test_report_in_second_run),
 		cmocka_unit_test(test_report_on_other_thread),
