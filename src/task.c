@@ -347,6 +347,7 @@ int urt__task_new(struct urt_loop *loop, struct urt_task **out)
 	t->guarded = guarded;
 	t->guard_vma = guard_vma;
 	t->canary = (uint64_t *)((char *)map + page_size());
+	t->fresh = true;
 #if URT__VALGRIND
 	t->vg_id = vg_id;
 #endif
@@ -707,6 +708,7 @@ static void task_entry(void *arg)
 #if URT__ASAN
 	asan_arrived(ts, NULL);
 #endif
+	t->fresh = false;
 	t->result = t->fn(t->arg);
 	t->state = URT__DONE; /* the scheduler finishes what is left */
 #if URT__ASAN
