@@ -9,7 +9,7 @@
 
 #include "timer.h"
 
-/* ---- timers: a 4-ary min-heap by deadline ---- */
+/* ---- timers: a 4-ary min-heap by deadline, and runs in order ---- */
 
 /* Stale entries may reach this many beyond twice the live ones before
  * they are swept out together. */
@@ -59,49 +59,153 @@ static bool entry_stale(const struct urt__timer *e)
 
 static void heap_pop(struct urt__timers *tm)
 {
-	tm->heap[0] = tm->heap[--tm->n];
-	if (tm->n)
-		heap_down(tm->heap, tm->n, 0);
+	tm->heap[0] = tm->heap[--tm->heap_n];
+	if (tm->heap_n)
+		heap_down(tm->heap, tm->heap_n, 0);
+}
+
+/* Take the earliest entry away: at is where it is (urt__timer_top_at). */
+static void top_pop(struct urt__timers *tm, int at)
+{
+	if (at >= 0) {
+		struct urt__timer_run *r = &tm->run[at];
+
+		r->head = (r->head + 1) & (r->cap - 1);
+		if (--r->n)
+			r->first = r->e[r->head].deadline;
+	} else {
+		heap_pop(tm);
+	}
+	tm->n--;
 }
 
 /* Keep the top live: stale entries that reach it leave. */
 static void top_clean(struct urt__timers *tm)
 {
-	while (tm->n && entry_stale(&tm->heap[0]))
-		heap_pop(tm);
+	while (tm->n) {
+		int at = urt__timer_top_at(tm);
+		const struct urt__timer *e = at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
+
+		if (!entry_stale(e))
+			break;
+		top_pop(tm, at);
+	}
 }
 
-/* Stale entries outnumber the live ones: keep the live, heapify them
- * again (linear, as sweeping them costs, once per as many deletions). */
+/* Stale entries outnumber the live ones: keep the live, each run's in
+ * their order, and heapify the heap's again (linear, as sweeping them
+ * costs, once per as many deletions). */
 static void sweep(struct urt__timers *tm)
 {
 	size_t k = 0;
 
-	for (size_t i = 0; i < tm->n; i++)
+	for (size_t i = 0; i < tm->heap_n; i++)
 		if (!entry_stale(&tm->heap[i]))
 			tm->heap[k++] = tm->heap[i];
+	tm->heap_n = k;
 	tm->n = k;
-	assert(k == tm->live);
-	for (size_t i = k / ARITY + 1; i-- > 0;)
+	/* From the last parent up. */
+	for (size_t i = k > 1 ? (k - 2) / ARITY + 1 : 0; i-- > 0;)
 		heap_down(tm->heap, k, i);
+	for (int j = 0; j < URT__TIMER_RUNS; j++) {
+		struct urt__timer_run *r = &tm->run[j];
+
+		k = 0;
+		for (size_t i = 0; i < r->n; i++) {
+			struct urt__timer e = r->e[(r->head + i) & (r->cap - 1)];
+
+			if (!entry_stale(&e))
+				r->e[(r->head + k++) & (r->cap - 1)] = e;
+		}
+		r->n = k;
+		tm->n += k;
+		if (k) {
+			r->first = r->e[r->head].deadline;
+			r->last = r->e[(r->head + k - 1) & (r->cap - 1)].deadline;
+		}
+	}
+	assert(tm->n == tm->live);
+}
+
+/* Room for one more entry on r: 0 or -ENOMEM. */
+static int run_grow(struct urt__timer_run *r)
+{
+	size_t cap = r->cap ? r->cap * 2 : 256;
+	struct urt__timer *e;
+
+	if (r->n < r->cap)
+		return 0;
+	e = malloc(cap * sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	for (size_t i = 0; i < r->n; i++)
+		e[i] = r->e[(r->head + i) & (r->cap - 1)];
+	free(r->e);
+	r->e = e;
+	r->head = 0;
+	r->cap = cap;
+	return 0;
+}
+
+/* Room for one more entry on the heap: 0 or -ENOMEM. */
+static int heap_grow(struct urt__timers *tm)
+{
+	size_t cap = tm->cap ? tm->cap * 2 : 256;
+	struct urt__timer *h;
+
+	if (tm->heap_n < tm->cap)
+		return 0;
+	h = realloc(tm->heap, cap * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	tm->heap = h;
+	tm->cap = cap;
+	return 0;
+}
+
+/* The run a deadline goes on: the one whose last is the latest no later
+ * than it, else an empty one; NULL: the heap. */
+static struct urt__timer_run *run_for(struct urt__timers *tm, uint64_t deadline)
+{
+	struct urt__timer_run *fit = NULL, *empty = NULL;
+	uint64_t fit_last = 0;
+
+	for (int i = 0; i < URT__TIMER_RUNS; i++) {
+		struct urt__timer_run *r = &tm->run[i];
+
+		if (!r->n) {
+			if (!empty)
+				empty = r;
+		} else if (r->last <= deadline && (!fit || r->last > fit_last)) {
+			fit = r;
+			fit_last = r->last;
+		}
+	}
+	return fit ? fit : empty;
 }
 
 int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline)
 {
-	assert(!urt__timer_on(t));
-	if (tm->n == tm->cap) {
-		size_t cap = tm->cap ? tm->cap * 2 : 256;
-		struct urt__timer *h = realloc(tm->heap, cap * sizeof(*h));
+	struct urt__timer e = { deadline, t, t->timer_gen + 1 };
+	struct urt__timer_run *r = run_for(tm, deadline);
 
-		if (!h)
+	assert(!urt__timer_on(t));
+	if (r) {
+		if (run_grow(r))
 			return -ENOMEM;
-		tm->heap = h;
-		tm->cap = cap;
+		r->e[(r->head + r->n++) & (r->cap - 1)] = e;
+		if (r->n == 1)
+			r->first = deadline;
+		r->last = deadline;
+	} else {
+		if (heap_grow(tm))
+			return -ENOMEM;
+		tm->heap[tm->heap_n] = e;
+		heap_up(tm->heap, tm->heap_n++);
 	}
 	t->timer_gen++;
 	tm->live++;
-	tm->heap[tm->n] = (struct urt__timer){ deadline, t, t->timer_gen };
-	heap_up(tm->heap, tm->n++);
+	tm->n++;
 	return 0;
 }
 
@@ -119,14 +223,20 @@ void urt__timer_del(struct urt__timers *tm, struct urt_task *t)
 
 struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now)
 {
+	const struct urt__timer *top;
 	struct urt_task *t;
+	int at;
 
-	if (!tm->n || tm->heap[0].deadline > now)
+	if (!tm->n)
 		return NULL;
-	t = tm->heap[0].task;
+	at = urt__timer_top_at(tm);
+	top = at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
+	if (top->deadline > now)
+		return NULL;
+	t = top->task;
 	t->timer_gen++;
 	tm->live--;
-	heap_pop(tm);
+	top_pop(tm, at);
 	top_clean(tm);
 	return t;
 }
@@ -169,7 +279,7 @@ int urt__timer_arm_at(struct urt__timers *tm, struct urt__ring *r, uint64_t at)
 
 int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r)
 {
-	return urt__timer_arm_at(tm, r, tm->heap[0].deadline);
+	return urt__timer_arm_at(tm, r, urt__timer_next(tm));
 }
 
 int urt__timer_disarm(struct urt__timers *tm, struct urt__ring *r)
@@ -194,5 +304,9 @@ void urt__timers_fini(struct urt__timers *tm)
 {
 	free(tm->heap);
 	tm->heap = NULL;
-	tm->n = tm->cap = 0;
+	tm->n = tm->heap_n = tm->cap = 0;
+	for (int i = 0; i < URT__TIMER_RUNS; i++) {
+		free(tm->run[i].e);
+		tm->run[i] = (struct urt__timer_run){ 0 };
+	}
 }

@@ -1,5 +1,5 @@
-/* The timer layer (timer.c): the deadlines of waiting tasks on a heap, and
- * the one kernel timeout armed for the earliest. */
+/* The timer layer (timer.c): the deadlines of waiting tasks on a heap and
+ * on runs in order, and the one kernel timeout armed for the earliest. */
 #ifndef URT_TIMER_H
 #define URT_TIMER_H
 
@@ -18,19 +18,39 @@ struct urt__timer {
 /* Children per node of the heap below. */
 #define URT__TIMER_ARITY 4
 
-/* The deadlines of waiting tasks: a 4-ary min-heap by deadline, with one
- * absolute IORING_OP_TIMEOUT armed in the kernel for the earliest.
+/* A queue of entries in deadline order: a ring of cap (a power of two),
+ * with its first and last deadlines at hand (while n is not 0). */
+struct urt__timer_run {
+	struct urt__timer *e;
+	size_t head, n, cap;
+	uint64_t first, last;
+};
+
+/* Runs beside the heap. */
+#define URT__TIMER_RUNS 4
+
+/* The deadlines of waiting tasks: a 4-ary min-heap by deadline, and beside
+ * it a few runs, queues of deadlines added in order (each no earlier than
+ * its run's last), with one absolute IORING_OP_TIMEOUT armed in the kernel
+ * for the earliest of all. Deadlines of one duration, the common case
+ * (every request's timeout, every sleeper of W1), come in order: each
+ * duration fills a run of its own, and its deadlines go in and out without
+ * a sift, out in the order they came, ties too. A deadline goes on the run
+ * whose last is the latest no later than it, else on an empty run, else on
+ * the heap.
  *
  * Deletion is lazy: a task's timer_gen is odd while it has a timer, and
  * taking the timer off (or its coming due) moves it on, which makes the
- * task's entry stale wherever it is in the heap. So a sift writes the
- * heap alone, not one task record per level (with 100,000 sleepers that
- * was a quarter of W1's time). Stale entries leave when they reach the
- * top, which is never stale (n is 0 exactly when no task has a timer),
- * or all at once when they outnumber the live ones. */
+ * task's entry stale wherever it is. So a sift writes the heap alone, not
+ * one task record per level (with 100,000 sleepers that was a quarter of
+ * W1's time). Stale entries leave when they reach the top, which is never
+ * stale (n is 0 exactly when no task has a timer), or all at once when
+ * they outnumber the live ones. */
 struct urt__timers {
 	struct urt__timer *heap;
-	size_t n, cap;
+	size_t heap_n, cap;
+	struct urt__timer_run run[URT__TIMER_RUNS];
+	size_t n;                   /* entries, on the heap and the runs */
 	size_t live;                /* tasks with a timer; the rest are stale */
 	struct urt__op op;          /* the armed timeout's */
 	bool armed;
@@ -46,17 +66,45 @@ static inline bool urt__timer_on(const struct urt_task *t)
 	return t->timer_gen & 1;
 }
 
+/* Where the earliest entry is: a run's index, or -1 for the heap (tm->n
+ * must not be 0). */
+static inline int urt__timer_top_at(const struct urt__timers *tm)
+{
+	bool any = tm->heap_n != 0;
+	uint64_t min = any ? tm->heap[0].deadline : 0;
+	int at = -1;
+
+	for (int i = 0; i < URT__TIMER_RUNS; i++) {
+		const struct urt__timer_run *r = &tm->run[i];
+
+		if (r->n && (!any || r->first < min)) {
+			min = r->first;
+			at = i;
+			any = true;
+		}
+	}
+	return at;
+}
+
+/* The earliest entry (tm->n must not be 0). */
+static inline const struct urt__timer *urt__timer_top(const struct urt__timers *tm)
+{
+	int at = urt__timer_top_at(tm);
+
+	return at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
+}
+
 /* The earliest deadline (UINT64_MAX: none). */
 static inline uint64_t urt__timer_next(const struct urt__timers *tm)
 {
-	return tm->n ? tm->heap[0].deadline : UINT64_MAX;
+	return tm->n ? urt__timer_top(tm)->deadline : UINT64_MAX;
 }
 
 /* Whether the armed timeout comes no later than the earliest deadline
  * (also when no deadline waits): a yield asks it each time. */
 static inline bool urt__timer_covered(const struct urt__timers *tm)
 {
-	return !tm->n || tm->at <= tm->heap[0].deadline;
+	return tm->at <= urt__timer_next(tm);
 }
 
 /* An empty heap with nothing armed. */
