@@ -57,6 +57,25 @@ static bool entry_stale(const struct urt__timer *e)
 	return e->task->timer_gen != e->gen;
 }
 
+/* A run's first deadline, or the heap's top, whichever is earliest. */
+int urt__timer_top_at(const struct urt__timers *tm)
+{
+	bool any = tm->heap_n != 0;
+	uint64_t min = any ? tm->heap[0].deadline : 0;
+	int at = -1;
+
+	for (int i = 0; i < URT__TIMER_RUNS; i++) {
+		const struct urt__timer_run *r = &tm->run[i];
+
+		if (r->n && (!any || r->first < min)) {
+			min = r->first;
+			at = i;
+			any = true;
+		}
+	}
+	return at;
+}
+
 static void heap_pop(struct urt__timers *tm)
 {
 	tm->heap[0] = tm->heap[--tm->heap_n];
