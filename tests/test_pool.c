@@ -1100,16 +1100,23 @@ static int many_offloader(void *arg)
 }
 
 /* Holds the loop, after the turn that hands the jobs over, until every job
- * has run: their completions pile up unseen. */
+ * has run: their completions pile up unseen. A job counts itself before
+ * its worker puts it on the finished list, so the loop is held 100 ms
+ * more (blocking, on purpose) for the last of those puts: without it the
+ * loop, finding the list one short, could sleep once, and a wake-up
+ * message would come (seen under TSan with the suite running two at a
+ * time). */
 static int many_holder(void *arg)
 {
 	struct many *m = arg;
+	struct timespec grace = { 0, 100 * 1000 * 1000 };
 	int ret = urt_yield();
 
 	if (ret)
 		return ret;
 	while (atomic_load(&m->ran) < MANY_JOBS)
 		sched_yield();
+	nanosleep(&grace, NULL);
 	return 0;
 }
 
