@@ -60,7 +60,7 @@ struct urt__timers {
 	struct __kernel_timespec update_ts;
 };
 
-/* Whether t has a timer on the heap. */
+/* Whether t has a timer (on the heap or a run). */
 static inline bool urt__timer_on(const struct urt_task *t)
 {
 	return t->timer_gen & 1;
@@ -93,22 +93,23 @@ static inline bool urt__timer_covered(const struct urt__timers *tm)
 	return tm->at <= urt__timer_next(tm);
 }
 
-/* An empty heap with nothing armed. */
+/* No timer, nothing armed. */
 void urt__timers_init(struct urt__timers *tm);
-/* Free the heap (its tasks are the caller's). */
+/* Free the heap and the runs (their tasks are the caller's). */
 void urt__timers_fini(struct urt__timers *tm);
-/* Put t on the heap at deadline (t must have no timer). 0 or -ENOMEM. */
+/* Give t a timer at deadline, on a run or the heap (t must have none).
+ * 0 or -ENOMEM. */
 int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline);
-/* Take t off the heap; nothing when it is not on it. */
+/* Take t's timer away; nothing when it has none. */
 void urt__timer_del(struct urt__timers *tm, struct urt_task *t);
 /* The task whose deadline is earliest, when it is no later than now,
- * taken off the heap; else NULL. */
+ * its timer taken away; else NULL. */
 struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now);
 /* Keep the one kernel timeout armed on r no later than the earliest
- * deadline (the heap must not be empty). 0, or the ring's error. */
+ * deadline (some task must have a timer). 0, or the ring's error. */
 int urt__timer_arm(struct urt__timers *tm, struct urt__ring *r);
-/* The same, no later than at: a time of the loop's own, with no task on
- * the heap (its expiry ends the loop's wait in the kernel, and wakes no
+/* The same, no later than at: a time of the loop's own, not a task's
+ * deadline (its expiry ends the loop's wait in the kernel, and wakes no
  * task). 0, or the ring's error. */
 int urt__timer_arm_at(struct urt__timers *tm, struct urt__ring *r, uint64_t at);
 /* Remove the armed timeout, if any (its CQE still comes). 0, or the
