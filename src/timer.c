@@ -103,9 +103,8 @@ static void top_clean(struct urt__timers *tm)
 {
 	while (tm->n) {
 		int at = urt__timer_top_at(tm);
-		const struct urt__timer *e = at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
 
-		if (!entry_stale(e))
+		if (!entry_stale(urt__timer_entry_at(tm, at)))
 			break;
 		top_pop(tm, at);
 	}
@@ -249,7 +248,7 @@ struct urt_task *urt__timer_due(struct urt__timers *tm, uint64_t now)
 	if (!tm->n)
 		return NULL;
 	at = urt__timer_top_at(tm);
-	top = at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
+	top = urt__timer_entry_at(tm, at);
 	if (top->deadline > now)
 		return NULL;
 	t = top->task;

@@ -72,12 +72,16 @@ static inline bool urt__timer_on(const struct urt_task *t)
  * 10% slower (W6) by the layout of its code alone. */
 int urt__timer_top_at(const struct urt__timers *tm);
 
+/* The first entry of run at, or the heap's top when at is -1. */
+static inline const struct urt__timer *urt__timer_entry_at(const struct urt__timers *tm, int at)
+{
+	return at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
+}
+
 /* The earliest entry (tm->n must not be 0). */
 static inline const struct urt__timer *urt__timer_top(const struct urt__timers *tm)
 {
-	int at = urt__timer_top_at(tm);
-
-	return at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
+	return urt__timer_entry_at(tm, urt__timer_top_at(tm));
 }
 
 /* The earliest deadline (UINT64_MAX: none). */
