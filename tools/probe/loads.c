@@ -65,7 +65,10 @@ static uint64_t crunch(uint64_t ns)
 /* ---- the clock of a urt load ---- */
 
 /* Ends the load's slice: sets stop, which the load's tasks look at, and
- * stops the lag monitor, so that the loop's run returns. */
+ * stops the lag monitor, so that the loop's run returns. The slice starts
+ * when the loop runs, not before the load's tasks are made: under a
+ * sanitizer, making 64 tasks took longer than a short slice, which then
+ * ended before the monitor's first tick. */
 struct keeper {
 	enum load_id load;
 	uint64_t start, end;
@@ -78,6 +81,8 @@ static int keeper_task(void *arg)
 	uint64_t now;
 
 	urt_task_set_name(NULL, "probe-clock");
+	k->start = urt_now_ns();
+	k->end = k->start + slice_ns();
 	while ((now = urt_now_ns()) < k->end) {
 		uint64_t left = k->end - now;
 		int ret = urt_sleep_ns(left < 100 * MS ? left : 100 * MS);
@@ -321,8 +326,6 @@ void run_urt_load(enum load_id l)
 	for (unsigned i = 0; i < 64; i++)
 		ctx[i] = (struct load_ctx){ .stop = &stop, .fd = fd, .pipe_r = pfd[0],
 					    .pipe_w = pfd[1], .seed = i };
-	k.start = urt_now_ns();
-	k.end = k.start + slice_ns();
 	k.stop = &stop;
 	spawn_or_die(loop, keeper_task, &k);
 	for (unsigned i = 1; i < opt.tickers; i++)
