@@ -1127,8 +1127,11 @@ static void blocker_fn(struct blockers *b)
 static int blocker_task(void *arg)
 {
 	struct blockers *b = arg;
+	int ret = urt_to_thread(blocker_fn, b);
 
-	return urt_to_thread(blocker_fn, b);
+	if (ret)
+		atomic_store(&b->err, ret); /* the holder stops waiting */
+	return ret;
 }
 
 static void *blocker_loop(void *arg)
