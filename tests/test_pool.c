@@ -1156,6 +1156,7 @@ struct many_holder_arg {
 	struct many *m;
 	struct blockers *b;
 	pthread_t th;
+	bool th_made;
 	int err;
 };
 
@@ -1173,6 +1174,7 @@ static int many_holder(void *arg)
 	h->err = pthread_create(&h->th, NULL, blocker_loop, h->b);
 	if (h->err)
 		return 0;
+	h->th_made = true;
 	while (atomic_load(&h->b->started) < 2 && !atomic_load(&h->b->err))
 		sched_yield();
 	return 0;
@@ -1209,11 +1211,12 @@ static void test_more_finished_jobs_than_slots(void **state)
 	urt_loop_destroy(loop);
 	/* Release the second loop's jobs and join it before any check. */
 	assert_int_equal(write(b.fd[1], "xx", 2), 2);
-	if (h.err == 0)
+	if (h.th_made)
 		pthread_join(h.th, NULL);
 	close(b.fd[0]);
 	close(b.fd[1]);
 	assert_int_equal(h.err, 0);
+	assert_true(h.th_made);
 	assert_int_equal(atomic_load(&b.err), 0);
 	assert_int_equal(atomic_load(&b.started), 2);
 	assert_int_equal(urt_pool_destroy(b.pool), 0);
