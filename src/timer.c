@@ -91,7 +91,7 @@ static void top_pop(struct urt__timers *tm, int at)
 
 		r->head = (r->head + 1) & (r->cap - 1);
 		if (--r->n)
-			r->first = r->e[r->head].deadline;
+			r->first = urt__timer_run_entry(r, 0)->deadline;
 	} else {
 		heap_pop(tm);
 	}
@@ -130,16 +130,16 @@ static void sweep(struct urt__timers *tm)
 
 		k = 0;
 		for (size_t i = 0; i < r->n; i++) {
-			struct urt__timer e = r->e[(r->head + i) & (r->cap - 1)];
+			struct urt__timer e = *urt__timer_run_entry(r, i);
 
 			if (!entry_stale(&e))
-				r->e[(r->head + k++) & (r->cap - 1)] = e;
+				*urt__timer_run_entry(r, k++) = e;
 		}
 		r->n = k;
 		tm->n += k;
 		if (k) {
-			r->first = r->e[r->head].deadline;
-			r->last = r->e[(r->head + k - 1) & (r->cap - 1)].deadline;
+			r->first = urt__timer_run_entry(r, 0)->deadline;
+			r->last = urt__timer_run_entry(r, k - 1)->deadline;
 		}
 	}
 	assert(tm->n == tm->live);
@@ -157,7 +157,7 @@ static int run_grow(struct urt__timer_run *r)
 	if (!e)
 		return -ENOMEM;
 	for (size_t i = 0; i < r->n; i++)
-		e[i] = r->e[(r->head + i) & (r->cap - 1)];
+		e[i] = *urt__timer_run_entry(r, i);
 	free(r->e);
 	r->e = e;
 	r->head = 0;
@@ -211,7 +211,7 @@ int urt__timer_add(struct urt__timers *tm, struct urt_task *t, uint64_t deadline
 	if (r) {
 		if (run_grow(r))
 			return -ENOMEM;
-		r->e[(r->head + r->n++) & (r->cap - 1)] = e;
+		*urt__timer_run_entry(r, r->n++) = e;
 		if (r->n == 1)
 			r->first = deadline;
 		r->last = deadline;

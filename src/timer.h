@@ -26,6 +26,12 @@ struct urt__timer_run {
 	uint64_t first, last;
 };
 
+/* The i-th entry of run r, from its first (i < r->cap). */
+static inline struct urt__timer *urt__timer_run_entry(const struct urt__timer_run *r, size_t i)
+{
+	return &r->e[(r->head + i) & (r->cap - 1)];
+}
+
 /* Runs beside the heap. */
 #define URT__TIMER_RUNS 4
 
@@ -75,7 +81,7 @@ int urt__timer_top_at(const struct urt__timers *tm);
 /* The first entry of run at, or the heap's top when at is -1. */
 static inline const struct urt__timer *urt__timer_entry_at(const struct urt__timers *tm, int at)
 {
-	return at < 0 ? &tm->heap[0] : &tm->run[at].e[tm->run[at].head];
+	return at < 0 ? &tm->heap[0] : urt__timer_run_entry(&tm->run[at], 0);
 }
 
 /* The earliest entry (tm->n must not be 0). */

@@ -48,13 +48,12 @@ static void check_heap(void)
 		const struct urt__timer_run *r = &tm.run[j];
 
 		for (size_t i = 0; i < r->n; i++) {
-			const struct urt__timer *e = &r->e[(r->head + i) & (r->cap - 1)];
+			const struct urt__timer *e = urt__timer_run_entry(r, i);
 
 			if (e->task->timer_gen == e->gen)
 				live++;
 			if (i)
-				assert_true(r->e[(r->head + i - 1) & (r->cap - 1)].deadline <=
-					    e->deadline);
+				assert_true(urt__timer_run_entry(r, i - 1)->deadline <= e->deadline);
 		}
 		n += r->n;
 	}
