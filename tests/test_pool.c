@@ -1099,57 +1099,137 @@ static int many_offloader(void *arg)
 	return 0;
 }
 
+/*
+ * A job counts itself before its worker puts it on the finished list, so
+ * a count of 700 does not say that the list holds them all. Two jobs of a
+ * second loop on the same pool, handed over once all 700 have run, do: a
+ * worker takes its next job only after it has put its last one on its
+ * loop's list, and these two block until released, so each of the two
+ * workers takes one of them, and once both have started, both workers are
+ * past their last put.
+ */
+struct blockers {
+	urt_pool *pool;
+	int fd[2];                  /* each job reads a byte: its release */
+	atomic_int started;
+	atomic_int err;             /* of the second loop's thread */
+};
+
+static void blocker_fn(struct blockers *b)
+{
+	char c;
+
+	atomic_fetch_add(&b->started, 1);
+	if (read(b->fd[0], &c, 1) != 1)
+		b->err = -EIO;
+}
+
+static int blocker_task(void *arg)
+{
+	struct blockers *b = arg;
+	int ret = urt_to_thread(blocker_fn, b);
+
+	if (ret)
+		atomic_store(&b->err, ret); /* the holder stops waiting */
+	return ret;
+}
+
+static void *blocker_loop(void *arg)
+{
+	struct blockers *b = arg;
+	struct urt_loop_opts o = { .pool = b->pool };
+	urt_loop *loop = NULL;
+	int ret = urt_loop_create(&loop, &o);
+
+	for (int i = 0; ret == 0 && i < 2; i++)
+		ret = urt_spawn(loop, NULL, blocker_task, b);
+	if (ret == 0)
+		ret = urt_loop_run(loop);
+	if (loop)
+		urt_loop_destroy(loop);
+	if (ret)
+		b->err = ret;
+	return NULL;
+}
+
+struct many_holder_arg {
+	struct many *m;
+	struct blockers *b;
+	pthread_t th;
+	bool th_made;
+	int err;
+};
+
 /* Holds the loop, after the turn that hands the jobs over, until every job
- * has run: their completions pile up unseen. A job counts itself before
- * its worker puts it on the finished list, so the loop is held 100 ms
- * more (blocking, on purpose) for the last of those puts: without it the
- * loop, finding the list one short, could sleep once, and a wake-up
- * message would come (seen under TSan with the suite running two at a
- * time). */
+ * is on the finished list (above): their completions pile up unseen. */
 static int many_holder(void *arg)
 {
-	struct many *m = arg;
-	struct timespec grace = { 0, 100 * 1000 * 1000 };
+	struct many_holder_arg *h = arg;
 	int ret = urt_yield();
 
 	if (ret)
 		return ret;
-	while (atomic_load(&m->ran) < MANY_JOBS)
+	while (atomic_load(&h->m->ran) < MANY_JOBS)
 		sched_yield();
-	nanosleep(&grace, NULL);
+	h->err = pthread_create(&h->th, NULL, blocker_loop, h->b);
+	if (h->err)
+		return 0;
+	h->th_made = true;
+	while (atomic_load(&h->b->started) < 2 && !atomic_load(&h->b->err))
+		sched_yield();
 	return 0;
 }
 
 /* 700 jobs finish while the loop looks away: 256 fill the list's slots,
  * the rest go on its stack, and the loop's next look completes each once,
- * with its own result, and no message (the loop never slept). */
+ * with its own result, and no message (the loop never slept). Every stack
+ * stays resident: when the workers finish more than 256 jobs before the
+ * loop's first look, those tasks end before the holder's turn, and at the
+ * turn after it (fewer than 256 tasks live, more than 256 stacks cached)
+ * the loop would arm its timeout for the quiet trim, an SQE in flight. */
 static void test_more_finished_jobs_than_slots(void **state)
 {
 	struct urt_pool_opts po = { .threads = 2, .flags = pool_flags };
-	struct urt_loop_opts o = { .pool_opts = &po, .flags = URT_LOOP_NO_SPIN };
+	struct urt_loop_opts o = { .flags = URT_LOOP_NO_SPIN, .stack_resident = 2 * MANY_JOBS };
 	static struct many m;
 	static struct many_arg args[MANY_JOBS];
+	struct blockers b = { 0 };
+	struct many_holder_arg h = { .m = &m, .b = &b };
 	struct urt_loop_stats st;
 	urt_loop *loop;
 
 	(void)state;
 	atomic_store(&m.ran, 0);
+	assert_int_equal(pipe(b.fd), 0);
+	assert_int_equal(urt_pool_create(&b.pool, &po), 0);
+	o.pool = b.pool;
 	assert_int_equal(urt_loop_create(&loop, &o), 0);
 	for (long i = 0; i < MANY_JOBS; i++) {
 		m.out[i] = -1;
 		args[i] = (struct many_arg){ .m = &m, .i = i };
 		assert_int_equal(urt_spawn(loop, NULL, many_offloader, &args[i]), 0);
 	}
-	assert_int_equal(urt_spawn(loop, NULL, many_holder, &m), 0);
+	assert_int_equal(urt_spawn(loop, NULL, many_holder, &h), 0);
 	assert_int_equal(urt_loop_run(loop), 0);
+	assert_int_equal(urt_loop_stats(loop, &st), 0);
+	urt_loop_destroy(loop);
+	/* Release the second loop's jobs and join it before any check. */
+	assert_int_equal(write(b.fd[1], "xx", 2), 2);
+	if (h.th_made)
+		pthread_join(h.th, NULL);
+	close(b.fd[0]);
+	close(b.fd[1]);
+	assert_int_equal(h.err, 0);
+	assert_true(h.th_made);
+	assert_int_equal(atomic_load(&b.err), 0);
+	assert_int_equal(atomic_load(&b.started), 2);
+	assert_int_equal(urt_pool_destroy(b.pool), 0);
 	for (long i = 0; i < MANY_JOBS; i++)
 		assert_int_equal(m.out[i], i * 3 + 1);
-	assert_int_equal(urt_loop_stats(loop, &st), 0);
 	assert_int_equal(st.cqes, 0);
 	assert_int_equal(st.messages, MANY_JOBS);
 	assert_int_equal(st.settled, MANY_JOBS);
 	assert_int_equal(st.inflight, 0);
-	urt_loop_destroy(loop);
 }
 
 /* A loop that waits between jobs: each wait is marked, and the job that
