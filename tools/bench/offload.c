@@ -19,13 +19,14 @@
  * and batched ones also into a main ring without DEFER_TASKRUN. Beside
  * them, an eventfd written once per batch.
  *
- * The raw floors hand jobs over through a queue like urt's pool (a mutex and
- * condition variable, the same optional spin on both sides), except that
- * each worker takes its fair share of it, up to 16 jobs per lock, where
- * urt's workers take one (taking more did not make urt faster here), and
- * their main ring is set up with urt's flags (but for the "no DEFER" ones),
- * so that urt's ratio to them is what the runtime itself
- * adds: tasks, switches, bookkeeping.
+ * The raw floors hand jobs over through a queue like urt's pool (a mutex,
+ * adaptive as urt's, and a condition variable, the same optional spin on
+ * both sides), except that each worker takes its fair share of it, up to
+ * 16 jobs per lock, where urt's workers take one (so that no job waits
+ * in one worker's hands behind a long one while another idles), and
+ * their main ring is set up with urt's flags (but for the "no DEFER"
+ * ones), so that urt's ratio to them is what the runtime itself adds:
+ * tasks, switches, bookkeeping, one job per lock.
  *
  * Variants are interleaved (A run 1, B run 1, ..., A run 2, ...) so that a
  * noisy neighbour on a shared VM hits them all alike; the tables show
@@ -234,10 +235,30 @@ struct hq {
 	uint64_t spin_ns;
 };
 
+/* The lock as urt's pool sets it up: glibc's adaptive mutex (a bounded
+ * spin before futex()) where the process may use two CPUs or more. */
+static void hq_lock_init(struct hq *q)
+{
+	pthread_mutexattr_t a;
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) >= 2 &&
+	    pthread_mutexattr_init(&a) == 0) {
+		int ret = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+
+		if (ret == 0)
+			ret = pthread_mutex_init(&q->mu, &a);
+		pthread_mutexattr_destroy(&a);
+		if (ret == 0)
+			return;
+	}
+	pthread_mutex_init(&q->mu, NULL);
+}
+
 static void hq_init(struct hq *q, unsigned nworkers, uint64_t spin_ns)
 {
 	memset(q, 0, sizeof(*q));
-	pthread_mutex_init(&q->mu, NULL);
+	hq_lock_init(q);
 	pthread_cond_init(&q->cv, NULL);
 	q->nworkers = nworkers;
 	q->spin_ns = spin_ns;
