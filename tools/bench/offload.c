@@ -239,6 +239,7 @@ struct hq {
  * spin before futex()) where the process may use two CPUs or more. */
 static void hq_lock_init(struct hq *q)
 {
+#ifdef __GLIBC__
 	pthread_mutexattr_t a;
 	cpu_set_t set;
 
@@ -252,6 +253,7 @@ static void hq_lock_init(struct hq *q)
 		if (ret == 0)
 			return;
 	}
+#endif
 	pthread_mutex_init(&q->mu, NULL);
 }
 
