@@ -889,7 +889,9 @@ struct urt_pool_opts {
  * even a lone one that the kernel (6.13+) could send without a source ring.
  * (Batches always go from the worker's ring, in one io_uring_enter.) */
 #define URT_POOL_WORKER_RINGS (1u << 0)
-/* Workers never spin before sleeping (spin_ns ignored). */
+/* Workers never spin before sleeping (spin_ns ignored), and the queue's
+ * lock sleeps at once when it is held (it spins a bounded while first
+ * otherwise, see the README): for threads pinned to one CPU by hand. */
 #define URT_POOL_NO_SPIN (1u << 1)
 /*
  * The workers' priority. By default they run below the thread that made

@@ -288,21 +288,22 @@ static void pool_free(struct urt_pool *p, unsigned started)
 /*
  * The queue's lock spins a bounded while before it sleeps (glibc's
  * adaptive mutex: at most glibc.pthread.mutex_spin_count tries, 100 by
- * default), where another CPU can run its holder. Every section under it
- * is a few dozen instructions, but the loop's hand-over and two workers
- * taking one job each meet there millions of times a second: with the
- * default mutex, each meeting put the late one to sleep in futex() and
- * made the holder wake it, 15,000-40,000 futex calls for W3's 2,000,000
- * jobs; spinning first, 600-1,300, and W3's median rate went up by
- * 1.3-2.1x (see the README). Elsewhere (another libc, one CPU), the
- * default mutex.
+ * default), when the pool spins at all: not with URT_POOL_NO_SPIN, nor
+ * where the process may use one CPU only (its holder could not run
+ * meanwhile); then, and with another libc, it is the default mutex. Every
+ * section under it is a few dozen instructions, but the loop's hand-over
+ * and two workers taking one job each meet there millions of times a
+ * second: with the default mutex, each meeting put the late one to sleep
+ * in futex() and made the holder wake it, 15,000-40,000 futex calls for
+ * W3's 2,000,000 jobs; spinning first, 600-1,300, and W3's median rate
+ * went up by 1.3-2.1x (see the README).
  */
 static void queue_lock_init(struct urt_pool *p)
 {
 #ifdef __GLIBC__
 	pthread_mutexattr_t a;
 
-	if (urt__cpus_allowed() >= 2 && pthread_mutexattr_init(&a) == 0) {
+	if (p->spin_ns && pthread_mutexattr_init(&a) == 0) {
 		int ret = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
 
 		if (ret == 0)
@@ -313,6 +314,17 @@ static void queue_lock_init(struct urt_pool *p)
 	}
 #endif
 	pthread_mutex_init(&p->mu, NULL);
+}
+
+bool urt__pool_lock_spins(struct urt_pool *p)
+{
+#ifdef __GLIBC__
+	/* The mutex's kind, in the low bits of the word glibc keeps it in. */
+	return (p->mu.__data.__kind & 3) == PTHREAD_MUTEX_ADAPTIVE_NP;
+#else
+	(void)p;
+	return false;
+#endif
 }
 
 int urt__pool_opts_check(const struct urt_pool_opts *o)
@@ -349,12 +361,12 @@ int urt__pool_start(struct urt_pool **out, const struct urt_pool_opts *opts)
 		free(p);
 		return -ENOMEM;
 	}
-	queue_lock_init(p);
-	pthread_cond_init(&p->cv, NULL);
 	p->nthreads = o.threads;
 	p->spin_ns = (o.flags & URT_POOL_NO_SPIN) ? 0 : o.spin_ns ? o.spin_ns : DEFAULT_SPIN_NS;
 	if (urt__cpus_allowed() < 2)
 		p->spin_ns = 0; /* the loop could not run while we spin */
+	queue_lock_init(p);
+	pthread_cond_init(&p->cv, NULL);
 	p->worker_rings = (o.flags & URT_POOL_WORKER_RINGS) || !urt__msg_ringless_works();
 	p->policy = (o.flags & URT_POOL_SAME_PRIORITY) ? SCHED_OTHER :
 		    (o.flags & URT_POOL_SCHED_IDLE) ? SCHED_IDLE : SCHED_BATCH;

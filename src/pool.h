@@ -146,6 +146,9 @@ bool urt__done_unmark(struct urt__done *done);
 /* Wait until no worker of pool is still looking at done (after its last
  * job has been taken): before done's memory goes, when the pool runs on. */
 void urt__pool_quiesce(struct urt_pool *pool, struct urt__done *done);
+/* Whether the pool's queue lock spins before it sleeps (glibc's adaptive
+ * mutex, as the lock itself says): for the tests. */
+bool urt__pool_lock_spins(struct urt_pool *pool);
 /* CPUs the process may run on: spinning for another thread only helps
  * when that thread can run meanwhile. */
 int urt__cpus_allowed(void);

@@ -147,12 +147,35 @@ static void test_stack_oldest_first(void **state)
 	assert_false(urt__done_ready(&d));
 }
 
+/* The queue's lock spins before it sleeps (glibc's adaptive mutex) when
+ * the pool's workers spin, and not with URT_POOL_NO_SPIN: threads pinned
+ * to one CPU by hand would spin while the lock's holder cannot run. */
+static void test_lock_spins_with_the_pool(void **state)
+{
+	struct urt_pool_opts o = { .threads = 1 };
+	struct urt_pool *p;
+
+	(void)state;
+	assert_int_equal(urt__pool_start(&p, &o), 0);
+#ifdef __GLIBC__
+	assert_int_equal(urt__pool_lock_spins(p), urt__cpus_allowed() >= 2);
+#else
+	assert_false(urt__pool_lock_spins(p));
+#endif
+	assert_int_equal(urt_pool_destroy(p), 0);
+	o.flags = URT_POOL_NO_SPIN;
+	assert_int_equal(urt__pool_start(&p, &o), 0);
+	assert_false(urt__pool_lock_spins(p));
+	assert_int_equal(urt_pool_destroy(p), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hole_is_passed_over),
 		cmocka_unit_test(test_mark_sees_filled_slot),
 		cmocka_unit_test(test_stack_oldest_first),
+		cmocka_unit_test(test_lock_spins_with_the_pool),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
