@@ -294,8 +294,8 @@ static void pool_free(struct urt_pool *p, unsigned started)
  * section under it is a few dozen instructions, but the loop's hand-over
  * and two workers taking one job each meet there millions of times a
  * second: with the default mutex, each meeting put the late one to sleep
- * in futex() and made the holder wake it, 15,000-40,000 futex calls for
- * W3's 2,000,000 jobs; spinning first, 600-1,300, and W3's median rate
+ * in futex() and made the holder wake it, 15,000-40,000 futex calls in a
+ * 2,000,000-job W3 program; spinning first, 600-1,300, and its median rate
  * went up by 1.3-2.1x (see the README).
  */
 static void queue_lock_init(struct urt_pool *p)
