@@ -236,14 +236,15 @@ struct hq {
 };
 
 /* The lock as urt's pool sets it up: glibc's adaptive mutex (a bounded
- * spin before futex()) where the process may use two CPUs or more. */
+ * spin before futex()) when the workers spin and the process may use two
+ * CPUs or more, else the default mutex. */
 static void hq_lock_init(struct hq *q)
 {
 #ifdef __GLIBC__
 	pthread_mutexattr_t a;
 	cpu_set_t set;
 
-	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) >= 2 &&
+	if (q->spin_ns && sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) >= 2 &&
 	    pthread_mutexattr_init(&a) == 0) {
 		int ret = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
 
@@ -260,10 +261,10 @@ static void hq_lock_init(struct hq *q)
 static void hq_init(struct hq *q, unsigned nworkers, uint64_t spin_ns)
 {
 	memset(q, 0, sizeof(*q));
-	hq_lock_init(q);
-	pthread_cond_init(&q->cv, NULL);
 	q->nworkers = nworkers;
 	q->spin_ns = spin_ns;
+	hq_lock_init(q);
+	pthread_cond_init(&q->cv, NULL);
 }
 
 static void hq_fini(struct hq *q)
