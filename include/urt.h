@@ -324,7 +324,7 @@ struct urt_loop_metrics {
 	uint64_t jobs_inflight; /* the loop's offloaded jobs not back yet
 				* (urt_to_thread's and, on epoll, the file
 				* operations the pool runs for the loop) */
-	uint64_t pool_queued;  /* jobs in its pool's queue, all loops' */
+	uint64_t pool_queued;  /* jobs waiting to start in its pool, all loops' */
 	uint64_t jobs_done;    /* (M) jobs back from the pool that ran */
 	uint64_t job_wait_ns;  /* (M) their time queued, summed: a pool too
 				* small shows here */

@@ -1,11 +1,13 @@
 /* pool: threads that run blocking jobs and hand them back to the owning
- * loop: a lock-free list of finished jobs (slots, and a stack when they
- * are full), which the loop looks at each turn, and an IORING_OP_MSG_RING
- * that wakes the loop when it sleeps. No
- * eventfd, and no lock on the way back: the loop reaps the wake-up with
- * its other CQEs.
+ * loop: a queue under a lock, from which each worker takes its fair share
+ * of jobs (up to SHARE_MAX) while the ones it has not started stay for any
+ * idle worker to take; a lock-free list of finished jobs (slots, and a
+ * stack when they are full), which the loop looks at each turn; and an
+ * IORING_OP_MSG_RING that wakes the loop when it sleeps. No eventfd, and no
+ * lock on the way back: the loop reaps the wake-up with its other CQEs.
  *
- * Lock order: pool->mu is the only lock, held for the job queue only.
+ * Lock order: pool->mu is the only lock, held for the job queue (and the
+ * jobs workers hold) only.
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <errno.h>
@@ -22,6 +24,7 @@
 #define MAX_THREADS 1024
 #define DEFAULT_SPIN_NS 20000u
 #define WORKER_NICE 10              /* the workers' nice over their creator's */
+#define SHARE_MAX 4                 /* the most jobs a worker takes with one lock */
 
 /* Each worker's record on 128-byte blocks of its own (it writes its ring's
  * fields), as are the pool's and the loop's. */
@@ -32,6 +35,12 @@ struct __attribute__((aligned(128))) worker {
 	/* The loop's list this worker is putting a job on, or NULL: see
 	 * urt__pool_quiesce. */
 	_Atomic(struct urt__done *) finishing;
+	/* The jobs it took with one lock (see take_locked): held[held_next]
+	 * onward are not started yet, and any worker may claim them, the
+	 * owner without the lock, others (stealing) under it. held and
+	 * held_n change under the lock, once every one is claimed. */
+	_Atomic unsigned held_n, held_next;
+	struct urt__job *held[SHARE_MAX];
 };
 
 struct urt_pool {
@@ -206,9 +215,96 @@ void urt__pool_quiesce(struct urt_pool *p, struct urt__done *d)
 			sched_yield();
 }
 
-/* Workers take one job per lock, so that no job waits in one worker's
- * hands behind a long one while another worker idles, and each job's
- * completion goes out as the job ends. */
+/* Whether a job another worker holds is not started yet (relaxed looks,
+ * for spinning: taken under the lock, by steal_locked). */
+static bool stealable(struct urt_pool *p)
+{
+	for (unsigned i = 0; i < p->nthreads; i++) {
+		struct worker *v = &p->workers[i];
+
+		if (atomic_load_explicit(&v->held_next, memory_order_relaxed) <
+		    atomic_load_explicit(&v->held_n, memory_order_relaxed))
+			return true;
+	}
+	return false;
+}
+
+/* Under the lock: a job another worker holds and has not started, claimed
+ * for w, or NULL. */
+static struct urt__job *steal_locked(struct urt_pool *p, struct worker *w)
+{
+	for (unsigned i = 0; i < p->nthreads; i++) {
+		struct worker *v = &p->workers[i];
+		unsigned n = atomic_load_explicit(&v->held_n, memory_order_relaxed), k;
+
+		if (v == w || atomic_load_explicit(&v->held_next, memory_order_relaxed) >= n)
+			continue;
+		k = atomic_fetch_add_explicit(&v->held_next, 1, memory_order_relaxed);
+		if (k < n)
+			return v->held[k];
+	}
+	return NULL;
+}
+
+/*
+ * Under the lock: the job w runs next, or NULL when there is none. From the
+ * queue, w takes its fair share (the jobs queued over the workers, at least
+ * one, at most SHARE_MAX): the first to run now, the rest held where any
+ * idle worker can take them (steal_locked; a spinning one sees them with
+ * stealable). So no job waits in one worker's hands behind a long one
+ * while another worker idles, and a busy pool takes its lock once per
+ * share, not once per job. With the queue empty, w takes a job that
+ * another worker holds.
+ */
+static struct urt__job *take_locked(struct urt_pool *p, struct worker *w)
+{
+	unsigned q = atomic_load_explicit(&p->queued, memory_order_relaxed), k, n = 0;
+
+	if (!p->head)
+		return steal_locked(p, w);
+	k = q / p->nthreads;
+	k = k < 1 ? 1 : k > SHARE_MAX ? SHARE_MAX : k;
+	while (n < k && p->head) {
+		w->held[n++] = p->head;
+		p->head = p->head->next;
+	}
+	if (!p->head)
+		p->tail = NULL;
+	atomic_fetch_sub_explicit(&p->queued, n, memory_order_relaxed);
+	atomic_store_explicit(&w->held_n, n, memory_order_relaxed);
+	atomic_store_explicit(&w->held_next, 1, memory_order_relaxed);
+	return w->held[0];
+}
+
+/* Without the lock: the next job w holds, claimed, or NULL when all are
+ * (by w, or by workers that took them). */
+static struct urt__job *claim_own(struct worker *w)
+{
+	unsigned n = atomic_load_explicit(&w->held_n, memory_order_relaxed), k;
+
+	if (atomic_load_explicit(&w->held_next, memory_order_relaxed) >= n)
+		return NULL;
+	k = atomic_fetch_add_explicit(&w->held_next, 1, memory_order_relaxed);
+	return k < n ? w->held[k] : NULL;
+}
+
+/* Run a job and put it on its loop's finished list; a job whose loop is
+ * going away (urt__pool_drop) is put there unstarted. */
+static void run_one(struct worker *w, struct urt__job *job)
+{
+	if (atomic_load_explicit(&job->done->dropping, memory_order_acquire)) {
+		finish(w, job, -ECANCELED);
+		return;
+	}
+	if (job->timed)
+		job->t_start = urt_now_ns();
+	job->fn(job->arg);
+	if (job->timed)
+		job->t_end = urt_now_ns();
+	finish(w, job, 0);
+}
+
+/* Each job's completion goes out as the job ends. */
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -223,46 +319,32 @@ static void *worker_main(void *arg)
 		(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), p->nice);
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		struct urt__job *job;
-		bool drop;
+		struct urt__job *job = take_locked(p, w);
 
-		while (!p->head && !p->stopping) {
-			if (p->spin_ns) {
-				uint64_t until = urt_now_ns() + p->spin_ns;
-
-				pthread_mutex_unlock(&p->mu);
-				while (!atomic_load_explicit(&p->queued, memory_order_relaxed) &&
-				       urt_now_ns() < until)
-					urt__cpu_relax();
-				pthread_mutex_lock(&p->mu);
-				if (p->head || p->stopping)
-					break;
-			}
-			p->sleepers++;
-			pthread_cond_wait(&p->cv, &p->mu);
-			p->sleepers--;
-		}
-		if (!p->head)
+		if (!job && p->stopping)
 			break;
-		job = p->head;
-		p->head = job->next;
-		if (!p->head)
-			p->tail = NULL;
-		atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
-		/* Its loop may be going away (urt__pool_drop, under the lock). */
-		drop = job->done->dropping;
-		pthread_mutex_unlock(&p->mu);
+		if (!job && p->spin_ns) {
+			uint64_t until = urt_now_ns() + p->spin_ns;
 
-		if (!drop) {
-			if (job->timed)
-				job->t_start = urt_now_ns();
-			job->fn(job->arg);
-			if (job->timed)
-				job->t_end = urt_now_ns();
-			finish(w, job, 0);
-		} else {
-			finish(w, job, -ECANCELED);
+			pthread_mutex_unlock(&p->mu);
+			while (!atomic_load_explicit(&p->queued, memory_order_relaxed) &&
+			       !stealable(p) && urt_now_ns() < until)
+				urt__cpu_relax();
+			pthread_mutex_lock(&p->mu);
+			job = take_locked(p, w);
 		}
+		if (!job) {
+			if (!p->stopping) {
+				p->sleepers++;
+				pthread_cond_wait(&p->cv, &p->mu);
+				p->sleepers--;
+			}
+			continue;
+		}
+		pthread_mutex_unlock(&p->mu);
+		do
+			run_one(w, job);
+		while ((job = claim_own(w)));
 		pthread_mutex_lock(&p->mu);
 	}
 	pthread_mutex_unlock(&p->mu);
@@ -459,8 +541,9 @@ void urt__pool_push(struct urt_pool *p, struct urt__job *head, struct urt__job *
 		p->head = head;
 	p->tail = tail;
 	atomic_fetch_add_explicit(&p->queued, n, memory_order_relaxed);
-	/* A worker takes one job at a time: every sleeping worker that has a
-	 * job to take is woken (spinning ones see the queue themselves). */
+	/* Every sleeping worker that has a job to take is woken (spinning
+	 * ones see the queue themselves): one that finds the queue taken by
+	 * another's share takes from that share. */
 	wake = n < p->sleepers ? n : p->sleepers;
 	if (wake == p->sleepers && wake > 1)
 		pthread_cond_broadcast(&p->cv);
@@ -472,7 +555,18 @@ void urt__pool_push(struct urt_pool *p, struct urt__job *head, struct urt__job *
 
 unsigned urt__pool_queued(struct urt_pool *p)
 {
-	return atomic_load_explicit(&p->queued, memory_order_relaxed);
+	unsigned n = atomic_load_explicit(&p->queued, memory_order_relaxed);
+
+	/* And the jobs workers hold, not started yet. */
+	for (unsigned i = 0; i < p->nthreads; i++) {
+		struct worker *v = &p->workers[i];
+		unsigned held = atomic_load_explicit(&v->held_n, memory_order_relaxed);
+		unsigned next = atomic_load_explicit(&v->held_next, memory_order_relaxed);
+
+		if (next < held)
+			n += held - next;
+	}
+	return n;
 }
 
 struct urt__job *urt__pool_drop(struct urt_pool *p, struct urt__done *done)
@@ -481,7 +575,7 @@ struct urt__job *urt__pool_drop(struct urt_pool *p, struct urt__done *done)
 	unsigned n = 0;
 
 	pthread_mutex_lock(&p->mu);
-	done->dropping = true;
+	atomic_store_explicit(&done->dropping, true, memory_order_release);
 	p->tail = NULL;
 	for (pp = &p->head; (j = *pp);) {
 		if (j->done == done) {

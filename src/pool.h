@@ -75,7 +75,7 @@ struct __attribute__((aligned(128))) urt__done {
 	_Atomic uint64_t tail;           /* slots claimed, ever */
 	struct urt__ring *ring;          /* the loop's ring */
 	struct urt__op wake;
-	bool dropping;              /* under the pool's lock: see urt__pool_drop */
+	_Atomic bool dropping;      /* set under the pool's lock: see urt__pool_drop */
 	/* The loop's: every slot before next is empty; published as
 	 * emptied for the workers. */
 	_Atomic uint64_t emptied __attribute__((aligned(128)));
@@ -95,10 +95,12 @@ void urt__pool_push(struct urt_pool *pool, struct urt__job *head, struct urt__jo
 		    unsigned n);
 /* Take back the jobs bound for done that no worker has taken: returned as
  * a list linked by next, for the caller to complete. From then on, a
- * worker completes any job bound for done it takes with -ECANCELED,
- * without running it (the loop is going away). */
+ * worker completes with -ECANCELED, without running it, any job bound for
+ * done that it has not started, those it took with others and holds among
+ * them (the loop is going away). */
 struct urt__job *urt__pool_drop(struct urt_pool *pool, struct urt__done *done);
-/* Jobs in the pool's queue now, every loop's (a relaxed read). */
+/* Jobs waiting to start now, every loop's: queued, or held by a worker
+ * that took them with others (relaxed reads). */
 unsigned urt__pool_queued(struct urt_pool *pool);
 /* Hand every finished job on done to fn (the loop's side: each turn, and
  * when a wake-up arrives), with res 0 (it ran) or -ECANCELED (dropped

@@ -879,6 +879,61 @@ static void test_job_sees_sibling_start(void **state)
 	sem_destroy(&p.posted);
 }
 
+/* Eight jobs in one turn on two idle workers; the first waits (up to 2 s)
+ * until the other seven have ended. A worker may take several queued jobs
+ * with one lock, but the ones it has not started are the other worker's
+ * to take while it is held up: all seven end while the first waits. */
+struct held {
+	atomic_int ended;
+	int seen;
+};
+
+static void held_first_job(struct held *h)
+{
+	uint64_t until = urt_now_ns() + 2000 * MS;
+
+	while (atomic_load(&h->ended) < 7 && urt_now_ns() < until)
+		usleep(100);
+	h->seen = atomic_load(&h->ended);
+}
+
+static void held_other_job(struct held *h)
+{
+	atomic_fetch_add(&h->ended, 1);
+}
+
+static int held_first_task(void *arg)
+{
+	return urt_to_thread(held_first_job, (struct held *)arg);
+}
+
+static int held_other_task(void *arg)
+{
+	return urt_to_thread(held_other_job, (struct held *)arg);
+}
+
+static void test_held_jobs_not_stuck_behind_a_long_one(void **state)
+{
+	struct held h = { .seen = -1 };
+	urt_loop *loop = idle_pool_loop(2);
+	urt_task *t[8];
+	int res;
+
+	(void)state;
+	atomic_store(&h.ended, 0);
+	assert_int_equal(urt_spawn(loop, &t[0], held_first_task, &h), 0);
+	for (int i = 1; i < 8; i++)
+		assert_int_equal(urt_spawn(loop, &t[i], held_other_task, &h), 0);
+	assert_int_equal(urt_loop_run(loop), 0);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(urt_join(t[i], &res), 0);
+		assert_int_equal(res, 0);
+	}
+	urt_loop_destroy(loop);
+	assert_int_equal(h.seen, 7);
+	assert_int_equal(atomic_load(&h.ended), 7);
+}
+
 static void short_job(struct pair *p)
 {
 	(void)p;
@@ -1346,6 +1401,7 @@ static int set_worker_rings(void **state)
 	cmocka_unit_test(test_tiny_cq_mixed),                        \
 	cmocka_unit_test(test_same_turn_jobs_spread),                \
 	cmocka_unit_test(test_job_sees_sibling_start),               \
+	cmocka_unit_test(test_held_jobs_not_stuck_behind_a_long_one), \
 	cmocka_unit_test(test_completion_as_job_ends),               \
 	cmocka_unit_test(test_loop_sleeps_between_jobs),             \
 	cmocka_unit_test(test_busy_loop_takes_jobs_without_messages), \
