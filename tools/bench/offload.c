@@ -22,11 +22,12 @@
  * The raw floors hand jobs over through a queue like urt's pool (a mutex,
  * adaptive as urt's, and a condition variable, the same optional spin on
  * both sides), except that each worker takes its fair share of it, up to
- * 16 jobs per lock, where urt's workers take one (so that no job waits
+ * 16 jobs per lock, where urt's workers take up to 4 and leave the ones
+ * they have not started for idle workers to take (so that no job waits
  * in one worker's hands behind a long one while another idles), and
  * their main ring is set up with urt's flags (but for the "no DEFER"
  * ones), so that urt's ratio to them is what the runtime itself adds:
- * tasks, switches, bookkeeping, one job per lock.
+ * tasks, switches, bookkeeping, the pool's promise.
  *
  * Variants are interleaved (A run 1, B run 1, ..., A run 2, ...) so that a
  * noisy neighbour on a shared VM hits them all alike; the tables show
