@@ -35,12 +35,16 @@ struct __attribute__((aligned(128))) worker {
 	/* The loop's list this worker is putting a job on, or NULL: see
 	 * urt__pool_quiesce. */
 	_Atomic(struct urt__done *) finishing;
-	/* The jobs it took with one lock (see take_locked): held[held_next]
-	 * onward are not started yet, and any worker may claim them, the
-	 * owner without the lock, others (stealing) under it. held and
-	 * held_n change under the lock, once every one is claimed. */
-	_Atomic unsigned held_n, held_next;
-	struct urt__job *held[SHARE_MAX];
+	/* The jobs it took with one lock beside the one it runs first (see
+	 * take_locked): held[held_next] up to held[held_n - 1] are not
+	 * started yet, and any worker may claim them, the owner without the
+	 * lock, others (stealing) under it. held and held_n change under the
+	 * lock, once every one is claimed. On a line of their own, which
+	 * idle workers read while they spin: a worker that takes one job at
+	 * a time never writes it. */
+	_Atomic unsigned held_n __attribute__((aligned(64)));
+	_Atomic unsigned held_next;
+	struct urt__job *held[SHARE_MAX]; /* [0] unused */
 };
 
 struct urt_pool {
@@ -258,12 +262,14 @@ static struct urt__job *steal_locked(struct urt_pool *p, struct worker *w)
  */
 static struct urt__job *take_locked(struct urt_pool *p, struct worker *w)
 {
-	unsigned q = atomic_load_explicit(&p->queued, memory_order_relaxed), k, n = 0;
+	unsigned q = atomic_load_explicit(&p->queued, memory_order_relaxed), k, n = 1;
+	struct urt__job *job = p->head;
 
-	if (!p->head)
+	if (!job)
 		return steal_locked(p, w);
 	k = q / p->nthreads;
 	k = k < 1 ? 1 : k > SHARE_MAX ? SHARE_MAX : k;
+	p->head = job->next;
 	while (n < k && p->head) {
 		w->held[n++] = p->head;
 		p->head = p->head->next;
@@ -271,9 +277,12 @@ static struct urt__job *take_locked(struct urt_pool *p, struct worker *w)
 	if (!p->head)
 		p->tail = NULL;
 	atomic_fetch_sub_explicit(&p->queued, n, memory_order_relaxed);
-	atomic_store_explicit(&w->held_n, n, memory_order_relaxed);
-	atomic_store_explicit(&w->held_next, 1, memory_order_relaxed);
-	return w->held[0];
+	/* Its last share is all claimed: held_next >= held_n already. */
+	if (n > 1) {
+		atomic_store_explicit(&w->held_n, n, memory_order_relaxed);
+		atomic_store_explicit(&w->held_next, 1, memory_order_relaxed);
+	}
+	return job;
 }
 
 /* Without the lock: the next job w holds, claimed, or NULL when all are
