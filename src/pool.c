@@ -219,17 +219,23 @@ void urt__pool_quiesce(struct urt_pool *p, struct urt__done *d)
 			sched_yield();
 }
 
-/* Whether a job another worker holds is not started yet (relaxed looks,
- * for spinning: taken under the lock, by steal_locked). */
+/* How many of the jobs v holds are not started yet (relaxed looks: exact
+ * under the lock or for v itself, a hint for anyone else). */
+static unsigned held_left(struct worker *v)
+{
+	unsigned n = atomic_load_explicit(&v->held_n, memory_order_relaxed);
+	unsigned next = atomic_load_explicit(&v->held_next, memory_order_relaxed);
+
+	return next < n ? n - next : 0;
+}
+
+/* Whether a job another worker holds is not started yet (for spinning:
+ * taken under the lock, by steal_locked). */
 static bool stealable(struct urt_pool *p)
 {
-	for (unsigned i = 0; i < p->nthreads; i++) {
-		struct worker *v = &p->workers[i];
-
-		if (atomic_load_explicit(&v->held_next, memory_order_relaxed) <
-		    atomic_load_explicit(&v->held_n, memory_order_relaxed))
+	for (unsigned i = 0; i < p->nthreads; i++)
+		if (held_left(&p->workers[i]))
 			return true;
-	}
 	return false;
 }
 
@@ -239,12 +245,13 @@ static struct urt__job *steal_locked(struct urt_pool *p, struct worker *w)
 {
 	for (unsigned i = 0; i < p->nthreads; i++) {
 		struct worker *v = &p->workers[i];
-		unsigned n = atomic_load_explicit(&v->held_n, memory_order_relaxed), k;
+		unsigned k;
 
-		if (v == w || atomic_load_explicit(&v->held_next, memory_order_relaxed) >= n)
+		if (v == w || !held_left(v))
 			continue;
+		/* held_n stays as it is: only v changes it, under the lock. */
 		k = atomic_fetch_add_explicit(&v->held_next, 1, memory_order_relaxed);
-		if (k < n)
+		if (k < atomic_load_explicit(&v->held_n, memory_order_relaxed))
 			return v->held[k];
 	}
 	return NULL;
@@ -289,12 +296,12 @@ static struct urt__job *take_locked(struct urt_pool *p, struct worker *w)
  * (by w, or by workers that took them). */
 static struct urt__job *claim_own(struct worker *w)
 {
-	unsigned n = atomic_load_explicit(&w->held_n, memory_order_relaxed), k;
+	unsigned k;
 
-	if (atomic_load_explicit(&w->held_next, memory_order_relaxed) >= n)
+	if (!held_left(w))
 		return NULL;
 	k = atomic_fetch_add_explicit(&w->held_next, 1, memory_order_relaxed);
-	return k < n ? w->held[k] : NULL;
+	return k < atomic_load_explicit(&w->held_n, memory_order_relaxed) ? w->held[k] : NULL;
 }
 
 /* Run a job and put it on its loop's finished list; a job whose loop is
@@ -567,14 +574,8 @@ unsigned urt__pool_queued(struct urt_pool *p)
 	unsigned n = atomic_load_explicit(&p->queued, memory_order_relaxed);
 
 	/* And the jobs workers hold, not started yet. */
-	for (unsigned i = 0; i < p->nthreads; i++) {
-		struct worker *v = &p->workers[i];
-		unsigned held = atomic_load_explicit(&v->held_n, memory_order_relaxed);
-		unsigned next = atomic_load_explicit(&v->held_next, memory_order_relaxed);
-
-		if (next < held)
-			n += held - next;
-	}
+	for (unsigned i = 0; i < p->nthreads; i++)
+		n += held_left(&p->workers[i]);
 	return n;
 }
 
